@@ -1,0 +1,57 @@
+"""Model builders and a small name registry (``get_model("fcn_resnet50", weights="DEFAULT")``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..weights import FCN_ResNet50_Weights, FCN_ResNet101_Weights, WeightsEnum
+from .fcn import FCN, FCNHead, fcn_resnet50, fcn_resnet101
+from .resnet import ResNet, resnet50, resnet101
+
+__all__ = [
+    "FCN",
+    "FCNHead",
+    "ResNet",
+    "fcn_resnet50",
+    "fcn_resnet101",
+    "get_model",
+    "get_model_builder",
+    "get_model_weights",
+    "list_models",
+    "resnet50",
+    "resnet101",
+]
+
+_MODELS: dict[str, tuple[Callable[..., FCN], type[WeightsEnum]]] = {
+    "fcn_resnet50": (fcn_resnet50, FCN_ResNet50_Weights),
+    "fcn_resnet101": (fcn_resnet101, FCN_ResNet101_Weights),
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`get_model`."""
+    return list(_MODELS)
+
+
+def _entry(name: str) -> tuple[Callable[..., FCN], type[WeightsEnum]]:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose one of {list_models()}") from None
+
+
+def get_model_builder(name: str) -> Callable[..., FCN]:
+    return _entry(name)[0]
+
+
+def get_model_weights(name: str) -> type[WeightsEnum]:
+    """The weights enum of a model, e.g. ``FCN_ResNet50_Weights``."""
+    return _entry(name)[1]
+
+
+def get_model(name: str, **config: Any) -> nn.Module:
+    """Build a model by name; ``config`` goes to its builder (``weights``, ``num_classes``, ...)."""
+    return get_model_builder(name)(**config)

@@ -1,0 +1,146 @@
+"""Pre- and post-processing shared by every entry point: image -> normalized tensor, labels -> colours.
+
+One implementation of each step, so the CLI, the Python API, the server, evaluation and export agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageLike",
+    "SemanticSegmentation",
+    "label_to_image",
+    "normalize",
+    "overlay",
+    "palette",
+    "resize_shorter_side",
+    "resized_size",
+    "to_uint8_tensor",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ImageLike = Union[Image.Image, np.ndarray, Tensor]
+
+
+def to_uint8_tensor(image: ImageLike) -> Tensor:
+    """Any RGB image (PIL, HxWx3 uint8 array, or 3xHxW tensor) as a 3xHxW uint8 tensor."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 array, got shape {image.shape} and dtype {image.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if isinstance(image, Tensor):
+        if image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"expected a 3xHxW tensor, got shape {tuple(image.shape)}")
+        if image.dtype != torch.uint8:
+            image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+        return image
+    raise TypeError(f"expected a PIL image, NumPy array or tensor, got {type(image).__name__}")
+
+
+def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """Output (H, W) when the shorter side becomes ``size``; same truncation as torchvision."""
+    short, long = (height, width) if height <= width else (width, height)
+    new_short, new_long = size, int(size * long / short)
+    return (new_short, new_long) if height <= width else (new_long, new_short)
+
+
+def resize_shorter_side(x: Tensor, size: int, mode: str = "bilinear") -> Tensor:
+    """Resize a (..., H, W) tensor so its shorter side is ``size``.
+
+    Bilinear resizing is antialiased (like PIL and torchvision); ``nearest`` is for label maps.
+    """
+    h, w = x.shape[-2:]
+    out_hw = resized_size(h, w, size)
+    if out_hw == (h, w):
+        return x
+    batched = x if x.ndim == 4 else x[None]
+    if mode == "nearest":
+        out = F.interpolate(batched.float(), size=out_hw, mode="nearest").to(x.dtype)
+    else:
+        out = F.interpolate(batched.float(), size=out_hw, mode="bilinear", align_corners=False, antialias=True)
+    return out if x.ndim == 4 else out[0]
+
+
+def normalize(x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
+    """uint8 or [0, 1] float (..., 3, H, W) -> ImageNet-normalized float32."""
+    if x.dtype == torch.uint8:
+        x = x.float() / 255
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return (x - m) / s
+
+
+class SemanticSegmentation:
+    """The evaluation/inference preset of the official weights: shorter side to ``resize_size``, then normalize.
+
+    ``resize_size=None`` keeps the native resolution. Returns a float32 3xHxW tensor.
+    """
+
+    def __init__(
+        self,
+        *,
+        resize_size: int | None = 520,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        self.resize_size = resize_size
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(self, image: ImageLike) -> Tensor:
+        x = to_uint8_tensor(image)
+        if self.resize_size is not None:
+            x = resize_shorter_side(x.float(), self.resize_size).round_().clamp_(0, 255) / 255
+        return normalize(x, self.mean, self.std)
+
+    def __repr__(self) -> str:
+        return f"SemanticSegmentation(resize_size={self.resize_size}, mean={self.mean}, std={self.std})"
+
+
+def palette(num_classes: int = 256) -> np.ndarray:
+    """The colour table of the PyTorch Hub FCN page: ``(i * [2**25-1, 2**15-1, 2**21-1]) % 255``.
+
+    Returns a (num_classes, 3) uint8 array; entry i is the colour of class i.
+    """
+    base = np.array([2**25 - 1, 2**15 - 1, 2**21 - 1], dtype=np.int64)
+    return ((np.arange(num_classes, dtype=np.int64)[:, None] * base) % 255).astype(np.uint8)
+
+
+def label_to_image(mask: np.ndarray | Tensor, colors: np.ndarray | None = None) -> Image.Image:
+    """An HxW class-index map as a palette-mode ("P") PIL image: lossless indices, coloured when viewed."""
+    mask = mask.cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"expected an HxW label map, got shape {mask.shape}")
+    if mask.size and (mask.min() < 0 or mask.max() > 255):
+        raise ValueError("label values must lie in 0..255 to fit a palette PNG")
+    img = Image.fromarray(mask.astype(np.uint8))  # mode "L"; putpalette turns it into "P"
+    table = palette(256) if colors is None else np.asarray(colors, dtype=np.uint8)
+    img.putpalette(table.reshape(-1).tolist())  # a flat list of ints, which every Pillow accepts
+    return img
+
+
+def overlay(image: ImageLike, mask: np.ndarray | Tensor, alpha: float = 0.5, background: int | None = 0) -> Image.Image:
+    """Blend class colours over the image; pixels of class ``background`` keep the photo as is."""
+    rgb = to_uint8_tensor(image).permute(1, 2, 0).numpy().astype(np.float32)
+    mask = mask.cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
+    if mask.shape != rgb.shape[:2]:
+        raise ValueError(f"mask shape {mask.shape} does not match image size {rgb.shape[:2]}")
+    colour = palette(256)[mask.astype(np.uint8)].astype(np.float32)
+    a = np.full(mask.shape + (1,), alpha, dtype=np.float32)
+    if background is not None:
+        a[mask == background] = 0.0
+    out = rgb * (1 - a) + colour * a
+    return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))

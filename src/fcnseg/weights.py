@@ -1,0 +1,259 @@
+"""Checkpoints as data: where each one lives, what it predicts, how it was scored, how to feed it.
+
+Official files go through torch.hub's cache (``$TORCH_HOME/hub/checkpoints``), the same folder
+torchvision uses, so a checkpoint a user already downloaded is reused. Local ``.pth``/``.pt``/
+``.safetensors`` files (a bare state dict or a training checkpoint with a ``model`` key) load too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .transforms import SemanticSegmentation
+
+__all__ = [
+    "CHECKPOINT_SUFFIXES",
+    "VOC_CATEGORIES",
+    "Weights",
+    "WeightsEnum",
+    "WeightsError",
+    "FCN_ResNet50_Weights",
+    "FCN_ResNet101_Weights",
+    "ResNet50_Weights",
+    "ResNet101_Weights",
+    "checkpoints_dir",
+    "load_state_dict_file",
+    "sha256_file",
+]
+
+VOC_CATEGORIES = [
+    "__background__", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+_HASH_RE = re.compile(r"-([a-f0-9]{8,})\.")
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint could not be found, fetched, verified or read; the message says what to do."""
+
+
+def checkpoints_dir() -> Path:
+    """The torch.hub checkpoint cache, shared with torchvision (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks so large checkpoints don't sit in memory twice."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(eq=False)
+class Weights:
+    """One checkpoint: its URL, the preprocessing it expects, and what is known about it."""
+
+    url: str
+    transforms: Callable[..., Any] | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def hash_prefix(self) -> str:
+        """The first hex digits of the file's sha256, as embedded in its official name."""
+        m = _HASH_RE.search(self.file_name)
+        if m is None:
+            raise ValueError(f"{self.file_name} carries no hash in its name")
+        return m.group(1)
+
+    @property
+    def cache_path(self) -> Path:
+        return checkpoints_dir() / self.file_name
+
+
+class WeightsEnum(Enum):
+    """Base for the per-model weight enums; ``verify`` turns names and strings into members."""
+
+    @classmethod
+    def verify(cls, obj: Any) -> WeightsEnum | None:
+        if obj is None or isinstance(obj, cls):
+            return obj
+        if isinstance(obj, str):
+            name = obj.removeprefix(cls.__name__ + ".")
+            if name in cls.__members__:
+                return cls[name]
+            raise ValueError(f"Unknown weights {obj!r} for {cls.__name__}; choose one of {list(cls.__members__)}")
+        raise TypeError(f"Expected {cls.__name__}, a member name or None, got {type(obj).__name__}")
+
+    @property
+    def url(self) -> str:
+        return self.value.url
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.value.meta
+
+    @property
+    def transforms(self) -> Callable[..., Any] | None:
+        return self.value.transforms
+
+    @property
+    def file_name(self) -> str:
+        return self.value.file_name
+
+    @property
+    def cache_path(self) -> Path:
+        return self.value.cache_path
+
+    def get_state_dict(self, progress: bool = True, check_hash: bool = True) -> dict[str, Tensor]:
+        """Read the checkpoint from the cache, downloading it (hash-checked) if it is not there yet."""
+        path = self.cache_path
+        if not path.is_file():
+            if os.environ.get("FCNSEG_OFFLINE", "") not in ("", "0"):
+                raise WeightsError(self._missing_message("FCNSEG_OFFLINE is set"))
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(
+                    self.url, str(path), hash_prefix=self.value.hash_prefix if check_hash else None, progress=progress
+                )
+            except OSError as e:  # URLError, HTTPError and timeouts are OSErrors
+                raise WeightsError(self._missing_message(f"download failed: {getattr(e, 'reason', e)}")) from None
+            except RuntimeError as e:  # torch.hub's hash mismatch; it removes the bad file itself
+                raise WeightsError(f"{self.file_name}: {e}") from None
+        return load_state_dict_file(path)
+
+    def _missing_message(self, why: str) -> str:
+        return (
+            f"Weights {self.file_name} are not cached and could not be fetched ({why}). "
+            f"Download {self.url} on a machine with internet and place it at {self.cache_path} "
+            f"(or run `fcnseg weights import FILE`)."
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.{self.name}"
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
+    """Read a state dict from ``.pth``/``.pt`` (bare, or a checkpoint with a ``model`` key) or ``.safetensors``.
+
+    A ``module.`` prefix left by DistributedDataParallel is removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such checkpoint file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path))
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except ImportError:
+        raise WeightsError(f"{path}: reading .safetensors needs the 'safetensors' package") from None
+    except Exception as e:  # unpickling and format errors come in many types
+        raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: holds no state dict (expected tensors by name, or a 'model' entry)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+_FCN_META = {
+    "categories": VOC_CATEGORIES,
+    "min_size": (1, 1),
+    "preprocessing": {"resize_size": 520, "interpolation": "bilinear", "mean": (0.485, 0.456, 0.406),
+                      "std": (0.229, 0.224, 0.225)},
+    "dataset": "COCO train2017, the 20 categories present in Pascal VOC (+ background)",
+}  # fmt: skip
+_FCN_TRANSFORMS = partial(SemanticSegmentation, resize_size=520)
+
+
+class FCN_ResNet50_Weights(WeightsEnum):
+    COCO_WITH_VOC_LABELS_V1 = Weights(
+        url="https://download.pytorch.org/models/fcn_resnet50_coco-1167a1af.pth",
+        transforms=_FCN_TRANSFORMS,
+        meta={
+            **_FCN_META,
+            "num_params": 35_322_218,
+            "recipe": "https://github.com/pytorch/vision/tree/main/references/segmentation#fcn_resnet50",
+            "metrics": {"COCO-val2017-VOC-labels": {"miou": 60.5, "pixel_acc": 91.4}},
+            "gflops": 152.717,  # torchvision's count (multiply-adds) at 520x520; FLOPs are about twice that
+            "file_size_mb": 135.009,
+        },
+    )
+    DEFAULT = COCO_WITH_VOC_LABELS_V1
+
+
+class FCN_ResNet101_Weights(WeightsEnum):
+    COCO_WITH_VOC_LABELS_V1 = Weights(
+        url="https://download.pytorch.org/models/fcn_resnet101_coco-7ecb50ca.pth",
+        transforms=_FCN_TRANSFORMS,
+        meta={
+            **_FCN_META,
+            "num_params": 54_314_346,
+            # torchvision points this model at the deeplabv3_resnet101 recipe section: same command line.
+            "recipe": "https://github.com/pytorch/vision/tree/main/references/segmentation#deeplabv3_resnet101",
+            "metrics": {"COCO-val2017-VOC-labels": {"miou": 63.7, "pixel_acc": 91.9}},
+            "gflops": 232.738,
+            "file_size_mb": 207.711,
+        },
+    )
+    DEFAULT = COCO_WITH_VOC_LABELS_V1
+
+
+_IMAGENET_META = {"dataset": "ImageNet-1K", "num_classes": 1000, "min_size": (1, 1)}
+
+
+class ResNet50_Weights(WeightsEnum):
+    """ImageNet classification weights, used to initialise the backbone for training."""
+
+    IMAGENET1K_V1 = Weights(
+        url="https://download.pytorch.org/models/resnet50-0676ba61.pth",
+        transforms=None,
+        meta={
+            **_IMAGENET_META,
+            "num_params": 25_557_032,
+            "recipe": "https://github.com/pytorch/vision/tree/main/references/classification#resnet",
+            "metrics": {"ImageNet-1K": {"acc@1": 76.130, "acc@5": 92.862}},
+            "gflops": 4.089,
+            "file_size_mb": 97.781,
+        },
+    )
+    DEFAULT = IMAGENET1K_V1
+
+
+class ResNet101_Weights(WeightsEnum):
+    """ImageNet classification weights, used to initialise the backbone for training."""
+
+    IMAGENET1K_V1 = Weights(
+        url="https://download.pytorch.org/models/resnet101-63fe2227.pth",
+        transforms=None,
+        meta={
+            **_IMAGENET_META,
+            "num_params": 44_549_160,
+            "recipe": "https://github.com/pytorch/vision/tree/main/references/classification#resnet",
+            "metrics": {"ImageNet-1K": {"acc@1": 77.374, "acc@5": 93.546}},
+            "gflops": 7.801,
+            "file_size_mb": 170.511,
+        },
+    )
+    DEFAULT = IMAGENET1K_V1
