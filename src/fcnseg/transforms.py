@@ -6,7 +6,6 @@ One implementation of each step, so the CLI, the Python API, the server, evaluat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Union
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-ImageLike = Union[Image.Image, np.ndarray, Tensor]
+ImageLike = Image.Image | np.ndarray | Tensor
 
 
 def to_uint8_tensor(image: ImageLike) -> Tensor:

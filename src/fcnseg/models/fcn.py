@@ -153,7 +153,7 @@ def _fcn_resnet(
         try:
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as e:
-            raise WeightsError(f"{weights}: does not fit {backbone_fn.__name__.replace('resnet', 'fcn_resnet')}: {e}")
+            raise WeightsError(f"{weights}: does not fit this model: {e}") from None
     return model
 
 
