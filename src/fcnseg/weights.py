@@ -34,6 +34,7 @@ __all__ = [
     "ResNet101_Weights",
     "checkpoints_dir",
     "load_state_dict_file",
+    "read_checkpoint",
     "sha256_file",
 ]
 
@@ -151,10 +152,11 @@ class WeightsEnum(Enum):
         return f"{type(self).__name__}.{self.name}"
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
-    """Read a state dict from ``.pth``/``.pt`` (bare, or a checkpoint with a ``model`` key) or ``.safetensors``.
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read ``.pth``/``.pt`` (bare state dict, or a checkpoint with a ``model`` key) or ``.safetensors``.
 
-    A ``module.`` prefix left by DistributedDataParallel is removed.
+    Returns the state dict (without the ``module.`` prefix DistributedDataParallel leaves) and the
+    checkpoint's other entries (``categories``, ``config``... empty for a bare state dict).
     """
     path = Path(path)
     if not path.is_file():
@@ -170,11 +172,18 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
         raise WeightsError(f"{path}: reading .safetensors needs the 'safetensors' package") from None
     except Exception as e:  # unpickling and format errors come in many types
         raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    extra: dict[str, Any] = {}
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        extra = {k: v for k, v in obj.items() if k != "model"}
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: holds no state dict (expected tensors by name, or a 'model' entry)")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return {k.removeprefix("module."): v for k, v in obj.items()}, extra
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
+    """The state dict of a local checkpoint file (see :func:`read_checkpoint`)."""
+    return read_checkpoint(path)[0]
 
 
 _FCN_META = {
