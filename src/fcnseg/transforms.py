@@ -40,7 +40,7 @@ def to_uint8_tensor(image: ImageLike) -> Tensor:
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an HxWx3 uint8 array, got shape {image.shape} and dtype {image.dtype}")
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        return torch.from_numpy(np.array(image, copy=True, order="C")).permute(2, 0, 1)
     if isinstance(image, Tensor):
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"expected a 3xHxW tensor, got shape {tuple(image.shape)}")
