@@ -60,7 +60,8 @@ def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
 def resize_shorter_side(x: Tensor, size: int, mode: str = "bilinear") -> Tensor:
     """Resize a (..., H, W) tensor so its shorter side is ``size``.
 
-    Bilinear resizing is antialiased (like PIL and torchvision); ``nearest`` is for label maps.
+    Bilinear resizing is antialiased (like PIL and torchvision); ``nearest`` is for label maps and samples pixel
+    centres like PIL's NEAREST (torch's "nearest-exact"; torch's "nearest" is shifted by up to a pixel).
     """
     h, w = x.shape[-2:]
     out_hw = resized_size(h, w, size)
@@ -68,7 +69,7 @@ def resize_shorter_side(x: Tensor, size: int, mode: str = "bilinear") -> Tensor:
         return x
     batched = x if x.ndim == 4 else x[None]
     if mode == "nearest":
-        out = F.interpolate(batched.float(), size=out_hw, mode="nearest").to(x.dtype)
+        out = F.interpolate(batched.float(), size=out_hw, mode="nearest-exact").to(x.dtype)
     else:
         out = F.interpolate(batched.float(), size=out_hw, mode="bilinear", align_corners=False, antialias=True)
     return out if x.ndim == 4 else out[0]
