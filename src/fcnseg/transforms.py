@@ -17,6 +17,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageLike",
+    "SegmentationTrain",
     "SemanticSegmentation",
     "label_to_image",
     "normalize",
@@ -144,3 +145,61 @@ def overlay(image: ImageLike, mask: np.ndarray | Tensor, alpha: float = 0.5, bac
         a[mask == background] = 0.0
     out = rgb * (1 - a) + colour * a
     return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
+
+
+class SegmentationTrain:
+    """The reference training augmentation for an (image, mask) pair, as torchvision's ``SegmentationPresetTrain``.
+
+    Shorter side resized to a random size in [0.5, 2.0] x ``base_size`` (bilinear image, nearest mask), horizontal
+    flip with ``hflip_prob``, a random ``crop_size`` square crop (smaller pairs are padded at the bottom/right: image
+    with 0, mask with ``ignore_index``), then ImageNet normalization. Returns (float32 3xHxW, int64 HxW).
+
+    All randomness comes from ``generator``, so a sample's augmentation can be made a function of (seed, epoch,
+    index): the same on any rank, with any number of loader workers, and after resuming a run.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_size: int = 520,
+        crop_size: int = 480,
+        hflip_prob: float = 0.5,
+        ignore_index: int = 255,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        self.min_size, self.max_size = int(0.5 * base_size), int(2.0 * base_size)
+        self.crop_size = crop_size
+        self.hflip_prob = hflip_prob
+        self.ignore_index = ignore_index
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def __call__(
+        self, image: ImageLike, mask: Image.Image | np.ndarray | Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        x = to_uint8_tensor(image)  # (3, H, W)
+        m = torch.as_tensor(np.array(mask, dtype=np.uint8, copy=True))  # (H, W)
+        if x.shape[1:] != m.shape:
+            raise ValueError(f"image size {tuple(x.shape[1:])} and mask size {tuple(m.shape)} differ")
+
+        size = int(torch.randint(self.min_size, self.max_size + 1, (1,), generator=generator))
+        x = resize_shorter_side(x.float(), size).round_().clamp_(0, 255).to(torch.uint8)
+        m = resize_shorter_side(m[None], size, mode="nearest")[0]
+        if torch.rand(1, generator=generator).item() < self.hflip_prob:
+            x, m = x.flip(-1), m.flip(-1)
+
+        c = self.crop_size
+        pad_h, pad_w = max(c - m.shape[0], 0), max(c - m.shape[1], 0)
+        if pad_h or pad_w:  # (left, right, top, bottom) on the last two dims
+            x = F.pad(x, (0, pad_w, 0, pad_h), value=0)
+            m = F.pad(m, (0, pad_w, 0, pad_h), value=self.ignore_index)
+        top = int(torch.randint(0, m.shape[0] - c + 1, (1,), generator=generator))
+        left = int(torch.randint(0, m.shape[1] - c + 1, (1,), generator=generator))
+        x, m = x[:, top : top + c, left : left + c], m[top : top + c, left : left + c]
+        return normalize(x, self.mean, self.std), m.long()
+
+    def __repr__(self) -> str:
+        return (
+            f"SegmentationTrain(resize=[{self.min_size}, {self.max_size}], crop_size={self.crop_size}, "
+            f"hflip_prob={self.hflip_prob}, ignore_index={self.ignore_index})"
+        )
