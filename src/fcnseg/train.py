@@ -415,14 +415,8 @@ class _Logger:
     def __init__(self, out: Path | None, enabled: bool) -> None:
         self.enabled = enabled
         self.path = out / "log.jsonl" if out is not None and enabled else None
-        self.tb = None
-        if self.path is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tensorboard"))
-            except ImportError:  # tensorboard is optional
-                pass
+        self.tb: Any = None  # a SummaryWriter, or False when tensorboard is not installed
+        self.tb_dir = out / "tensorboard" if out is not None else None
 
     def message(self, text: str) -> None:
         if self.enabled:
@@ -435,13 +429,20 @@ class _Logger:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps({"event": event, "time": round(time.time(), 3), **values}) + "\n")
-        if self.tb is not None and "step" in values:
+        if self.tb is None:  # opened with the first record, so a failed start leaves no folder behind
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(self.tb_dir))
+            except ImportError:  # tensorboard is optional
+                self.tb = False
+        if self.tb and "step" in values:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
                     self.tb.add_scalar(f"{event}/{k}", v, values["step"])
 
     def close(self) -> None:
-        if self.tb is not None:
+        if self.tb:
             self.tb.close()
 
 
@@ -490,9 +491,7 @@ def _fit(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, devic
         torch.use_deterministic_algorithms(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = not config.deterministic
-    out = Path(config.output_dir)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    out = Path(config.output_dir)  # created once the settings and inputs have been checked
     log = _Logger(out, info.is_main)
 
     # Data: raw pairs, augmented with per-sample seeds; validation split across ranks without duplicates.
@@ -576,6 +575,8 @@ def _fit(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, devic
         weights_tensor = _class_weights(config, train_raw, K)
         _seed_everything(config.seed + info.rank)  # dropout differs per rank, as with independent GPUs
     loss_weight = weights_tensor.to(device) if weights_tensor is not None else None
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
 
     log.message(
         f"lr {lr:g} = 0.02 x global batch {global_batch} / 32 "
