@@ -203,6 +203,43 @@ def test_a_few_dozen_steps_lower_the_loss_and_raise_miou(shapes, tmp_path, torch
     assert cm.compute()["miou"] == pytest.approx(result["best_miou"], abs=1e-9)
 
 
+def _without_dropout(monkeypatch) -> None:
+    real = train_mod.build_model
+
+    def build(*args, **kwargs):
+        model, categories, fresh = real(*args, **kwargs)
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        return model, categories, fresh
+
+    monkeypatch.setattr(train_mod, "build_model", build)
+
+
+def test_gradient_accumulation_equals_the_larger_batch(mini, tmp_path, monkeypatch):
+    """2 micro-batches of 2 per step == batches of 4: same samples, same augmentation, same averaged gradient.
+
+    Held fixed as in the DDP test (BN and backbone frozen, no dropout, no padded crops). Tolerance 1e-6 of each
+    trained tensor's magnitude; observed <= 1.6e-7 (float32 sum order).
+    """
+    _without_dropout(monkeypatch)
+    common = dict(freeze_bn=True, freeze_backbone=True, base_size=64, crop_size=32, val_split=None, lr=0.002)
+    big = fit(_tiny(mini, tmp_path / "big", batch_size=4, **common))
+    acc = fit(_tiny(mini, tmp_path / "acc", batch_size=2, accum_steps=2, **common))
+    a = torch.load(big["last"], weights_only=True)
+    b = torch.load(acc["last"], weights_only=True)
+    assert a["step"] == b["step"] == 2
+    assert _records(tmp_path / "acc", "start")[0]["global_batch"] == 4
+    la, lb = (r["loss"] for r in _records(tmp_path / "big", "train")), _records(tmp_path / "acc", "train")
+    assert [r["loss"] for r in lb] == pytest.approx(list(la), rel=1e-5)  # logged loss: mean over the step
+    for k, va in a["model"].items():
+        vb = b["model"][k]
+        if k.startswith("backbone.") or "running_" in k or not va.is_floating_point():  # frozen
+            assert torch.equal(va, vb), k
+        else:
+            assert (va - vb).abs().max().item() <= 1e-6 * va.abs().max().item(), k
+
+
 # ------------------------------------------------------------------------------------------------ resume
 
 
