@@ -317,6 +317,25 @@ def poly_lr_factor(step: int, *, total: int, warmup: int = 0, warmup_factor: flo
     return max(1 - t, 0.0) ** POLY_POWER
 
 
+def _optimizer(model: nn.Module, config: TrainConfig, lr: float, steps_per_epoch: int):
+    """SGD over the reference's parameter groups (backbone, head, aux head at 10x lr) and its poly schedule."""
+    groups = [
+        {"params": [p for p in model.backbone.parameters() if p.requires_grad]},
+        {"params": [p for p in model.classifier.parameters() if p.requires_grad]},
+    ]
+    if model.aux_classifier is not None:
+        groups.append({"params": list(model.aux_classifier.parameters()), "lr": lr * AUX_LR_MULT})
+    groups = [g for g in groups if g["params"]]
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    factor = partial(
+        poly_lr_factor,
+        total=steps_per_epoch * config.epochs,
+        warmup=int(config.warmup_epochs * steps_per_epoch),
+        warmup_factor=config.warmup_factor,
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def _set_train_mode(model: nn.Module, config: TrainConfig) -> None:
     model.train()
     if config.freeze_backbone:
@@ -475,6 +494,9 @@ def fit(config: TrainConfig) -> dict[str, Any]:
     if config.resume:
         ckpt = _load_resume(config.resume)
         config = _resumed_config(ckpt["config"], config)
+    else:  # absolute paths, so the checkpoint's config resumes from any working directory
+        paths = {k: os.path.abspath(getattr(config, k)) for k in ("data_root", "output_dir")}
+        config = replace(config, **paths)
     created_group = not (dist.is_available() and dist.is_initialized())
     info, device = init_distributed(config.device)
     created_group = created_group and info.enabled
@@ -539,17 +561,7 @@ def _fit(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, devic
     # Optimizer and schedule: the reference's three parameter groups, poly decay per optimizer step.
     global_batch = config.batch_size * info.world_size * config.accum_steps
     lr = config.lr if config.lr is not None else REFERENCE_LR * global_batch / REFERENCE_BATCH
-    groups = [
-        {"params": [p for p in model.backbone.parameters() if p.requires_grad]},
-        {"params": [p for p in model.classifier.parameters() if p.requires_grad]},
-    ]
-    if model.aux_classifier is not None:
-        groups.append({"params": list(model.aux_classifier.parameters()), "lr": lr * AUX_LR_MULT})
-    groups = [g for g in groups if g["params"]]
-    optimizer = torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    warmup = int(config.warmup_epochs * steps_per_epoch)
-    factor = partial(poly_lr_factor, total=total_steps, warmup=warmup, warmup_factor=config.warmup_factor)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    optimizer, scheduler = _optimizer(model, config, lr, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
