@@ -312,6 +312,7 @@ def _official_fcn_file(seed: int = 7) -> dict[str, torch.Tensor]:
     return sd
 
 
+@pytest.mark.slow
 def test_finetune_to_three_classes_from_the_official_layout(shapes, tmp_path, torch_home):
     official = _official_fcn_file()
     cfg = _tiny(shapes, tmp_path / "ft", weights="DEFAULT", freeze_backbone=True, val_split=None)
