@@ -166,10 +166,7 @@ def evaluate_dataset(
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     mine = list(shard(n, rank, world))
-    if hasattr(dataset, "image_size"):
-        keys = [_input_key(dataset.image_size(i), resize_size, native) for i in mine]
-    else:
-        keys = [0] * len(mine)
+    keys = [_input_key(_header_size(dataset, i), resize_size, native) for i in mine]
     batches = [[mine[j] for j in b] for b in size_grouped_batches(keys, batch_size)]
     samples = _EvalSamples(dataset, SegmentationEval(resize_size=resize_size, resize_mask=not native))
     loader = DataLoader(samples, batch_sampler=batches, collate_fn=_collate, num_workers=workers)
@@ -181,8 +178,18 @@ def evaluate_dataset(
     return EvalRun(cm, n, time.perf_counter() - start)
 
 
-def _input_key(hw: tuple[int, int], resize_size: int | None, native: bool) -> Hashable:
+def _header_size(dataset: Any, i: int) -> tuple[int, int] | None:
+    """(H, W) of image ``i`` if the dataset can tell without decoding; loading it will report a bad file."""
+    try:
+        return dataset.image_size(i)
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _input_key(hw: tuple[int, int] | None, resize_size: int | None, native: bool) -> Hashable:
     """Images with the same key give tensors of the same sizes after the eval preset."""
+    if hw is None:
+        return None
     resized = hw if resize_size is None else resized_size(*hw, resize_size)
     return (resized, hw) if native else resized
 
