@@ -47,3 +47,15 @@ def test_native_mask_and_no_resize():
 def test_size_mismatch():
     with pytest.raises(ValueError, match="mask is 40x30 but its image is 44x30"):
         SegmentationEval()(Image.new("RGB", (44, 30)), Image.new("L", (40, 30)))
+
+
+def test_image_resize_is_within_one_level_of_pil():
+    """The reference resizes PIL images; the shared tensor path differs by rounding only."""
+    rng = np.random.default_rng(1)
+    pixels = (np.cumsum(rng.integers(0, 9, (90, 70, 3)), axis=0) % 256).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    x, _ = SegmentationEval(resize_size=52)(image, Image.new("L", image.size))
+    ours = x * torch.tensor([0.229, 0.224, 0.225])[:, None, None] + torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    ours = (ours * 255).round().permute(1, 2, 0).numpy()
+    pil = np.asarray(image.resize((52, 66), Image.BILINEAR)).astype(np.float64)
+    assert ours.shape == pil.shape and np.abs(ours - pil).max() <= 1

@@ -129,6 +129,9 @@ class SegmentationEval:
     normalized); the mask is resized with PIL-exact nearest so labels are never blended. ``resize_size=None`` keeps
     both at native resolution; ``resize_mask=False`` resizes only the image, for scoring at the mask's native
     resolution (the logits are then upsampled to it). Returns ``(float32 3xHxW, int64 HxW)``.
+
+    The reference resizes PIL images; the shared tensor resize used here lands within one uint8 level of PIL's
+    (PIL rounds in fixed point), and the mask pixels are exactly PIL's.
     """
 
     def __init__(

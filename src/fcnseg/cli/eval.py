@@ -7,6 +7,7 @@ the confusion matrices summed; rank 0 prints and writes the results.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -42,8 +43,14 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise CLIError(f"--limit must be at least 1, got {args.limit}")
+    plot = None if args.no_plot else args.plot or (Path(args.output).with_suffix(".png") if args.output else None)
+    if plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise CLIError("the confusion-matrix plot needs matplotlib: pip install 'fcnseg[plot]', or pass --no-plot")
     kwargs = {"ignore_index": args.ignore_index} if args.dataset == "folder" else {}
-    dataset = get_dataset(args.dataset, args.data_root, args.split, **kwargs)
+    try:
+        dataset = get_dataset(args.dataset, args.data_root, args.split, **kwargs)
+    except ModuleNotFoundError as e:
+        raise CLIError(str(e)) from None
     info, device = init_distributed(args.device)
     try:
         weights = None if args.weights.lower() == "none" else args.weights
@@ -81,8 +88,7 @@ def _run(args: argparse.Namespace) -> int:
             out = Path(args.output)
             _write_atomic(out, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
             print(f"results: {out}")
-        plot = args.plot or (Path(args.output).with_suffix(".png") if args.output else None)
-        if plot is not None and not args.no_plot:
+        if plot is not None:
             title = f"{args.model} on {args.dataset} {args.split}: mIoU {summary['miou']:.1f}"
             _write_atomic(Path(plot), lambda p: plot_confusion_matrix(run.confusion.mat, seg.categories, p, title))
             print(f"confusion matrix: {plot}")

@@ -20,6 +20,7 @@ nothing; an RLE whose size differs from its image is an error naming both.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -94,6 +95,8 @@ class CocoSegmentation:
         category_ids: list[int] = COCO_VOC_CATEGORY_IDS,
         remove_images_without_annotations: bool | None = None,
     ) -> None:
+        if importlib.util.find_spec("pycocotools") is None:
+            raise ModuleNotFoundError("COCO masks need pycocotools: pip install 'fcnseg[coco]'")
         if split not in _SPLITS:
             raise ValueError(f"unknown COCO split {split!r}; choose one of {list(_SPLITS)}")
         self.root = Path(root)
