@@ -80,6 +80,18 @@ def test_native_scores_the_original_masks(coco, checkpoint, tmp_path):
     assert r["pixels"] == sum(int((expected[i] != 255).sum()) for i in (1, 2, 3))
 
 
+@pytest.mark.slow
+def test_names_come_from_the_dataset_when_the_checkpoint_has_none(tmp_path):
+    classes = ["road", "car", "tree", "sky"]
+    make_folder(tmp_path / "f", classes, {"val": [(12, 16), (12, 16)]})
+    bare = tmp_path / "bare.pth"
+    torch.save(fcn_resnet50(num_classes=4, aux_loss=False).state_dict(), bare)  # a bare state dict: no names
+    args = ["--dataset", "folder", "--data-root", tmp_path / "f", "--weights", bare, "--size", 12, "--no-plot"]
+    rc, out = _eval(args, tmp_path)
+    r = json.loads(out.read_text())
+    assert rc == 0 and r["categories"] == classes and r["num_images"] == 2
+
+
 def test_errors_are_one_line(checkpoint, tmp_path, capsys):
     make_folder(tmp_path / "f", ["bg", "a", "b"], {"val": [(10, 10)]})
     assert main(["eval", "--dataset", "folder", "--data-root", str(tmp_path / "f"), "--weights", str(checkpoint)]) == 1

@@ -37,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..data import get_dataset
     from ..distributed import init_distributed
     from ..evaluate import evaluate_dataset, format_table, plot_confusion_matrix, summarize
-    from ..predict import Segmenter
+    from ..predict import Segmenter, _categories
 
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -54,13 +54,16 @@ def _run(args: argparse.Namespace) -> int:
     info, device = init_distributed(args.device)
     try:
         weights = None if args.weights.lower() == "none" else args.weights
-        seg = Segmenter(args.model, weights, device=device, size=None)
+        names = _categories(args.model, weights)  # None when the weights carry no class names
+        seg = Segmenter(args.model, weights, device=device, size=None, categories=names)
         if len(seg.categories) != len(dataset.categories):
             raise CLIError(
                 f"the model predicts {len(seg.categories)} classes but the {args.dataset} dataset at "
                 f"{args.data_root} has {len(dataset.categories)}"
             )
-        if info.is_main and list(seg.categories) != list(dataset.categories):
+        if names is None:
+            seg.categories = list(dataset.categories)
+        elif info.is_main and list(names) != list(dataset.categories):
             print("note: the model's class names differ from the dataset's; reporting the model's", file=sys.stderr)
         run = evaluate_dataset(
             seg.model, dataset, len(seg.categories),
