@@ -32,7 +32,7 @@ from fcnseg.train import (
     poly_lr_factor,
     save_checkpoint,
 )
-from fcnseg.transforms import IMAGENET_MEAN, IMAGENET_STD, SegmentationTrain
+from fcnseg.transforms import IMAGENET_MEAN, IMAGENET_STD, SegmentationEval, SegmentationTrain
 from fcnseg.weights import FCN_ResNet50_Weights, ResNet50_Weights, read_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -146,10 +146,12 @@ def test_training_transform_keeps_image_and_mask_aligned():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])  # a sample's augmentation is its seed's
 
 
-def test_build_dataset_seam_supports_folder_and_names_the_rest(shapes):
+def test_build_dataset_reads_every_supported_format(shapes):
     assert isinstance(build_dataset("folder", shapes, "train"), FolderSegmentation)
-    with pytest.raises(ValueError, match="'coco' is not wired into training yet"):
+    with pytest.raises(FileNotFoundError, match="instances_train2017.json: missing"):
         build_dataset("coco", shapes, "train")
+    with pytest.raises(FileNotFoundError, match="no VOCdevkit/VOC2012/JPEGImages found"):
+        build_dataset("voc", shapes, "train")
     with pytest.raises(ValueError, match="unknown dataset 'cityscapes'"):
         build_dataset("cityscapes", shapes, "train")
 
@@ -198,7 +200,7 @@ def test_a_few_dozen_steps_lower_the_loss_and_raise_miou(shapes, tmp_path, torch
     ckpt = torch.load(result["best"], weights_only=True)
     assert ckpt["categories"] == CLASSES and ckpt["config"]["crop_size"] == 64
     model = fcn_resnet50(weights=result["best"])
-    ds = FolderSegmentation(shapes, "val", train_mod._EvalPair(64))
+    ds = FolderSegmentation(shapes, "val", SegmentationEval(resize_size=64))
     cm = evaluate(model, torch.utils.data.DataLoader(ds, batch_size=1, collate_fn=pad_collate), 3)
     assert cm.compute()["miou"] == pytest.approx(result["best_miou"], abs=1e-9)
 
@@ -391,7 +393,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     root = write_shapes_dataset(tmp_path / "data", n_train=12, n_val=6, seed=1)
     torch.manual_seed(5)
     model = fcn_resnet50(num_classes=3, aux_loss=True)
-    calib = FolderSegmentation(root, "train", train_mod._EvalPair(48))
+    calib = FolderSegmentation(root, "train", SegmentationEval(resize_size=48))
     images, _ = pad_collate([calib[i] for i in range(8)])
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):

@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from .data import FolderSegmentation, read_mask
+from .data import get_dataset, read_mask_array
 from .distributed import DistInfo, init_distributed
 from .evaluate import evaluate
 from .models import get_model_builder, get_model_weights
-from .transforms import SegmentationTrain, SemanticSegmentation, resize_shorter_side
+from .transforms import SegmentationEval, SegmentationTrain
 from .weights import CHECKPOINT_SUFFIXES, WeightsError, load_state_dict_file, read_checkpoint
 
 __all__ = [
@@ -59,7 +59,6 @@ __all__ = [
 REFERENCE_LR, REFERENCE_BATCH = 0.02, 32  # the recipe's lr for its global batch (8 GPUs x 4 images)
 AUX_WEIGHT, AUX_LR_MULT, POLY_POWER = 0.5, 10.0, 0.9
 HEAD_KEYS = ("classifier.4.", "aux_classifier.4.")  # the two final 1x1 convs, re-initialised for new classes
-DATASETS = ("folder", "coco", "voc")
 
 
 @dataclass
@@ -67,7 +66,7 @@ class TrainConfig:
     """Everything that defines a run; stored in every checkpoint."""
 
     # data
-    dataset: str = "folder"  # folder | coco | voc (coco/voc: see build_dataset)
+    dataset: str = "folder"  # folder | coco | voc
     data_root: str = "."
     train_split: str = "train"
     val_split: str | None = "val"  # None: no validation, no best checkpoint
@@ -115,12 +114,11 @@ _RUNTIME_FIELDS = ("workers", "device", "resume", "progress", "log_every")
 
 
 def build_dataset(name: str, root: str | Path, split: str, transforms: Any = None) -> Any:
-    """The dataset ``name`` at ``root``; items are ``transforms(image, mask)`` (raw PIL pairs without transforms)."""
-    if name == "folder":
-        return FolderSegmentation(root, split, transforms)
-    if name in DATASETS:
-        raise ValueError(f"dataset {name!r} is not wired into training yet; convert it to the folder format")
-    raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")
+    """``folder``, ``coco`` or ``voc`` at ``root``; items are ``transforms(image, mask)`` (raw PIL pairs without).
+
+    COCO's ``train`` split applies the reference's filter (images whose VOC-class annotations cover > 1000 px).
+    """
+    return get_dataset(name, root, split, transforms=transforms)
 
 
 class _Augmented(Dataset):
@@ -137,18 +135,6 @@ class _Augmented(Dataset):
         image, mask = self.dataset[i]
         seed = int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0])
         return self.transform(image, mask, torch.Generator().manual_seed(seed))
-
-
-class _EvalPair:
-    """Validation preprocessing, as the reference eval preset: shorter side to ``size`` (nearest for the mask)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.image = SemanticSegmentation(resize_size=size)
-
-    def __call__(self, image: Any, mask: Any) -> tuple[Tensor, Tensor]:
-        m = torch.as_tensor(np.array(mask, dtype=np.uint8, copy=True))
-        return self.image(image), resize_shorter_side(m[None], self.size, mode="nearest")[0].long()
 
 
 class _SkipFirst(Sampler[int]):
@@ -213,7 +199,7 @@ def _class_weights(config: TrainConfig, dataset: Any, num_classes: int) -> Tenso
     if config.class_weights != "auto":
         return _read_class_weights(config.class_weights, num_classes)
     paths = getattr(dataset, "masks", None)  # folder datasets: read the masks only, not the images
-    masks = (np.asarray(read_mask(p)) for p in paths) if paths is not None else (m for _, m in dataset)
+    masks = (read_mask_array(p) for p in paths) if paths is not None else (m for _, m in dataset)
     return class_weights_from_masks(masks, num_classes, config.ignore_index)
 
 
@@ -542,7 +528,9 @@ def _fit(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, devic
     total_steps = steps_per_epoch * config.epochs
     val_loader = None
     if config.val_split:
-        val_set = build_dataset(config.dataset, config.data_root, config.val_split, _EvalPair(config.base_size))
+        val_set = build_dataset(
+            config.dataset, config.data_root, config.val_split, SegmentationEval(resize_size=config.base_size)
+        )
         val_part = Subset(val_set, range(info.rank, len(val_set), info.world_size))
         val_loader = DataLoader(val_part, batch_size=1, num_workers=config.workers, collate_fn=pad_collate)
 
