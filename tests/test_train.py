@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from shapes_data import CLASSES, write_shapes_dataset
 from torch import nn
 
 import fcnseg.train as train_mod
+from fcnseg.cli import main
 from fcnseg.data import FolderSegmentation
 from fcnseg.evaluate import evaluate
 from fcnseg.models import fcn_resnet50
@@ -250,6 +253,7 @@ def test_run_crashed_mid_epoch_and_resumed_ends_bitwise_equal(mini, tmp_path, mo
     """2 epochs x 4 steps, checkpoint every 3 steps, dropout on; a crash in step 7 resumes from step 6.
 
     The resumed run also uses a loader worker where the first used none: augmentation is per-sample seeded.
+    Then the same run from the CLI is killed with SIGTERM after its first checkpoint and resumed: same weights.
     """
     cfg = _tiny(mini, tmp_path / "a", epochs=2, save_every=3, batch_size=2, base_size=32, crop_size=32)
     fit(cfg)
@@ -281,6 +285,25 @@ def test_run_crashed_mid_epoch_and_resumed_ends_bitwise_equal(mini, tmp_path, mo
         assert torch.equal(ga["momentum_buffer"], gb["momentum_buffer"])
     assert resumed["scheduler"] == reference["scheduler"]
     assert resumed["metrics"] == reference["metrics"]
+
+    # The same run from the command line, stopped by SIGTERM once its first checkpoint exists, then resumed.
+    c = tmp_path / "c"
+    argv = ["train", "--data-root", str(mini), "--output-dir", str(c), "--weights-backbone", "none", "--epochs", "2",
+            "-b", "2", "--base-size", "32", "--crop-size", "32", "--lr", "0.01", "--workers", "0",
+            "--save-every", "3", "--log-every", "1", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fcnseg", *argv], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (c / "last.pth").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert f"terminated; continue with --resume {c / 'last.pth'}" in err
+    assert not [p.name for p in c.iterdir() if p.name.endswith(".tmp")]  # an interrupted save cleans up
+    assert torch.load(c / "last.pth", weights_only=True)["step"] < 8
+    assert main(["train", "--resume", str(c / "last.pth"), "--no-progress", "--workers", "0"]) == 0
+    _assert_state_equal(torch.load(c / "last.pth", weights_only=True)["model"], reference["model"])
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
 from dataclasses import fields
+from pathlib import Path
 
 from ..train import TrainConfig, fit
 from . import CLIError
@@ -12,6 +15,15 @@ from . import CLIError
 
 def _none_or_str(text: str) -> str | None:
     return None if text.lower() == "none" else text
+
+
+class _Terminated(BaseException):
+    """SIGTERM as an exception (not an ``Exception``, so nothing swallows it): a checkpoint being written is
+    removed as the exception unwinds, leaving the previous one."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -23,7 +35,15 @@ def _train(args: argparse.Namespace) -> int:
         values["val_split"] = None
     if args.data_root is None:
         del values["data_root"]
-    result = fit(TrainConfig(**values))
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = fit(TrainConfig(**values))
+    except _Terminated:
+        where = Path(args.resume).parent if args.resume else Path(args.output_dir)
+        print(f"fcnseg train: terminated; continue with --resume {where / 'last.pth'}", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args.print_json:
         print(json.dumps(result, indent=2))
     else:
