@@ -238,7 +238,7 @@ def create_app(
             400: {"description": "Not an image, corrupt, or a malformed multipart body"},
             413: {"description": "Upload too large, or too many pixels"},
             415: {"description": "Unsupported media type"},
-            503: {"description": "Queue full; retry after the Retry-After header"},
+            503: {"description": "Queue full or inference failed; retry after the Retry-After header"},
             504: {"description": "Timed out waiting for the model"},
         },
         openapi_extra={
@@ -273,12 +273,15 @@ def create_app(
             format = "png" if "image/png" in accept and "application/json" not in accept else "json"
         data, name = await upload(request)
         image = await run_in_threadpool(decode, data, name)
+        retry = {"Retry-After": str(cfg.retry_after_s)}
         try:
             result = await batcher.submit(image, timeout=cfg.timeout_s)
         except QueueFullError as e:
-            raise HTTPError(503, f"server busy: {e}", {"Retry-After": str(cfg.retry_after_s)}) from None
+            raise HTTPError(503, f"server busy: {e}", retry) from None
         except asyncio.TimeoutError:
             raise HTTPError(504, f"no result within {cfg.timeout_s:g} s") from None
+        except Exception as e:  # the model itself failed (e.g. out of memory): the server goes on
+            raise HTTPError(503, f"inference failed ({type(e).__name__}: {e})", retry) from None
         return await run_in_threadpool(render, result, format, mask_encoding, alpha)
 
     @app.get("/v1/models", summary="The served model: classes, palette, metrics")

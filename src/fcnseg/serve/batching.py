@@ -56,6 +56,11 @@ class MicroBatcher:
         self._pool: ThreadPoolExecutor | None = None
 
     @property
+    def queued(self) -> int:
+        """Items waiting (not counting the batch being computed)."""
+        return self._queue.qsize() if self._queue is not None else 0
+
+    @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
