@@ -182,12 +182,12 @@ def export_torchscript(module: ExportModule, output: str | Path, metadata: dict[
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings and torch.jit's deprecation notice
         traced = torch.jit.trace(module, module.example_input(n, h, w), check_trace=False)
-    tmp = _atomic_path(output)
-    try:
-        torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+        tmp = _atomic_path(output)
+        try:
+            torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
+            os.replace(tmp, output)
+        finally:
+            tmp.unlink(missing_ok=True)
     return output
 
 
@@ -202,8 +202,15 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         props = onnx.load(str(path), load_external_data=False).metadata_props
         return {p.key: json.loads(p.value) for p in props}
     extra = {METADATA_FILE: ""}
-    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    _jit_load(path, extra)
     return json.loads(extra[METADATA_FILE])
+
+
+def _jit_load(path: Path, extra_files: dict[str, Any] | None = None) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` without its deprecation warning: TorchScript is what this file was asked to be."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files or {})
 
 
 @dataclass
@@ -235,11 +242,10 @@ def _runner(path: Path):
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
-    loaded = torch.jit.load(str(path), map_location="cpu").eval()
+    loaded = _jit_load(path).eval()
 
     def run(x: np.ndarray) -> np.ndarray:
-        # without the profiling executor's re-optimization for every new shape (slow, and not what is checked)
-        with torch.inference_mode(), torch.jit.optimized_execution(False):
+        with torch.inference_mode():
             return loaded(torch.from_numpy(x)).numpy()
 
     return run
