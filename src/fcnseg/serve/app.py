@@ -176,14 +176,16 @@ def create_app(
             form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
         except Exception as e:  # starlette's MultiPartException and parser errors
             raise HTTPError(400, f"malformed multipart body: {getattr(e, 'message', e)}") from None
-        file = form.get("file")
-        if file is None or isinstance(file, str):
-            raise HTTPError(422, "multipart body has no file field named 'file'")
-        ftype = (file.content_type or "application/octet-stream").split(";")[0].strip().lower()
-        if not ftype.startswith("image/") and ftype not in RAW_TYPES:
-            raise HTTPError(415, f"{file.filename}: unsupported media type {ftype!r}; upload an image")
-        data = await file.read()
-        await form.close()
+        try:
+            file = form.get("file")
+            if file is None or isinstance(file, str):
+                raise HTTPError(422, "multipart body has no file field named 'file'")
+            ftype = (file.content_type or "application/octet-stream").split(";")[0].strip().lower()
+            if not ftype.startswith("image/") and ftype not in RAW_TYPES:
+                raise HTTPError(415, f"{file.filename}: unsupported media type {ftype!r}; upload an image")
+            data = await file.read()
+        finally:
+            await form.close()  # the parser spools parts to temporary files
         return _checked_size(data), file.filename or "upload"
 
     def _checked_size(data: bytes) -> bytes:
@@ -261,7 +263,7 @@ def create_app(
     )
     async def segment(
         request: Request,
-        format: Literal["json", "png", "overlay"] | None = Query(  # noqa: A002 - the public parameter name
+        format: Literal["json", "png", "overlay"] | None = Query(
             None, description="Response kind; when absent, chosen from Accept (image/png gives the mask PNG)."
         ),
         mask_encoding: Literal["rle", "png"] = Query("rle", description="Mask in JSON responses: RLE or base64 PNG"),
@@ -295,7 +297,8 @@ def create_app(
     @app.get("/readyz", summary="Readiness: model loaded and the batch worker running", responses={503: {}})
     async def readyz() -> JSONResponse:
         ready = batcher.running
-        return JSONResponse({"status": "ready" if ready else "starting"}, status_code=200 if ready else 503)
+        stats = {"queued": batcher.queued, "batches": batcher.stats.batches, "items": batcher.stats.items}
+        return JSONResponse({"status": "ready" if ready else "starting", **stats}, status_code=200 if ready else 503)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
