@@ -134,8 +134,9 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=30)
 
+    cpu = f"{platform.machine()}, {os.cpu_count()} CPUs shared with other jobs"
     print(f"\n{args.model}, {args.image_size}x{args.image_size} PNG, K={args.clients} clients, {args.device}, "
-          f"{args.threads} threads, {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs, shared)")  # fmt: skip
+          f"{args.threads} threads, {cpu}")  # fmt: skip
     print(f"{'mode':28} {'requests':>8} {'errors':>6} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'batch':>6}")
     for mode, r in rows.items():
         print(f"{mode:28} {r['requests']:>8} {r['errors']:>6} {r['rps']:>7.2f} {r['p50_ms']:>8.1f} "
