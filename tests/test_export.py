@@ -51,8 +51,10 @@ def test_onnx_parity_dynamic_shapes(model, session, batch, hw):
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.999
 
 
-def test_onnx_graph_is_dynamic_and_recent(onnx_file):
+def test_onnx_graph_is_dynamic_and_recent(model, onnx_file):
     import onnx
+
+    assert not any(m.training for m in model.modules())  # exporting left the model in eval mode
 
     proto = onnx.load(str(onnx_file))
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
