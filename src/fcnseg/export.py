@@ -4,8 +4,10 @@ ONNX goes through ``torch.onnx.export(..., dynamo=True)`` (the ``torch.export``-
 since torch 2.9). ``benchmarks/compare_onnx_exporters.py`` tried both paths with torch 2.13: each keeps
 batch, height and width dynamic, final bilinear upsample included (max |logit diff| < 2e-5 on four shapes
 unlike the traced one). The legacy TorchScript-based exporter (``dynamo=False``) is deprecated and warns on
-every call, loses the static class count (the output's axis 1 becomes ``Resizelogits_dim_1``) and leaves
-the module in whatever mode it restores afterwards; it exports about 4x faster, which does not matter here.
+every call, loses the static class count (the output's axis 1 becomes ``Resizelogits_dim_1``) and, when it
+restores the caller's train/eval mode afterwards, turns the submodules of a wrapper left in training mode to
+training mode (hence :class:`ExportModule` starts in eval mode); it exports about 4x faster, which does not
+matter here.
 So fcnseg uses dynamo. Either way :func:`check_parity` runs the exported file on sizes different from the
 example it was traced with, which is how a fixed-size export (the classic trap of this model) is caught.
 
