@@ -1,12 +1,13 @@
 """Load test of ``fcnseg serve``: K concurrent clients, with micro-batching off (baseline) and on.
 
-Each mode starts its own server process (``python -m fcnseg serve``, 127.0.0.1, ephemeral port), warms it up,
-then K asyncio clients POST the same small photo (scikit-image's astronaut, resized) until ``--requests``
-answers have come back or ``--time-limit`` seconds have passed, whichever is first. Reported per mode:
+Each mode has its own server process (``python -m fcnseg serve``, 127.0.0.1, ephemeral port), warmed up.
+The modes then take turns (A B B A ..., ``--rounds`` phases each, so drifting load from other jobs on a shared
+CPU hits both alike): in each phase K asyncio clients POST the same small photo (scikit-image's astronaut,
+resized) until the phase's share of ``--requests`` is sent or of ``--time-limit`` has passed. Reported per mode:
 requests/s, p50/p95 latency, errors (anything but 200) and the mean batch size the server formed (from
 ``/readyz``). Loopback only; the ratio line compares the two modes measured in the same run.
 
-    PYTHONPATH=src python benchmarks/bench_serve.py --clients 8 --requests 96 --json benchmarks/results/bench_serve.json
+    PYTHONPATH=src python benchmarks/bench_serve.py --clients 8 --json benchmarks/results/bench_serve.json
 """
 
 from __future__ import annotations
@@ -69,17 +70,15 @@ def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.P
 
 
 async def load(url: str, body: bytes, clients: int, requests: int, time_limit: float) -> dict:
+    """One load phase: ``clients`` tasks POST ``body`` until ``requests`` are sent or ``time_limit`` passes."""
     import httpx
 
     latencies: list[float] = []
-    errors = 0
-    sent = 0
+    errors = sent = 0
     stop_at = time.monotonic() + time_limit
     headers = {"content-type": "image/png"}
 
     async with httpx.AsyncClient(timeout=180, limits=httpx.Limits(max_connections=clients)) as client:
-        for _ in range(2):  # warm-up: first forward passes allocate and pick kernels
-            await client.post(f"{url}/v1/segment?format=png", content=body, headers=headers)
         before = (await client.get(f"{url}/readyz")).json()
 
         async def worker() -> None:
@@ -95,16 +94,35 @@ async def load(url: str, body: bytes, clients: int, requests: int, time_limit: f
         await asyncio.gather(*(worker() for _ in range(clients)))
         wall = time.perf_counter() - t0
         after = (await client.get(f"{url}/readyz")).json()
-    batches = after["batches"] - before["batches"]
-    lat = np.array(latencies) * 1000
     return {
-        "requests": len(latencies),
+        "latencies": latencies,
         "errors": errors,
+        "wall_s": wall,
+        "batches": after["batches"] - before["batches"],
+        "items": after["items"] - before["items"],
+    }
+
+
+async def warm_up(url: str, body: bytes) -> None:
+    """First forward passes allocate memory and pick kernels; keep them out of the timings."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=180) as client:
+        for _ in range(2):
+            await client.post(f"{url}/v1/segment?format=png", content=body, headers={"content-type": "image/png"})
+
+
+def summarize(phases: list[dict]) -> dict:
+    lat = np.array([x for ph in phases for x in ph["latencies"]]) * 1000
+    wall = sum(ph["wall_s"] for ph in phases)
+    return {
+        "requests": int(lat.size),
+        "errors": sum(ph["errors"] for ph in phases),
         "wall_s": round(wall, 2),
-        "rps": round(len(latencies) / wall, 2),
+        "rps": round(lat.size / wall, 2),
         "p50_ms": round(float(np.percentile(lat, 50)), 1),
         "p95_ms": round(float(np.percentile(lat, 95)), 1),
-        "mean_batch": round((after["items"] - before["items"]) / max(batches, 1), 2),
+        "mean_batch": round(sum(ph["items"] for ph in phases) / max(sum(ph["batches"] for ph in phases), 1), 2),
     }
 
 
@@ -117,22 +135,31 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch threads in the server (default 2)")
     p.add_argument("--clients", type=int, default=8, help="concurrent clients K (default 8)")
-    p.add_argument("--requests", type=int, default=96, help="requests per mode (default 96)")
-    p.add_argument("--time-limit", type=float, default=45.0, help="seconds per mode at most (default 45)")
+    p.add_argument("--requests", type=int, default=48, help="requests per mode, all rounds (default 48)")
+    p.add_argument("--time-limit", type=float, default=30.0, help="seconds per mode at most, all rounds (default 30)")
+    p.add_argument("--rounds", type=int, default=4, help="alternating load phases per mode (default 4)")
     p.add_argument("--max-batch", type=int, default=8, help="micro-batch limit of the batched mode (default 8)")
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args()
 
     body = photo(args.image_size)
-    rows = {}
-    for mode, max_batch in (("no batching", 1), (f"micro-batching (max {args.max_batch})", args.max_batch)):
-        proc, url = start_server(args, max_batch)
-        try:
-            rows[mode] = asyncio.run(load(url, body, args.clients, args.requests, args.time_limit))
-        finally:
+    modes = {"no batching": 1, f"micro-batching (max {args.max_batch})": args.max_batch}
+    servers = {mode: start_server(args, max_batch) for mode, max_batch in modes.items()}  # idle until loaded
+    phases: dict[str, list[dict]] = {mode: [] for mode in modes}
+    try:
+        for _, url in servers.values():
+            asyncio.run(warm_up(url, body))
+        # A B B A ...: alternating the order cancels slow drifts of a CPU shared with other jobs
+        per_phase, limit = -(-args.requests // args.rounds), args.time_limit / args.rounds
+        for r in range(args.rounds):
+            for mode in list(modes) if r % 2 == 0 else list(modes)[::-1]:
+                phases[mode].append(asyncio.run(load(servers[mode][1], body, args.clients, per_phase, limit)))
+    finally:
+        for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=30)
+    rows = {mode: summarize(ph) for mode, ph in phases.items()}
 
     cpu = f"{platform.machine()}, {os.cpu_count()} CPUs shared with other jobs"
     print(f"\n{args.model}, {args.image_size}x{args.image_size} PNG, K={args.clients} clients, {args.device}, "
