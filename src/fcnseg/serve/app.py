@@ -220,11 +220,10 @@ def create_app(
             mask = {"encoding": "png_base64", "data": base64.b64encode(_png(result.to_image())).decode("ascii")}
         else:
             mask = rle_encode(result.mask)
-        counts = np.bincount(result.mask.reshape(-1), minlength=len(categories))
+        index = {name: i for i, name in enumerate(categories)}
         classes = [
-            {"index": int(i), "name": categories[i], "area": float(counts[i] / max(h * w, 1)), "pixels": int(counts[i])}
-            for i in np.argsort(-counts, kind="stable")
-            if counts[i] > 0
+            {"index": index[name], "name": name, "area": float(share), "pixels": round(share * h * w)}
+            for name, share in result.class_areas().items()  # largest first
         ]
         return JSONResponse({"model": info["name"], "width": w, "height": h, "classes": classes, "mask": mask})
 
