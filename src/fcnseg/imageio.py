@@ -35,11 +35,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
+def load_image(
+    source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS, name: str | None = None, exif_transpose: bool = True
+) -> Image.Image:
     """Decode a file path or raw bytes into an upright RGB PIL image.
 
     The first frame of animations is used. Images with more than ``max_pixels`` pixels are refused from
-    their header, before any pixel is decoded.
+    their header, before any pixel is decoded. ``exif_transpose=False`` keeps the stored pixel order, for
+    datasets (COCO) whose annotations were drawn on the unrotated pixels.
     """
     label = name or (f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source))
     try:
@@ -59,7 +62,8 @@ def load_image(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS, name
                     )
                 img.seek(0)
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                if exif_transpose:
+                    img = ImageOps.exif_transpose(img)
         except ImageDecodeError:
             raise
         except UnidentifiedImageError:

@@ -43,7 +43,10 @@ class ConfusionMatrix:
     def compute(self) -> dict[str, object]:
         """Scores as fractions in [0, 1]; a class absent from both truth and prediction gets NaN.
 
-        NaN classes are left out of the means (``nanmean``), as in the torchvision reference.
+        NaN classes are left out of the means (``nanmean``); ``absent`` lists them. With every class present
+        this equals the torchvision reference, whose plain ``mean`` would turn NaN instead. Per-class accuracy
+        (recall) is NaN for a class absent from the ground truth even if predicted; its IoU is then 0.
+        Dice equals F1 (``2 TP / (2 TP + FP + FN)``).
         """
         h = self.mat.double()
         tp = h.diag()
@@ -66,4 +69,5 @@ class ConfusionMatrix:
             "dice": dice.tolist(),
             "mean_dice": dice.nanmean().item(),
             "pixels": int(total.item()),
+            "absent": [i for i in range(self.num_classes) if not valid[i]],
         }

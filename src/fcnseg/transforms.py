@@ -17,6 +17,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageLike",
+    "SegmentationEval",
     "SemanticSegmentation",
     "label_to_image",
     "normalize",
@@ -57,20 +58,32 @@ def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
     return (new_short, new_long) if height <= width else (new_long, new_short)
 
 
+def _pil_nearest_index(n_in: int, n_out: int) -> Tensor:
+    """Source index of each output pixel exactly as PIL's NEAREST resize picks it.
+
+    PIL samples at pixel centres, accumulating the step in float64 and truncating; torch's ``nearest`` and
+    ``nearest-exact`` modes disagree with it on some rows, which would shift label-map boundaries.
+    """
+    step = n_in / n_out
+    pos = np.add.accumulate(np.r_[step * 0.5, np.full(n_out - 1, step)])
+    return torch.from_numpy(pos.astype(np.int64).clip(0, n_in - 1))
+
+
 def resize_shorter_side(x: Tensor, size: int, mode: str = "bilinear") -> Tensor:
     """Resize a (..., H, W) tensor so its shorter side is ``size``.
 
-    Bilinear resizing is antialiased (like PIL and torchvision); ``nearest`` is for label maps.
+    Bilinear resizing is antialiased (like PIL and torchvision); ``nearest`` is for label maps and picks
+    the same pixels as PIL's NEAREST (what the torchvision references use on PIL masks), keeping the dtype.
     """
     h, w = x.shape[-2:]
     out_hw = resized_size(h, w, size)
     if out_hw == (h, w):
         return x
-    batched = x if x.ndim == 4 else x[None]
     if mode == "nearest":
-        out = F.interpolate(batched.float(), size=out_hw, mode="nearest").to(x.dtype)
-    else:
-        out = F.interpolate(batched.float(), size=out_hw, mode="bilinear", align_corners=False, antialias=True)
+        rows, cols = _pil_nearest_index(h, out_hw[0]), _pil_nearest_index(w, out_hw[1])
+        return x.index_select(-2, rows.to(x.device)).index_select(-1, cols.to(x.device))
+    batched = x if x.ndim == 4 else x[None]
+    out = F.interpolate(batched.float(), size=out_hw, mode="bilinear", align_corners=False, antialias=True)
     return out if x.ndim == 4 else out[0]
 
 
@@ -107,6 +120,46 @@ class SemanticSegmentation:
 
     def __repr__(self) -> str:
         return f"SemanticSegmentation(resize_size={self.resize_size}, mean={self.mean}, std={self.std})"
+
+
+class SegmentationEval:
+    """The evaluation preset on (image, mask) pairs, as torchvision's ``SegmentationPresetEval``.
+
+    The image goes through :class:`SemanticSegmentation` (shorter side to ``resize_size``, antialiased bilinear,
+    normalized); the mask is resized with PIL-exact nearest so labels are never blended. ``resize_size=None`` keeps
+    both at native resolution; ``resize_mask=False`` resizes only the image, for scoring at the mask's native
+    resolution (the logits are then upsampled to it). Returns ``(float32 3xHxW, int64 HxW)``.
+
+    The reference resizes PIL images; the shared tensor resize used here lands within one uint8 level of PIL's
+    (PIL rounds in fixed point), and the mask pixels are exactly PIL's.
+    """
+
+    def __init__(
+        self,
+        *,
+        resize_size: int | None = 520,
+        resize_mask: bool = True,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        self.image = SemanticSegmentation(resize_size=resize_size, mean=mean, std=std)
+        self.resize_size = resize_size
+        self.resize_mask = resize_mask
+
+    def __call__(self, image: ImageLike, mask: Image.Image | np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+        x = self.image(image)
+        m = mask if isinstance(mask, Tensor) else torch.from_numpy(np.array(mask, dtype=np.int64))
+        if m.ndim != 2:
+            raise ValueError(f"expected an HxW mask, got shape {tuple(m.shape)}")
+        image_hw = image.size[::-1] if isinstance(image, Image.Image) else tuple(to_uint8_tensor(image).shape[-2:])
+        if tuple(m.shape) != image_hw:
+            raise ValueError(f"mask is {m.shape[1]}x{m.shape[0]} but its image is {image_hw[1]}x{image_hw[0]}")
+        if self.resize_size is not None and self.resize_mask:
+            m = resize_shorter_side(m, self.resize_size, mode="nearest")
+        return x, m.long()
+
+    def __repr__(self) -> str:
+        return f"SegmentationEval(resize_size={self.resize_size}, resize_mask={self.resize_mask})"
 
 
 def palette(num_classes: int = 256) -> np.ndarray:

@@ -1,5 +1,39 @@
-"""Datasets read from their real on-disk formats; each yields ``(PIL RGB image, PIL "L" index mask)``."""
+"""Datasets read from their real on-disk formats; each yields ``(PIL RGB image, PIL "L" index mask)``.
 
-from .folder import FolderSegmentation, read_classes, read_mask
+Each has ``categories`` (class names by index), ``len()``, indexing, and ``image_size(i) -> (H, W)`` read without
+decoding pixels (used to batch images of equal size).
+"""
 
-__all__ = ["FolderSegmentation", "read_classes", "read_mask"]
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .coco import COCO_VOC_CATEGORY_IDS, CocoSegmentation
+from .folder import FolderSegmentation, read_classes, read_mask, read_mask_array
+from .voc import VOCSegmentation
+
+__all__ = [
+    "COCO_VOC_CATEGORY_IDS",
+    "DATASETS",
+    "CocoSegmentation",
+    "FolderSegmentation",
+    "VOCSegmentation",
+    "get_dataset",
+    "read_classes",
+    "read_mask",
+    "read_mask_array",
+]
+
+DATASETS = ("coco", "voc", "folder")
+
+
+def get_dataset(name: str, root: str | Path, split: str = "val", **kwargs: Any) -> Any:
+    """``coco``, ``voc`` or ``folder`` at ``root``; ``kwargs`` go to the dataset class (e.g. ``transforms``)."""
+    if name == "coco":
+        return CocoSegmentation(root, split, **kwargs)
+    if name == "voc":
+        return VOCSegmentation(root, split, **kwargs)
+    if name == "folder":
+        return FolderSegmentation(root, split, **kwargs)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")

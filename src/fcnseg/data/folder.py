@@ -11,7 +11,15 @@ from PIL import Image
 
 from ..imageio import load_image
 
-__all__ = ["IMAGE_SUFFIXES", "FolderSegmentation", "read_classes", "read_mask"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "FolderSegmentation",
+    "check_pair_size",
+    "image_header_size",
+    "read_classes",
+    "read_mask",
+    "read_mask_array",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
@@ -27,14 +35,43 @@ def read_classes(root: str | Path) -> list[str]:
     return names
 
 
+def read_mask_array(path: str | Path) -> np.ndarray:
+    """A mask file's raw label values as an (H, W) integer array; palette PNGs give their indices, not colours."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode, a = img.mode, np.asarray(img)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable mask ({e})") from None
+    if mode not in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
+        raise ValueError(
+            f"{path}: mask must be a single-channel index or palette PNG (got mode {mode}); "
+            "colour-coded masks must be converted to class indices"
+        )
+    return a.astype(np.int64)
+
+
 def read_mask(path: str | Path) -> Image.Image:
     """A mask PNG as an 8-bit index image (mode "L"); palette PNGs give their indices, not their colours."""
-    img = Image.open(path)
-    if img.mode == "P":
-        return Image.fromarray(np.asarray(img))
-    if img.mode not in ("L", "I", "I;16"):
-        raise ValueError(f"{path}: mask must be a single-channel index PNG (got mode {img.mode})")
-    return Image.fromarray(np.asarray(img).astype(np.uint8)) if img.mode != "L" else img
+    a = read_mask_array(path)
+    if a.size and (a.min() < 0 or a.max() > 255):
+        raise ValueError(f"{path}: label values {a.min()}..{a.max()} do not fit 0..255")
+    return Image.fromarray(a.astype(np.uint8))
+
+
+def image_header_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image as :func:`~fcnseg.imageio.load_image` will return it, read from the header only."""
+    with Image.open(path) as img:
+        w, h = img.size
+        rotated = img.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap width and height
+    return (w, h) if rotated else (h, w)
+
+
+def check_pair_size(image: Image.Image, mask: Image.Image, mask_path: str | Path) -> None:
+    """A mask must cover its image pixel for pixel; raise naming the mask file otherwise."""
+    if image.size != mask.size:
+        w, h = image.size
+        raise ValueError(f"{mask_path}: mask is {mask.width}x{mask.height} but its image is {w}x{h}")
 
 
 class FolderSegmentation:
@@ -67,8 +104,13 @@ class FolderSegmentation:
     def __len__(self) -> int:
         return len(self.images)
 
+    def image_size(self, i: int) -> tuple[int, int]:
+        """(H, W) of image ``i`` read from its header."""
+        return image_header_size(self.images[i])
+
     def __getitem__(self, i: int) -> Any:
         image, mask = load_image(self.images[i]), read_mask(self.masks[i])
+        check_pair_size(image, mask, self.masks[i])
         if self.transforms is not None:
             return self.transforms(image, mask)
         return image, mask

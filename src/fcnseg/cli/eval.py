@@ -1,0 +1,133 @@
+"""``fcnseg eval``: score a model on COCO, VOC or a folder dataset with the published protocol.
+
+Runs the same under ``torchrun --nproc-per-node K -m fcnseg eval ...``: the images are split over the ranks and
+the confusion matrices summed; rank 0 prints and writes the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from . import CLIError
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, so a failure never leaves a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import get_dataset
+    from ..distributed import init_distributed
+    from ..evaluate import evaluate_dataset, format_table, plot_confusion_matrix, summarize
+    from ..predict import Segmenter, _categories
+
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise CLIError(f"--limit must be at least 1, got {args.limit}")
+    plot = None if args.no_plot else args.plot or (Path(args.output).with_suffix(".png") if args.output else None)
+    if plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise CLIError("the confusion-matrix plot needs matplotlib: pip install 'fcnseg[plot]', or pass --no-plot")
+    kwargs = {"ignore_index": args.ignore_index} if args.dataset == "folder" else {}
+    try:
+        dataset = get_dataset(args.dataset, args.data_root, args.split, **kwargs)
+    except ModuleNotFoundError as e:
+        raise CLIError(str(e)) from None
+    info, device = init_distributed(args.device)
+    try:
+        weights = None if args.weights.lower() == "none" else args.weights
+        names = _categories(args.model, weights)  # None when the weights carry no class names
+        seg = Segmenter(args.model, weights, device=device, size=None, categories=names)
+        if len(seg.categories) != len(dataset.categories):
+            raise CLIError(
+                f"the model predicts {len(seg.categories)} classes but the {args.dataset} dataset at "
+                f"{args.data_root} has {len(dataset.categories)}"
+            )
+        if names is None:
+            seg.categories = list(dataset.categories)
+        elif info.is_main and list(names) != list(dataset.categories):
+            print("note: the model's class names differ from the dataset's; reporting the model's", file=sys.stderr)
+        run = evaluate_dataset(
+            seg.model, dataset, len(seg.categories),
+            resize_size=args.size, native=args.native, batch_size=args.batch_size, limit=args.limit,
+            device=device, ignore_index=args.ignore_index, workers=args.workers, progress=not args.no_progress,
+        )  # fmt: skip
+        if not info.is_main:
+            return 0
+        summary = {
+            "model": args.model,
+            "weights": args.weights,
+            "dataset": args.dataset,
+            "data_root": str(args.data_root),
+            "split": args.split,
+            "resize_size": args.size,
+            "native": args.native,
+            "ignore_index": args.ignore_index,
+            "batch_size": args.batch_size,
+            "world_size": info.world_size,
+            "device": str(device),
+            **summarize(run, seg.categories),
+        }
+        print(format_table(summary, args.model))
+        if args.output is not None:
+            out = Path(args.output)
+            _write_atomic(out, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+            print(f"results: {out}")
+        if plot is not None:
+            title = f"{args.model} on {args.dataset} {args.split}: mIoU {summary['miou']:.1f}"
+            _write_atomic(Path(plot), lambda p: plot_confusion_matrix(run.confusion.mat, seg.categories, p, title))
+            print(f"confusion matrix: {plot}")
+        return 0
+    finally:
+        if info.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score a model on COCO, VOC or a folder dataset (mIoU, pixel accuracy, per class)",
+        description=(
+            "Evaluate with the published protocol: shorter side resized to 520 (image bilinear, mask nearest), "
+            "one confusion matrix over the whole dataset. Works under torchrun (each image scored once)."
+        ),
+    )
+    p.add_argument("--dataset", required=True, choices=("coco", "voc", "folder"))
+    p.add_argument("--data-root", required=True, type=Path, help="COCO root, VOC root or folder dataset root")
+    p.add_argument("--split", default="val", help="split name (default: val; VOC also train_aug)")
+    p.add_argument("--model", default="fcn_resnet50", help="model name (default: fcn_resnet50)")
+    p.add_argument(
+        "--weights", default="DEFAULT", help="weights name, checkpoint path, or 'none' (random init; default: DEFAULT)"
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass, grouped by size (default: 1)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--size", type=int, default=520, help="shorter side the images are resized to (default: 520)")
+    p.add_argument(
+        "--native", action="store_true", help="score at the masks' original resolution (logits upsampled to it)"
+    )
+    p.add_argument("--ignore-index", type=int, default=255, help="mask value left out of the scores (default: 255)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1... (default: auto)")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
+    p.add_argument("--output", help="write the results as JSON here")
+    p.add_argument("--plot", help="confusion-matrix PNG (default: next to --output, with .png)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the confusion matrix")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)

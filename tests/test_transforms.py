@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fcnseg.transforms import (
+    SemanticSegmentation,
+    label_to_image,
+    normalize,
+    overlay,
+    palette,
+    resize_shorter_side,
+    resized_size,
+    to_uint8_tensor,
+)
+
+
+def test_palette_is_the_seed_formula():
+    # the hub page: palette = [2**25-1, 2**15-1, 2**21-1]; colors = (i * palette) % 255 as uint8
+    seed = np.array([[(i * p) % 255 for p in (2**25 - 1, 2**15 - 1, 2**21 - 1)] for i in range(21)], dtype=np.uint8)
+    np.testing.assert_array_equal(palette(21), seed)
+    assert palette(256).shape == (256, 3) and palette(256).dtype == np.uint8
+    assert tuple(palette(21)[1]) == (1, 127, 31) and tuple(palette(21)[0]) == (0, 0, 0)
+
+
+def test_label_map_round_trips_through_a_palette_png():
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 21, size=(37, 53), dtype=np.uint8)
+    mask[0, 0] = 255  # ignore label survives too
+    buf = io.BytesIO()
+    label_to_image(mask).save(buf, format="PNG")
+    back = Image.open(io.BytesIO(buf.getvalue()))
+    assert back.mode == "P"
+    np.testing.assert_array_equal(np.asarray(back), mask)
+    colours = np.asarray(back.convert("RGB"))
+    np.testing.assert_array_equal(colours[5, 7], palette(256)[mask[5, 7]])
+
+
+def test_label_to_image_rejects_bad_maps():
+    with pytest.raises(ValueError, match="HxW"):
+        label_to_image(np.zeros((2, 3, 3), np.uint8))
+    with pytest.raises(ValueError, match="0..255"):
+        label_to_image(np.array([[300]]))
+
+
+@pytest.mark.parametrize(("hw", "size", "expected"), [((100, 200), 520, (520, 1040)), ((375, 500), 520, (520, 693)),
+                                                      ((500, 375), 520, (693, 520)), ((7, 7), 3, (3, 3))])  # fmt: skip
+def test_resized_size_truncates_like_torchvision(hw, size, expected):
+    assert resized_size(*hw, size) == expected
+    assert resize_shorter_side(torch.zeros(3, *hw), size).shape[-2:] == expected
+
+
+def test_nearest_resize_keeps_label_values():
+    mask = torch.tensor([[0, 255], [7, 3]], dtype=torch.uint8)
+    out = resize_shorter_side(mask[None], 4, mode="nearest")[0]
+    assert out.dtype == torch.uint8 and set(out.unique().tolist()) == {0, 3, 7, 255}
+
+
+def test_preset_accepts_pil_arrays_and_tensors_alike():
+    arr = np.random.default_rng(1).integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
+    preset = SemanticSegmentation(resize_size=None)
+    a, b, c = preset(Image.fromarray(arr)), preset(arr), preset(torch.from_numpy(arr).permute(2, 0, 1))
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, c)
+    torch.testing.assert_close(a, normalize(torch.from_numpy(arr).permute(2, 0, 1)))
+    assert SemanticSegmentation(resize_size=15)(arr).shape == (3, 15, 20)
+    with pytest.raises(ValueError, match="HxWx3"):
+        preset(np.zeros((4, 4), np.uint8))
+
+
+def test_to_uint8_tensor_scales_float_tensors():
+    t = to_uint8_tensor(torch.tensor([0.0, 0.5, 1.0]).view(3, 1, 1))
+    assert t.flatten().tolist() == [0, 128, 255]
+
+
+def test_overlay_keeps_background_and_blends_classes():
+    img = np.full((4, 4, 3), 200, np.uint8)
+    mask = np.zeros((4, 4), np.uint8)
+    mask[2:, 2:] = 15
+    out = np.asarray(overlay(img, mask, alpha=0.5)).astype(int)
+    assert (out[0, 0] == 200).all()
+    np.testing.assert_allclose(out[3, 3], np.round(0.5 * 200 + 0.5 * palette(21)[15]), atol=1)
