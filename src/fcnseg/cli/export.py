@@ -1,0 +1,95 @@
+"""``fcnseg export``: ONNX or TorchScript file with its metadata, followed by a parity check against PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import CLIError
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    """``"64x64,75x101"`` -> [(64, 64), (75, 101)] as (height, width)."""
+    try:
+        sizes = [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW[,HxW...], got {text!r}") from None
+    if not sizes or any(len(s) != 2 or min(s) < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"expected HxW[,HxW...] with positive sizes, got {text!r}")
+    return sizes  # type: ignore[return-value]
+
+
+def _export(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..export import check_parity, export_model
+    from ..predict import Segmenter
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    weights = None if args.weights.lower() == "none" else args.weights
+    seg = Segmenter(args.model, weights, device="cpu", size=None)
+    output = Path(args.output)
+    path, module = export_model(
+        seg.model,
+        output,
+        fmt=args.format,
+        model_name=seg.model_name,
+        weights=str(weights) if weights is not None else None,
+        categories=seg.categories,
+        preprocessing=args.with_preprocessing,
+        argmax=args.argmax,
+        opset=args.opset,
+        mean=seg.preprocess.mean,
+        std=seg.preprocess.std,
+    )
+    runtime = "ONNX Runtime (CPU)" if args.format == "onnx" else "TorchScript (torch.jit.load)"
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {module.describe()['input']} -> "
+        f"{module.describe()['output']}"
+    )
+    print(
+        f"parity: {runtime} vs PyTorch eager, pass if max|dlogit| <= {args.rtol:g} * max(1, max|logit|) and no "
+        "class change where the top-2 margin exceeds that"
+    )
+    reports = check_parity(path, module, sizes=args.check_sizes, batch_sizes=(1, 2), rtol=args.rtol)
+    for r in reports:
+        print("  " + r.line())
+    failed = [r for r in reports if not r.ok]
+    if failed:
+        path.unlink(missing_ok=True)
+        raise CLIError(f"{output}: parity check failed on {len(failed)} of {len(reports)} shapes; file removed")
+    print(f"parity ok on {len(reports)} shapes")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a model to ONNX or TorchScript and check it against PyTorch",
+        description="Export to ONNX (opset >= 17, dynamic batch/height/width) or TorchScript, with categories, "
+        "mean/std, palette and version stored in the file. The export is then run on several input sizes "
+        "and compared with PyTorch; a mismatch beyond the tolerance fails the command and removes the file.",
+    )
+    p.add_argument("--model", default="fcn_resnet50", help="model name (default: fcn_resnet50)")
+    p.add_argument("--weights", default="DEFAULT", help="weights name, checkpoint path, or 'none' (random init)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--output", "-o", required=True, help="output file (.onnx, or .pt for TorchScript)")
+    p.add_argument(
+        "--with-preprocessing",
+        nargs="?",
+        const="nhwc",
+        choices=("nhwc", "nchw"),
+        help="take uint8 RGB (NHWC by default, or NCHW) and normalize inside the model",
+    )
+    p.add_argument("--argmax", action="store_true", help="output a uint8 (N, H, W) class mask instead of logits")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 17 (default: 18)")
+    p.add_argument(
+        "--check-sizes",
+        type=_sizes,
+        default=[(64, 64), (75, 101), (120, 56)],
+        help="HxW list for the parity check, each at batch 1 and 2 (default: 64x64,75x101,120x56)",
+    )
+    p.add_argument("--rtol", type=float, default=1e-4, help="parity tolerance relative to max|logit| (default 1e-4)")
+    p.add_argument("--threads", type=int, default=0, help="limit CPU threads (0: torch default)")
+    p.set_defaults(func=_export)

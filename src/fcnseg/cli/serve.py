@@ -1,0 +1,74 @@
+"""``fcnseg serve``: the HTTP API and web page on uvicorn, bound to loopback unless told otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import torch
+    import uvicorn
+
+    from ..predict import Segmenter
+    from ..serve import ServeConfig, create_app
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    weights = None if args.weights.lower() == "none" else args.weights
+    segmenter = Segmenter(args.model, weights, device=args.device, size=args.size or None)
+    info: dict = {"weights": str(weights) if weights is not None else None}
+    if weights is not None:
+        from ..models import get_model_weights
+
+        enum = get_model_weights(args.model)
+        name = str(weights).removeprefix(enum.__name__ + ".")
+        if name in enum.__members__:
+            info["weights"], info["metrics"] = repr(enum[name]), enum[name].meta["metrics"]
+    config = ServeConfig(
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=int(args.max_pixels),
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        timeout_s=args.timeout,
+    )
+    if not _is_loopback(args.host):
+        print(f"fcnseg serve: warning: listening on {args.host}, reachable from other machines", file=sys.stderr)
+    app = create_app(segmenter, config=config, model_info=info)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the model over HTTP (JSON API + web page)",
+        description="FastAPI + uvicorn server: POST /v1/segment, GET /v1/models, /healthz, /readyz, /docs, "
+        "and a web page at /. Binds to 127.0.0.1 by default.",
+    )
+    p.add_argument("--model", default="fcn_resnet50", help="model name (default: fcn_resnet50)")
+    p.add_argument("--weights", default="DEFAULT", help="weights name, checkpoint path, or 'none' (random init)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1... (default: auto)")
+    p.add_argument("--size", type=int, default=520, help="shorter side fed to the model; 0 = native (default 520)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default: 20 MB)")
+    p.add_argument("--max-pixels", type=float, default=16e6, help="largest accepted image in pixels (default 16e6)")
+    p.add_argument("--max-batch", type=int, default=8, help="micro-batch size limit; 1 disables batching")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for more requests to batch (default: 5)")
+    p.add_argument("--max-queue", type=int, default=32, help="waiting requests before answering 503 (default: 32)")
+    p.add_argument("--timeout", type=float, default=60.0, help="per-request timeout in seconds (default: 60)")
+    p.add_argument("--threads", type=int, default=0, help="limit CPU threads (0: torch default)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=_serve)

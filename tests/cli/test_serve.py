@@ -1,0 +1,74 @@
+"""``fcnseg serve`` as a user runs it: a real uvicorn process on 127.0.0.1, an ephemeral port, a real request."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fcnseg.cli import main
+from fcnseg.cli.serve import _is_loopback
+from fcnseg.models import fcn_resnet50
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"), [("127.0.0.1", True), ("localhost", True), ("::1", True), ("0.0.0.0", False)]
+)
+def test_is_loopback(host, loopback):
+    assert _is_loopback(host) is loopback
+
+
+def test_defaults_bind_loopback(capsys):
+    from fcnseg.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert (args.host, args.port, args.max_upload_mb, args.max_batch) == ("127.0.0.1", 8000, 20.0, 8)
+
+
+@pytest.mark.slow
+def test_serve_process_answers(tmp_path):
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pth"
+    torch.save({"model": fcn_resnet50(num_classes=2, aux_loss=False).state_dict(), "categories": ["bg", "fg"]}, ckpt)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "fcnseg", "serve", "--weights", str(ckpt), "--size", "0", "--port", "0",
+           "--device", "cpu", "--threads", "1", "--log-level", "info"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        url, deadline, lines = None, time.monotonic() + 120, []
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line)
+            url = m.group(1) if m else None
+        assert url, "".join(lines)
+        assert httpx.get(f"{url}/readyz").status_code == 200
+        info = httpx.get(f"{url}/v1/models").json()["models"][0]
+        assert info["categories"] == ["bg", "fg"] and info["weights"] == str(ckpt)
+        buf = io.BytesIO()
+        Image.fromarray(np.full((24, 32, 3), 90, np.uint8)).save(buf, "PNG")
+        r = httpx.post(f"{url}/v1/segment?format=png", content=buf.getvalue(), headers={"content-type": "image/png"})
+        assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).size == (32, 24)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_bad_weights_one_line_error(tmp_path, capsys):
+    assert main(["serve", "--weights", str(tmp_path / "missing.pth"), "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.pth" in err

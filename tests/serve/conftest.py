@@ -1,0 +1,95 @@
+"""Fixtures for the server tests: a tiny random-init segmenter, images as bytes, and a live uvicorn on loopback."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fcnseg.models import fcn_resnet50
+from fcnseg.predict import Segmenter
+
+CATEGORIES = ["background", "road", "tree"]
+
+
+@pytest.fixture(scope="session")
+def segmenter() -> Segmenter:
+    """FCN-ResNet50 with 3 classes, random but fixed weights, at native resolution (inputs stay tiny)."""
+    torch.manual_seed(0)
+    model = fcn_resnet50(weights=None, num_classes=3, aux_loss=False)
+    return Segmenter(model, None, device="cpu", size=None, categories=CATEGORIES)
+
+
+def make_image(seed: int = 0, size: tuple[int, int] = (64, 48)) -> Image.Image:
+    """A random RGB image with some structure (smooth blobs), ``size`` = (width, height)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    small = rng.integers(0, 256, (max(h // 8, 1), max(w // 8, 1), 3), dtype=np.uint8)
+    return Image.fromarray(small).resize((w, h), Image.BILINEAR)
+
+
+def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+class GatedSegmenter:
+    """Wraps a segmenter so the test decides when each batch may run (``gate.set()``); records batch sizes."""
+
+    def __init__(self, inner: Segmenter) -> None:
+        self.inner, self.categories, self.model_name = inner, inner.categories, "gated"
+        self.gate, self.started = threading.Event(), threading.Event()
+        self.batches: list[int] = []
+
+    def predict_batch(self, images):
+        self.started.set()
+        if not self.gate.wait(timeout=30):
+            raise RuntimeError("test gate never opened")
+        self.batches.append(len(images))
+        return self.inner.predict_batch(images)
+
+
+@contextmanager
+def live_server(app) -> Iterator[str]:
+    """Run ``app`` on uvicorn at 127.0.0.1 with an ephemeral port; yields the base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def wait_until(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.01)
+
+
+# The helpers as one fixture, so test modules need not import this conftest by name.
+@pytest.fixture(scope="session")
+def helpers() -> SimpleNamespace:
+    return SimpleNamespace(
+        make_image=make_image, encode=encode, live_server=live_server, wait_until=wait_until, Gated=GatedSegmenter
+    )

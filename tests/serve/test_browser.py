@@ -1,0 +1,116 @@
+"""The web page in headless Chromium (Debian's package, driven by Playwright): upload, overlay, legend, download.
+
+Skipped only when /usr/bin/chromium or Playwright is missing; CI installs both (see .ci/run).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = os.environ.get("FCNSEG_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)), reason=f"no Chromium at {CHROMIUM}"),
+]
+
+
+@pytest.fixture(scope="module")
+def page_url(segmenter, helpers):
+    from fcnseg.serve import create_app
+
+    with helpers.live_server(create_app(segmenter)) as url:
+        yield url
+
+
+def test_upload_overlay_legend_download(page_url, segmenter, helpers, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    image = helpers.make_image(5, (80, 56))
+    photo = tmp_path / "street.png"
+    image.save(photo)
+    want = segmenter.predict(image)
+    assert len(want.class_areas()) >= 2  # so the legend and the blending below are not vacuous
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(page_url + "/")
+            page.wait_for_function("document.getElementById('model').textContent.includes('3 classes')")
+            page.set_input_files("#file", str(photo))
+            page.wait_for_selector("#overlay[data-ready='true']", timeout=60_000)
+
+            # legend: the classes present, largest first, with their area share
+            rows = page.locator("#legend li")
+            names = rows.locator(".name").all_text_contents()
+            areas = rows.locator(".area").all_text_contents()
+            expected = want.class_areas()
+            assert names == list(expected)
+            assert areas == [f"{v * 100:.1f}%" for v in expected.values()]
+
+            # the overlay canvas shows the photo with the mask blended on top, at the photo's size
+            size = page.evaluate("(c => [c.width, c.height])(document.getElementById('overlay'))")
+            assert size == [80, 56]
+
+            def canvas() -> np.ndarray:
+                url = page.evaluate("document.getElementById('overlay').toDataURL('image/png')")
+                return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+
+            rgb = np.asarray(image, dtype=np.int32)
+            page.fill("#opacity", "0")
+            page.dispatch_event("#opacity", "input")
+            assert np.abs(canvas().astype(np.int32) - rgb).max() <= 1  # opacity 0: just the photo
+            page.fill("#opacity", "1")
+            page.dispatch_event("#opacity", "input")
+            full = canvas()
+            fg = want.mask != 0  # opacity 1: class colours wherever the class is not background
+            from fcnseg.transforms import palette
+
+            if fg.any():
+                assert np.abs(full[fg].astype(np.int32) - palette(3)[want.mask[fg]]).max() <= 1
+            assert np.abs(full[~fg].astype(np.int32) - rgb[~fg]).max() <= 1
+
+            # the download link holds the palette PNG mask itself
+            href = page.get_attribute("#download", "href")
+            mask = Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1])))
+            assert mask.mode == "P" and np.array_equal(np.asarray(mask), want.mask)
+            assert page.get_attribute("#download", "download") == "street_mask.png"
+
+            # drag and drop works like the file picker
+            b64 = base64.b64encode(helpers.encode(image)).decode()
+            transfer = page.evaluate_handle(
+                """(b64) => {
+                    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+                    const dt = new DataTransfer();
+                    dt.items.add(new File([bytes], "dropped.png", { type: "image/png" }));
+                    return dt;
+                }""",
+                b64,
+            )
+            page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+            page.wait_for_function("document.getElementById('download').download === 'dropped_mask.png'")
+            page.wait_for_selector("#overlay[data-ready='true']")
+            assert rows.locator(".name").all_text_contents() == list(expected)
+
+            # a bad file shows the server's error message instead of breaking the page
+            bad = tmp_path / "notes.png"
+            bad.write_bytes(b"not really a png")
+            page.set_input_files("#file", str(bad))
+            page.wait_for_function("document.getElementById('status').classList.contains('error')")
+            assert "400" in page.text_content("#status")
+            assert errors == []
+        finally:
+            browser.close()

@@ -1,0 +1,195 @@
+"""Every bad request gets its own 4xx/5xx-but-not-500 status and a JSON ``detail``; the server keeps serving."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import zlib
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from fcnseg.predict import Segmenter
+from fcnseg.serve import ServeConfig, create_app
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` but holds no pixel data: any decoding attempt fails."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def client(segmenter):
+    config = ServeConfig(max_upload_bytes=50_000, max_pixels=20_000)
+    with TestClient(create_app(segmenter, config=config), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def good(helpers):
+    return helpers.encode(helpers.make_image(0, (48, 40)))
+
+
+def check(r: httpx.Response, status: int, words: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert words in str(r.json()["detail"])
+
+
+def test_upload_too_large_by_content_length(client):
+    r = client.post("/v1/segment", content=b"\0" * 200_000, headers={"content-type": "image/png"})
+    check(r, 413, "exceeds the 50000 byte limit")
+
+
+def test_upload_too_large_chunked(client):
+    def body():  # no Content-Length: the server must count while reading
+        for _ in range(20):
+            yield b"\0" * 10_000
+
+    r = client.post("/v1/segment", content=body(), headers={"content-type": "application/octet-stream"})
+    check(r, 413, "exceeds the 50000 byte limit")
+
+
+def test_multipart_file_too_large(client):
+    # under the body limit plus framing allowance, over the file limit
+    r = client.post("/v1/segment", files={"file": ("big.png", b"\0" * 60_000, "image/png")})
+    check(r, 413, "60000 bytes exceeds")
+
+
+def test_too_many_pixels_refused_from_header(client):
+    # 1000 x 1000 = 1 MP > 20 000: refused with 413, not the 400 a decoding attempt of this pixel-less file gives
+    check(client.post("/v1/segment", content=png_header_only(1000, 1000), headers={"content-type": "image/png"}),
+          413, "over the 20000 limit; not decoded")  # fmt: skip
+    check(client.post("/v1/segment", content=png_header_only(100, 100), headers={"content-type": "image/png"}),
+          400, "corrupt or truncated")  # fmt: skip
+
+
+def test_decompression_bomb_header(client):
+    r = client.post("/v1/segment", content=png_header_only(100_000, 100_000), headers={"content-type": "image/png"})
+    check(r, 413, "not decoded")
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"", "empty file"),
+        (b"this is text, not an image", "not an image"),
+        ("truncated", "corrupt or truncated"),
+    ],
+)
+def test_not_an_image(client, good, data, words):
+    data = good[: len(good) // 2] if data == "truncated" else data
+    check(client.post("/v1/segment", content=data, headers={"content-type": "image/png"}), 400, words)
+    check(client.post("/v1/segment", files={"file": ("x.png", data, "image/png")}), 400, words)
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/json", "application/x-www-form-urlencoded", None])
+def test_unsupported_media_type(client, good, ctype):
+    headers = {"content-type": ctype} if ctype else {}
+    check(client.post("/v1/segment", content=good, headers=headers), 415, "unsupported media type")
+
+
+def test_multipart_part_not_an_image_type(client, good):
+    check(client.post("/v1/segment", files={"file": ("notes.txt", good, "text/plain")}), 415, "notes.txt")
+
+
+def test_multipart_without_file_field(client, good):
+    check(client.post("/v1/segment", files={"image": ("x.png", good, "image/png")}), 422, "no file field")
+    check(client.post("/v1/segment", data={"file": "just text"}, files={"other": ("a", b"1")}), 422, "no file field")
+
+
+def test_malformed_multipart(client):
+    r = client.post(
+        "/v1/segment", content=b"--xyz\r\ngarbage", headers={"content-type": "multipart/form-data; boundary=xyz"}
+    )
+    assert r.status_code in (400, 422), r.text
+    r = client.post("/v1/segment", content=b"whatever", headers={"content-type": "multipart/form-data"})
+    assert r.status_code in (400, 422), r.text
+
+
+@pytest.mark.parametrize(
+    "query", ["format=gif", "alpha=1.5", "alpha=-0.1", "alpha=abc", "mask_encoding=zip", "format=overlay&alpha=nan"]
+)
+def test_bad_parameters(client, good, query):
+    r = client.post(f"/v1/segment?{query}", content=good, headers={"content-type": "image/png"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"][0] == "query"
+
+
+def test_extreme_aspect_ratio_refused(segmenter, helpers):
+    # a 1 x 600 strip resized to a shorter side of 32 would become 32 x 19200 = 614 400 model pixels
+    resized = Segmenter(segmenter.model, None, device="cpu", size=32, categories=segmenter.categories)
+    with TestClient(create_app(resized, config=ServeConfig(max_model_pixels=100_000))) as c:
+        strip = helpers.encode(helpers.make_image(0, (600, 1)))
+        check(c.post("/v1/segment", content=strip, headers={"content-type": "image/png"}), 413, "aspect ratio")
+
+
+def test_method_and_path_errors(client):
+    assert client.get("/v1/segment").status_code == 405
+    assert client.get("/nope").status_code == 404
+
+
+def test_server_still_serves_after_errors(client, good):
+    for data in (b"", b"junk", png_header_only(5000, 5000)):
+        client.post("/v1/segment", content=data, headers={"content-type": "image/png"})
+    assert client.post("/v1/segment", content=good, headers={"content-type": "image/png"}).status_code == 200
+
+
+def test_queue_full_503_with_retry_after(segmenter, helpers, good):
+    gated = helpers.Gated(segmenter)
+    app = create_app(gated, config=ServeConfig(max_batch=1, max_queue=1, max_wait_ms=0))
+    with helpers.live_server(app) as url:
+        results: dict[int, int] = {}
+
+        def post(i: int) -> None:
+            r = httpx.post(f"{url}/v1/segment", content=good, headers={"content-type": "image/png"}, timeout=30)
+            results[i] = r.status_code
+
+        first = threading.Thread(target=post, args=(0,))
+        first.start()
+        assert gated.started.wait(10)  # request 0 is in the model, blocked on the gate
+        second = threading.Thread(target=post, args=(1,))
+        second.start()
+        helpers.wait_until(lambda: app.state.batcher.queued == 1)  # request 1 fills the queue
+        r = httpx.post(f"{url}/v1/segment", content=good, headers={"content-type": "image/png"}, timeout=30)
+        check(r, 503, "busy")
+        assert r.headers["retry-after"] == "1"
+        gated.gate.set()
+        first.join(30)
+        second.join(30)
+        assert results == {0: 200, 1: 200}
+
+
+def test_timeout_504(segmenter, helpers, good):
+    gated = helpers.Gated(segmenter)
+    app = create_app(gated, config=ServeConfig(timeout_s=2))
+    with helpers.live_server(app) as url:
+        r = httpx.post(f"{url}/v1/segment", content=good, headers={"content-type": "image/png"}, timeout=30)
+        check(r, 504, "no result within 2 s")
+        gated.gate.set()  # the worker finishes the abandoned request and keeps serving
+        helpers.wait_until(lambda: app.state.batcher.stats.batches == 1)
+        r = httpx.post(f"{url}/v1/segment", content=good, headers={"content-type": "image/png"}, timeout=30)
+        assert r.status_code == 200
+
+
+def test_worker_survives_a_failing_batch(segmenter, helpers, good):
+    class Failing:
+        categories, model_name = segmenter.categories, "failing"
+        calls = 0
+
+        def predict_batch(self, images):
+            Failing.calls += 1
+            if Failing.calls == 1:
+                raise MemoryError("simulated")
+            return segmenter.predict_batch(images)
+
+    with TestClient(create_app(Failing()), raise_server_exceptions=False) as c:
+        r = c.post("/v1/segment", content=good, headers={"content-type": "image/png"})
+        check(r, 503, "inference failed")
+        assert c.post("/v1/segment", content=good, headers={"content-type": "image/png"}).status_code == 200
