@@ -12,7 +12,7 @@ from .. import __version__
 __all__ = ["build_parser", "main"]
 
 # Each module defines ``register(subparsers)``, which adds its subcommand(s) and sets ``func(args) -> int``.
-_COMMAND_MODULES = ("models",)
+_COMMAND_MODULES = ("models", "segment")
 
 
 class CLIError(Exception):
