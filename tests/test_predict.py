@@ -96,7 +96,7 @@ def test_window_starts_cover_the_length():
             for s in starts:
                 covered[s : s + win] = True
             assert covered.all() and starts[0] == 0 and starts[-1] + win == length
-            assert all(0 < b - a <= stride for a, b in zip(starts, starts[1:]))
+            assert all(0 < b - a <= stride for a, b in zip(starts, starts[1:], strict=False))
 
 
 def test_tiles_average_overlapping_logits_like_by_hand():
@@ -161,7 +161,7 @@ def test_same_size_inputs_share_a_forward_pass(monkeypatch):
     images = [rand_image(40, 60, seed=i) for i in range(3)] + [rand_image(50, 50, seed=9)]
     batched = seg.predict_batch(images)
     assert sorted(calls) == [1, 3]
-    for image, result in zip(images, batched):
+    for image, result in zip(images, batched, strict=True):
         single = seg.predict(image)
         np.testing.assert_array_equal(result.mask, single.mask)
         assert result.mask.shape == (image.height, image.width)

@@ -43,9 +43,9 @@ def postprocess(logits: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
-def _source_rows(h: int, H: int, start: int, stop: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Input rows and weights of output rows [start, stop) for bilinear resizing h -> H (align_corners=False)."""
-    scale = torch.tensor(h / H, dtype=torch.float32)  # float32 arithmetic, as in PyTorch's CPU kernel
+def _source_rows(h: int, out_h: int, start: int, stop: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Input rows and weights of output rows [start, stop) for bilinear resizing h -> out_h (align_corners=False)."""
+    scale = torch.tensor(h / out_h, dtype=torch.float32)  # float32 arithmetic, as in PyTorch's CPU kernel
     src = ((torch.arange(start, stop, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_(min=0)
     i0 = src.long().clamp_(max=h - 1)
     return i0, (i0 + 1).clamp_(max=h - 1), src - i0.float()
@@ -254,7 +254,7 @@ class Segmenter:
             if acc is None:
                 acc = out.new_zeros(out.shape[1], wh, w)
                 count = out.new_zeros(1, wh, w)
-            for x0, o in zip(xs, out):
+            for x0, o in zip(xs, out, strict=True):
                 acc[:, :, x0 : x0 + ww] += o
                 count[:, :, x0 : x0 + ww] += 1
             done = (ys[b + 1] if b + 1 < len(ys) else h) - y  # rows no later window touches
@@ -297,7 +297,7 @@ class Segmenter:
             for k in range(0, len(idx), self.batch_size):
                 part = idx[k : k + self.batch_size]
                 batch = torch.stack([self.preprocess(pils[i]) for i in part])
-                for i, r in zip(part, self.segment_tensors([pils[i] for i in part], batch, probs=probs)):
+                for i, r in zip(part, self.segment_tensors([pils[i] for i in part], batch, probs=probs), strict=True):
                     results[i] = r
         return results  # type: ignore[return-value]
 
@@ -334,7 +334,7 @@ class Segmenter:
         self, paths: list[Path], group: list[tuple[int, Image.Image, Tensor]], probs: bool
     ) -> Iterator[tuple[Path, SegmentationResult]]:
         results = self.segment_tensors([im for _, im, _ in group], torch.stack([x for *_, x in group]), probs=probs)
-        for (i, _, _), r in zip(group, results):
+        for (i, _, _), r in zip(group, results, strict=True):
             yield paths[i], r
 
 

@@ -27,7 +27,7 @@ def plot_result(result: SegmentationResult, *, alpha: float = 0.5, figsize: tupl
     if result.image is not None:
         panels = [("image", result.image), *panels, ("overlay", result.overlay(alpha))]
     fig, axes = plt.subplots(1, len(panels), figsize=figsize, squeeze=False)
-    for ax, (title, img) in zip(axes[0], panels):
+    for ax, (title, img) in zip(axes[0], panels, strict=True):
         ax.imshow(img)
         ax.set_title(title)
         ax.axis("off")
