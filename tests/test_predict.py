@@ -186,6 +186,26 @@ def test_predict_paths_decodes_in_workers_and_reports_bad_files(tmp_path):
             np.testing.assert_array_equal(serial[p].mask, seg.predict(p).mask)
 
 
+def test_banded_overlay_and_stats_equal_whole_image(monkeypatch):
+    from fcnseg import predict
+    from fcnseg.transforms import overlay
+
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 4, (37, 23)).astype(np.uint8)
+    r = SegmentationResult(
+        mask, list("abcd"), confidence=rng.random((37, 23), dtype=np.float32), image=rand_image(37, 23)
+    )
+    whole_stats = r.class_stats()
+    monkeypatch.setattr(predict, "BAND_PIXELS", 23 * 5)  # bands of 5 rows
+    assert len(predict._bands(37, 23)) == 8
+    np.testing.assert_array_equal(np.asarray(r.overlay(0.4)), np.asarray(overlay(r.image, mask, 0.4)))
+    banded = r.class_stats()
+    assert banded.keys() == whole_stats.keys()
+    for k in banded:
+        assert banded[k]["pixels"] == whole_stats[k]["pixels"] == int((mask == banded[k]["index"]).sum())
+        assert banded[k]["mean_confidence"] == pytest.approx(r.confidence[mask == banded[k]["index"]].mean(), rel=1e-5)
+
+
 def test_class_stats_by_hand():
     mask = np.array([[0, 0, 2], [2, 2, 2]], np.uint8)
     conf = np.array([[0.5, 0.7, 0.9], [0.8, 0.6, 0.5]], np.float32)

@@ -39,7 +39,8 @@ def load_image(source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS, name
     """Decode a file path or raw bytes into an upright RGB PIL image.
 
     The first frame of animations is used. Images with more than ``max_pixels`` pixels are refused from
-    their header, before any pixel is decoded.
+    their header, before any pixel is decoded. Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``, 89 MP by
+    default) applies too, so the effective limit is the smaller of the two; raise Pillow's to go beyond it.
     """
     label = name or (f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source))
     try:

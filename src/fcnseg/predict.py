@@ -34,6 +34,7 @@ __all__ = ["TTA_SCALES", "SegmentationResult", "Segmenter", "postprocess", "upsa
 
 TTA_SCALES = (0.75, 1.0, 1.25)
 CHUNK_ELEMENTS = 1 << 24  # logits per row block while upsampling: 64 MB of float32
+BAND_PIXELS = 1 << 20  # pixels per band for overlays and class statistics
 
 
 def postprocess(logits: Tensor, size: tuple[int, int]) -> Tensor:
@@ -98,6 +99,12 @@ def _labels(
     return mask, conf, full
 
 
+def _bands(height: int, width: int) -> list[tuple[int, int]]:
+    """Row ranges [top, bottom) of about :data:`BAND_PIXELS` pixels each, covering an image top to bottom."""
+    step = max(1, BAND_PIXELS // max(width, 1))
+    return [(top, min(height, top + step)) for top in range(0, height, step)]
+
+
 def window_starts(length: int, window: int, stride: int) -> list[int]:
     """Start offsets of windows covering ``length``: every ``stride``, the last one flush with the end."""
     if length <= window:
@@ -125,9 +132,15 @@ class SegmentationResult:
         return label_to_image(self.mask)
 
     def overlay(self, alpha: float = 0.5) -> Image.Image:
+        """Class colours blended over the image, a band of rows at a time (a 24 MP overlay in one go needs GBs)."""
         if self.image is None:
             raise ValueError("this result holds no image to overlay on")
-        return overlay(self.image, self.mask, alpha)
+        h, w = self.mask.shape
+        out = Image.new("RGB", (w, h))
+        for top, bottom in _bands(h, w):
+            box = (0, top, w, bottom)
+            out.paste(overlay(self.image.crop(box), self.mask[top:bottom], alpha), box)
+        return out
 
     def class_areas(self) -> dict[str, float]:
         """Share of the image's pixels per class present, largest first."""
@@ -135,11 +148,13 @@ class SegmentationResult:
 
     def class_stats(self) -> dict[str, dict[str, Any]]:
         """Per class present, largest first: ``index``, ``pixels``, ``share`` and ``mean_confidence``."""
-        flat = self.mask.reshape(-1)
-        counts = np.bincount(flat, minlength=len(self.categories))
-        conf_sum = None
-        if self.confidence is not None:
-            conf_sum = np.bincount(flat, weights=self.confidence.reshape(-1), minlength=len(self.categories))
+        counts, conf_sum = np.zeros(len(self.categories), np.int64), np.zeros(len(self.categories))
+        for top, bottom in _bands(*self.mask.shape):  # bincount copies its input to int64 and float64
+            flat = self.mask[top:bottom].reshape(-1)
+            counts += np.bincount(flat, minlength=len(self.categories))
+            if self.confidence is not None:
+                weights = self.confidence[top:bottom].reshape(-1)
+                conf_sum += np.bincount(flat, weights=weights, minlength=len(self.categories))
         total = max(int(self.mask.size), 1)
         stats = {}
         for i in np.argsort(-counts, kind="stable"):
@@ -149,7 +164,7 @@ class SegmentationResult:
                 "index": int(i),
                 "pixels": int(counts[i]),
                 "share": float(counts[i] / total),
-                "mean_confidence": None if conf_sum is None else float(conf_sum[i] / counts[i]),
+                "mean_confidence": None if self.confidence is None else float(conf_sum[i] / counts[i]),
             }
         return stats
 

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..distributed import init_distributed
 from ..imageio import ImageDecodeError
 from ..models import list_models
 from ..outputs import OUTPUT_KINDS, output_paths, write_outputs, write_summary
-from ..predict import TTA_SCALES, Segmenter
+from ..predict import TTA_SCALES, SegmentationResult, Segmenter
 from . import CLIError
 
 __all__ = ["Input", "collect_inputs", "example_image", "register", "run"]
@@ -159,22 +160,23 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
         else:
             todo[item.path] = item
 
-    size = args.size if args.size != "auto" else (None if args.tile else 520)
-    segmenter = Segmenter(
-        args.model,
-        weights,
-        device=device,
-        size=size,
-        tile=args.window if args.tile else None,
-        stride=args.stride,
-        tta=args.tta_scales if args.tta else False,
-        batch_size=args.batch_size,
-    )
+    results: Iterable[tuple[Path, SegmentationResult | ImageDecodeError]] = ()
+    if todo:  # a finished run, resumed, has no model to load
+        segmenter = Segmenter(
+            args.model,
+            weights,
+            device=device,
+            size=args.size if args.size != "auto" else (None if args.tile else 520),
+            tile=args.window if args.tile else None,
+            stride=args.stride,
+            tta=args.tta_scales if args.tta else False,
+            batch_size=args.batch_size,
+        )
+        results = segmenter.predict_paths(list(todo), workers=args.workers, probs="probs" in kinds)
     meta = {"model": args.model, "weights": weights_label}
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not sys.stderr.isatty() or not info.is_main)
     start = time.perf_counter()
     try:
-        results = segmenter.predict_paths(list(todo), workers=args.workers, probs="probs" in kinds)
         for path, result in results:
             item = todo[path]
             bar.update()
@@ -215,7 +217,8 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
         write_summary(rows, summary)
         rate = counts["ok"] / elapsed if elapsed > 0 else 0.0
         print(
-            f"fcnseg segment: {len(rows)} images: {counts['ok']} segmented, {counts['failed']} failed, "
+            f"fcnseg segment: {len(rows)} image{'s' * (len(rows) != 1)}: {counts['ok']} segmented, "
+            f"{counts['failed']} failed, "
             f"{counts['skipped']} skipped (outputs exist) in {elapsed:.1f} s ({rate:.2f} images/s"
             f"{f' over {info.world_size} processes' if info.enabled else ''}); summary: {summary}"
         )
