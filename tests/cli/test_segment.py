@@ -143,25 +143,20 @@ def test_resume_skips_finished_images_unless_overwrite(tmp_path, checkpoint, cap
     assert "2 segmented" in capsys.readouterr().out
 
 
-def test_stdin_list_glob_and_summary_jsonl(tmp_path, checkpoint, monkeypatch):
-    for name in ("x.png", "y.png", "z.jpg"):
-        photo(20, 30).save(tmp_path / name)
-    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{tmp_path / 'x.png'}\n\n{tmp_path / 'z.jpg'}\n"))
+def test_stdin_list_glob_same_stems_and_summary_jsonl(tmp_path, checkpoint, monkeypatch):
+    photo(20, 30).save(tmp_path / "x.png")
+    photo(22, 30).save(tmp_path / "y.png")
+    photo(24, 30).save(tmp_path / "x.jpg")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{tmp_path / 'x.png'}\n\n{tmp_path / 'x.jpg'}\n"))
     out = tmp_path / "out"
     rc = segment("-", tmp_path / "*.png", "-o", out, "--size", "32", "--workers", "0", "--summary", "jsonl",
                  checkpoint=checkpoint)  # fmt: skip
     assert rc == 0
     rows = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
-    assert sorted(Path(r["input"]).name for r in rows) == ["x.png", "y.png", "z.jpg"]  # x listed twice, done once
-
-
-def test_same_stem_inputs_get_distinct_outputs(tmp_path, checkpoint):
-    photo(20, 30).save(tmp_path / "p.png")
-    photo(24, 30).save(tmp_path / "p.jpg")
-    assert segment(tmp_path / "p.png", tmp_path / "p.jpg", "-o", tmp_path / "o", "--size", "32", "--workers", "0",
-                   checkpoint=checkpoint) == 0  # fmt: skip
-    assert Image.open(tmp_path / "o" / "p_mask.png").size == (30, 20)
-    assert Image.open(tmp_path / "o" / "p-2_mask.png").size == (30, 24)
+    assert sorted(Path(r["input"]).name for r in rows) == ["x.jpg", "x.png", "y.png"]  # x.png listed twice, done once
+    # x.png and x.jpg share a stem: the second one named gets "-2"
+    assert Image.open(out / "x_mask.png").size == (30, 20) and Image.open(out / "x-2_mask.png").size == (30, 24)
+    assert Image.open(out / "y_mask.png").size == (30, 22)
 
 
 def test_output_folder_not_writable(tmp_path, checkpoint, capsys, monkeypatch):
@@ -237,14 +232,17 @@ def test_sigint_from_outside(tmp_path, checkpoint):
            "--size", "64", "--workers", "0", "--save", "mask,overlay,probs,json"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not list(out.glob("*_mask.png")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    while not list(out.glob("*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)  # the JSON is an image's last output: wait for one image to be complete
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert no_temporary_files(out)
-    masks = list(out.glob("*_mask.png"))
-    assert 0 < len(masks) < 12
+    done = {p.name.removesuffix("_mask.png") for p in out.glob("*_mask.png")}
+    assert 0 < len(done) < 12
+    for stem in done:  # each image has all of its outputs or none
+        assert all((out / f"{stem}{suffix}").is_file() for suffix in ("_overlay.jpg", "_probs.npz", ".json"))
+    assert len(list(out.glob("*.json"))) == len(done)
     for p in out.iterdir():
         if p.suffix == ".png" or p.suffix == ".jpg":
             Image.open(p).load()
