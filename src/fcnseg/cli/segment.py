@@ -234,6 +234,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "pixel) plus the outputs chosen with --save; a summary of the run goes to OUT_DIR/summary.csv. "
             "Launch with torchrun to shard the inputs over processes."
         ),
+        epilog="outputs per input NAME (a folder input keeps its sub-folders): "
+        + ", ".join(f"{kind} -> NAME{suffix}" for kind, suffix in OUTPUT_KINDS.items())
+        + ". Inputs whose outputs all exist are skipped unless --overwrite; the exit code is 1 if any input failed.",
     )
     p.add_argument(
         "inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive), globs, or - for paths on stdin"
