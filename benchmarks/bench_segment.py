@@ -116,7 +116,7 @@ def main() -> None:
         "fcnseg segment defaults (mask+overlay)": [],
         "fcnseg segment --save mask": ["--save", "mask"],
     }
-    seconds = dict.fromkeys(methods, 0.0)
+    per_chunk: dict[str, list[float]] = {m: [] for m in methods}
     lines: dict[str, list[str]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -142,12 +142,13 @@ def main() -> None:
                 os.link(p, chunk / p.name)
             for i, (method, extra) in enumerate(methods.items()):
                 if extra is None:
-                    seconds[method] += naive_loop(sorted(chunk.iterdir()), model, tmp / f"naive{k}", args.size)
+                    per_chunk[method].append(naive_loop(sorted(chunk.iterdir()), model, tmp / f"naive{k}", args.size))
                     continue
                 common = ["--model", args.model, "--weights", args.weights, "--size", str(args.size)]
                 secs, line = run_cli([str(chunk), "-o", str(tmp / f"out{i}_{k}"), *common, *extra])
-                seconds[method] += secs
+                per_chunk[method].append(secs)
                 lines[method].append(line)
+    seconds = {m: sum(t) for m, t in per_chunk.items()}
     rows = [(m, args.count / seconds[m], seconds[m], " | ".join(lines[m])) for m in methods]
 
     base = rows[0][1]
@@ -162,7 +163,8 @@ def main() -> None:
     result = {
         "count": args.count, "model": args.model, "size": args.size, "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "torch": torch.__version__,
-        "rows": [{"method": m, "images_per_s": r, "seconds": s, "ratio": r / base, "cli_summary": line}
+        "rows": [{"method": m, "images_per_s": r, "seconds": s, "ratio": r / base, "chunk_seconds": per_chunk[m],
+                  "cli_summary": line}
                  for m, r, s, line in rows],
         "large_image": large,
         "note": "CLI seconds are its image loop (decode to written outputs), summed over the interleaved chunks",

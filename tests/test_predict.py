@@ -67,6 +67,7 @@ def test_labels_match_softmax_argmax_of_full_map():
     assert (mask == p.argmax(0).numpy())[clear].all()
 
 
+@pytest.mark.slow
 def test_large_image_never_materialises_full_resolution_logits(monkeypatch):
     """A 6000x4000 photo on the default path: no logit tensor larger than one row block is ever created."""
     K, seen = 8, []

@@ -127,6 +127,7 @@ def test_exif_rotated_mask_matches_the_displayed_image(tmp_path, checkpoint):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_images_unless_overwrite(tmp_path, checkpoint, capsys):
     for i in range(2):
         photo(30, 40, seed=i).save(tmp_path / f"{i}.png")
