@@ -160,6 +160,19 @@ def test_stdin_list_glob_same_stems_and_summary_jsonl(tmp_path, checkpoint, monk
     assert Image.open(out / "y_mask.png").size == (30, 22)
 
 
+def test_collect_inputs(tmp_path):
+    from fcnseg.cli.segment import collect_inputs
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/1.jpg", "a/b/2.PNG", "a/b/notes.txt", "3.png"):
+        (tmp_path / name).write_bytes(b"")
+    got = collect_inputs([str(tmp_path / "a"), str(tmp_path / "*.png"), str(tmp_path / "*.gif"), "-"],
+                         io.StringIO(f"{tmp_path / 'a' / '1.jpg'}\n"))  # fmt: skip
+    assert [(str(i.path.relative_to(tmp_path)), str(i.stem)) for i in got] == [
+        ("a/1.jpg", "1"), ("a/b/2.PNG", "b/2"), ("3.png", "3"), ("*.gif", "*")
+    ]  # fmt: skip
+
+
 def test_output_folder_not_writable(tmp_path, checkpoint, capsys, monkeypatch):
     photo(20, 20).save(tmp_path / "a.png")
     (tmp_path / "file").write_text("")

@@ -54,7 +54,8 @@ def _is_image(path: Path) -> bool:
 def collect_inputs(specs: list[str], stdin: TextIO | None = None) -> list[Input]:
     """Expand files, folders (recursively, image suffixes only), globs and ``-`` (paths on stdin, one a line).
 
-    A path that does not exist is kept, so that it is reported as a failed input like any unreadable file.
+    A path that does not exist (or a pattern that matches nothing) is kept, so that it is reported as a failed
+    input like any unreadable file.
     Inputs are de-duplicated; two inputs that would write to the same output name get ``-2``, ``-3``... added.
     """
     found: list[tuple[Path, Path]] = []
@@ -64,9 +65,9 @@ def collect_inputs(specs: list[str], stdin: TextIO | None = None) -> list[Input]
             found += [(Path(s.strip()), Path(Path(s.strip()).stem)) for s in lines if s.strip()]
             continue
         path = Path(spec)
-        matches = (
-            [path] if path.exists() or not glob.has_magic(spec) else sorted(map(Path, glob.glob(spec, recursive=True)))
-        )
+        matches = [path]
+        if not path.exists() and glob.has_magic(spec):  # a pattern matching nothing stays, to be reported
+            matches = sorted(map(Path, glob.glob(spec, recursive=True))) or [path]
         for m in matches:
             if m.is_dir():
                 found += [(f, f.relative_to(m).with_suffix("")) for f in sorted(m.rglob("*")) if _is_image(f)]
