@@ -48,6 +48,7 @@ def no_temporary_files(folder: Path) -> bool:
     return not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_folder_of_formats(tmp_path, checkpoint, capsys):
     src = tmp_path / "in"
     (src / "trip" / "day2").mkdir(parents=True)
