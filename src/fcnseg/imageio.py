@@ -15,7 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["MAX_PIXELS", "ImageDecodeError", "load_image", "to_rgb"]
 
-MAX_PIXELS = 40_000 * 40_000 // 4  # 400 MP: above any camera, below what would exhaust memory
+# About 179 MP: where Pillow itself refuses to open a file (twice its warning level). Above any common camera.
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
 
 class ImageDecodeError(ValueError):
@@ -41,7 +42,8 @@ def load_image(
     """Decode a file path or raw bytes into an upright RGB PIL image.
 
     The first frame of animations is used. Images with more than ``max_pixels`` pixels are refused from
-    their header, before any pixel is decoded. ``exif_transpose=False`` keeps the stored pixel order, for
+    their header, before any pixel is decoded (Pillow refuses files above :data:`MAX_PIXELS` on its own, so a
+    larger ``max_pixels`` does not lift that). ``exif_transpose=False`` keeps the stored pixel order, for
     datasets (COCO) whose annotations were drawn on the unrotated pixels.
     """
     label = name or (f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source))
@@ -52,7 +54,7 @@ def load_image(
     with fp:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels below decides
                 img = Image.open(fp)
                 w, h = img.size
                 if w * h > max_pixels:
@@ -69,7 +71,7 @@ def load_image(
         except UnidentifiedImageError:
             kind = "empty file" if _is_empty(source) else "not an image or an unsupported format"
             raise ImageDecodeError(f"{label}: {kind}") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        except Image.DecompressionBombError as e:
             raise ImageDecodeError(f"{label}: refused as a decompression bomb ({e})") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageDecodeError(f"{label}: corrupt or truncated image ({e})") from None

@@ -1,24 +1,40 @@
-"""Images in, label maps out: the :class:`Segmenter` API used by the CLI, the server and the examples."""
+"""Images in, label maps out: the :class:`Segmenter` API used by the CLI, the server and the examples.
+
+The data path of every prediction::
+
+    decode (imageio.load_image) -> preset (resize shorter side, normalize) -> Segmenter.logits, the one forward
+    -> [TTA: flips and scales averaged] [tiles: overlapping windows averaged] -> logits at the model's resolution
+    -> upsampled to the input size in row blocks -> softmax, argmax -> SegmentationResult
+
+The full-resolution (K, H, W) probability map is never held unless asked for (``probs=True``): a 24 MP photo
+with 21 classes would need 2 GB of float32 for it, so the upsampling, softmax and argmax run a few rows at a time.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from .distributed import select_device
-from .imageio import load_image
+from .imageio import ImageDecodeError, load_image
 from .models import get_model, get_model_weights
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageLike, SemanticSegmentation, label_to_image, overlay
 from .weights import VOC_CATEGORIES, WeightsEnum, read_checkpoint
 
-__all__ = ["SegmentationResult", "Segmenter", "postprocess"]
+__all__ = ["TTA_SCALES", "SegmentationResult", "Segmenter", "postprocess", "upsampled_rows"]
+
+TTA_SCALES = (0.75, 1.0, 1.25)
+CHUNK_ELEMENTS = 1 << 24  # logits per row block while upsampling: 64 MB of float32
+BAND_PIXELS = 1 << 20  # pixels per band for overlays and class statistics
 
 
 def postprocess(logits: Tensor, size: tuple[int, int]) -> Tensor:
@@ -26,6 +42,74 @@ def postprocess(logits: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def _source_rows(h: int, out_h: int, start: int, stop: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Input rows and weights of output rows [start, stop) for bilinear resizing h -> out_h (align_corners=False)."""
+    scale = torch.tensor(h / out_h, dtype=torch.float32)  # float32 arithmetic, as in PyTorch's CPU kernel
+    src = ((torch.arange(start, stop, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_(min=0)
+    i0 = src.long().clamp_(max=h - 1)
+    return i0, (i0 + 1).clamp_(max=h - 1), src - i0.float()
+
+
+def upsampled_rows(logits: Tensor, size: tuple[int, int], *, max_elements: int = CHUNK_ELEMENTS) -> Iterator[Tensor]:
+    """(K, h, w) logits -> top-to-bottom row blocks (K, n, W) of ``postprocess(logits[None], size)[0]``.
+
+    Each block holds at most ``max_elements`` values (one row at the least), so memory stays bounded
+    whatever the output size. Vertical interpolation is done by hand on the needed input rows, horizontal
+    by ``F.interpolate`` with the same scale as a whole-image resize; results match it to float rounding.
+    """
+    K, h, w = logits.shape
+    H, W = size
+    step = max(1, max_elements // (K * W))
+    for start in range(0, H, step):
+        stop = min(H, start + step)
+        if h == H:
+            block = logits[:, start:stop]
+        else:
+            i0, i1, lam = _source_rows(h, H, start, stop)
+            lam = lam.to(logits.device)[:, None]
+            block = logits[:, i0.to(logits.device)] * (1 - lam) + logits[:, i1.to(logits.device)] * lam  # (K, n, w)
+        if w != W:
+            block = F.interpolate(block[None], size=(stop - start, W), mode="bilinear", align_corners=False)[0]
+        yield block
+
+
+def _labels(
+    blocks: Iterable[Tensor], size: tuple[int, int], probs: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Row blocks of logits -> (mask uint8 (H, W), confidence float32 (H, W), probs float32 (K, H, W) or None)."""
+    mask = np.empty(size, dtype=np.uint8)
+    conf = np.empty(size, dtype=np.float32)
+    full = None
+    row = 0
+    for block in blocks:
+        p = block.float().softmax(0)  # (K, n, W)
+        c, m = p.max(0)
+        n = block.shape[1]
+        mask[row : row + n] = m.to(torch.uint8).cpu().numpy()
+        conf[row : row + n] = c.cpu().numpy()
+        if probs:
+            if full is None:
+                full = np.empty((block.shape[0], *size), dtype=np.float32)
+            full[:, row : row + n] = p.cpu().numpy()
+        row += n
+    if row != size[0]:
+        raise RuntimeError(f"row blocks covered {row} rows, expected {size[0]}")
+    return mask, conf, full
+
+
+def _bands(height: int, width: int) -> list[tuple[int, int]]:
+    """Row ranges [top, bottom) of about :data:`BAND_PIXELS` pixels each, covering an image top to bottom."""
+    step = max(1, BAND_PIXELS // max(width, 1))
+    return [(top, min(height, top + step)) for top in range(0, height, step)]
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows covering ``length``: every ``stride``, the last one flush with the end."""
+    if length <= window:
+        return [0]
+    return [*range(0, length - window, stride), length - window]
 
 
 @dataclass
@@ -38,21 +122,51 @@ class SegmentationResult:
     confidence: np.ndarray | None = None  # (H, W) float32 probability of the chosen class
     image: Image.Image | None = field(default=None, repr=False)
 
+    @property
+    def classes(self) -> list[str]:
+        """Names of the classes present, largest area first."""
+        return list(self.class_areas())
+
     def to_image(self) -> Image.Image:
         """The mask as a palette PNG-ready PIL image (indices kept, seed colours)."""
         return label_to_image(self.mask)
 
     def overlay(self, alpha: float = 0.5) -> Image.Image:
+        """Class colours blended over the image, a band of rows at a time (a 24 MP overlay in one go needs GBs)."""
         if self.image is None:
             raise ValueError("this result holds no image to overlay on")
-        return overlay(self.image, self.mask, alpha)
+        h, w = self.mask.shape
+        out = Image.new("RGB", (w, h))
+        for top, bottom in _bands(h, w):
+            box = (0, top, w, bottom)
+            out.paste(overlay(self.image.crop(box), self.mask[top:bottom], alpha), box)
+        return out
 
     def class_areas(self) -> dict[str, float]:
         """Share of the image's pixels per class present, largest first."""
-        counts = np.bincount(self.mask.reshape(-1), minlength=len(self.categories))
+        return {name: s["share"] for name, s in self.class_stats().items()}
+
+    def class_stats(self) -> dict[str, dict[str, Any]]:
+        """Per class present, largest first: ``index``, ``pixels``, ``share`` and ``mean_confidence``."""
+        counts, conf_sum = np.zeros(len(self.categories), np.int64), np.zeros(len(self.categories))
+        for top, bottom in _bands(*self.mask.shape):  # bincount copies its input to int64 and float64
+            flat = self.mask[top:bottom].reshape(-1)
+            counts += np.bincount(flat, minlength=len(self.categories))
+            if self.confidence is not None:
+                weights = self.confidence[top:bottom].reshape(-1)
+                conf_sum += np.bincount(flat, weights=weights, minlength=len(self.categories))
         total = max(int(self.mask.size), 1)
-        order = np.argsort(-counts, kind="stable")
-        return {self.categories[i]: counts[i] / total for i in order if counts[i] > 0}
+        stats = {}
+        for i in np.argsort(-counts, kind="stable"):
+            if counts[i] == 0:
+                break
+            stats[self.categories[i]] = {
+                "index": int(i),
+                "pixels": int(counts[i]),
+                "share": float(counts[i] / total),
+                "mean_confidence": None if self.confidence is None else float(conf_sum[i] / counts[i]),
+            }
+        return stats
 
 
 class Segmenter:
@@ -64,6 +178,12 @@ class Segmenter:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         size: shorter side the image is resized to before the model (the weights' 520), or None for native.
         categories: class names; taken from the weights or checkpoint when not given.
+        tile: sliding-window side in pixels (at the model's input resolution), or None for whole images.
+            Overlapping windows' logits are averaged; memory grows with ``tile x width``, not the image area.
+        stride: step between windows (default 3/4 of ``tile``); at most ``tile`` so that windows overlap or touch.
+        tta: test-time augmentation: True for horizontal flips at scales :data:`TTA_SCALES`, or a sequence of
+            scales; logits of all variants are averaged.
+        batch_size: images (or windows) per forward pass.
     """
 
     def __init__(
@@ -74,6 +194,10 @@ class Segmenter:
         device: str | torch.device = "auto",
         size: int | None = 520,
         categories: Sequence[str] | None = None,
+        tile: int | None = None,
+        stride: int | None = None,
+        tta: bool | Sequence[float] = False,
+        batch_size: int = 4,
     ) -> None:
         self.device = select_device(str(device))
         if isinstance(model, str):
@@ -85,10 +209,21 @@ class Segmenter:
             self.model_name, net = type(model).__name__, model
         self.model = net.eval().to(self.device)
         n = self._num_classes()
+        if n > 256:
+            raise ValueError(f"the model predicts {n} classes; masks are 8-bit PNGs, so at most 256 are supported")
         self.categories = list(categories) if categories is not None else _default_names(n)
         if len(self.categories) != n:
             raise ValueError(f"{len(self.categories)} category names given for a model with {n} classes")
         self.preprocess = SemanticSegmentation(resize_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        if tile is not None and not 0 < (stride or tile) <= tile:
+            raise ValueError(f"tile stride must lie in 1..{tile} (the window size), got {stride}")
+        self.tile, self.stride = tile, (stride or max(1, tile * 3 // 4)) if tile else None
+        self.tta_scales = tuple(TTA_SCALES if tta is True else tta or ())
+        if any(s <= 0 for s in self.tta_scales):
+            raise ValueError(f"TTA scales must be positive, got {self.tta_scales}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
 
     def _num_classes(self) -> int:
         last = [m for m in self.model.modules() if isinstance(m, nn.Conv2d)]
@@ -98,8 +233,68 @@ class Segmenter:
 
     @torch.inference_mode()
     def logits(self, batch: Tensor) -> Tensor:
-        """Normalized (N, 3, h, w) batch -> (N, K, h, w) float32 logits."""
+        """Normalized (N, 3, h, w) batch -> (N, K, h, w) float32 logits.
+
+        Every forward pass (whole images, tiles, TTA variants) goes through here: replace this method to
+        plug in another runtime (compiled, half precision, ONNX...).
+        """
         return self.model(batch.to(self.device))["out"].float()
+
+    def forward_tta(self, batch: Tensor) -> Tensor:
+        """Like :meth:`logits`, averaged over the TTA variants (each scale, unflipped and flipped) when enabled."""
+        if not self.tta_scales:
+            return self.logits(batch)
+        h, w = batch.shape[-2:]
+        total = None
+        for s in self.tta_scales:
+            size = (max(1, round(h * s)), max(1, round(w * s)))
+            x = batch if size == (h, w) else F.interpolate(batch, size=size, mode="bilinear", align_corners=False)
+            for flip in (False, True):
+                out = self.logits(x.flip(-1)) if flip else self.logits(x)
+                out = postprocess(out.flip(-1) if flip else out, (h, w))
+                total = out if total is None else total + out
+        return total / (2 * len(self.tta_scales))
+
+    def _tiled_rows(self, x: Tensor) -> Iterator[Tensor]:
+        """(1, 3, h, w) -> row blocks (K, n, w) of window-averaged logits, holding one band of windows at a time."""
+        _, _, h, w = x.shape
+        wh, ww = min(self.tile, h), min(self.tile, w)
+        ys, xs = window_starts(h, wh, self.stride), window_starts(w, ww, self.stride)
+        acc = count = None  # sums and window counts for rows [y, y + wh) of the current band
+        for b, y in enumerate(ys):
+            crops = torch.cat([x[:, :, y : y + wh, x0 : x0 + ww] for x0 in xs])
+            out = torch.cat(
+                [self.forward_tta(crops[i : i + self.batch_size]) for i in range(0, len(xs), self.batch_size)]
+            )
+            if acc is None:
+                acc = out.new_zeros(out.shape[1], wh, w)
+                count = out.new_zeros(1, wh, w)
+            for x0, o in zip(xs, out, strict=True):
+                acc[:, :, x0 : x0 + ww] += o
+                count[:, :, x0 : x0 + ww] += 1
+            done = (ys[b + 1] if b + 1 < len(ys) else h) - y  # rows no later window touches
+            yield acc[:, :done] / count[:, :done]
+            acc = torch.cat([acc[:, done:], acc.new_zeros(acc.shape[0], done, w)], 1)
+            count = torch.cat([count[:, done:], count.new_zeros(1, done, w)], 1)
+
+    @torch.inference_mode()
+    def segment_tensors(
+        self, images: Sequence[Image.Image], batch: Tensor, *, probs: bool = False
+    ) -> list[SegmentationResult]:
+        """Decoded images and their preprocessed, same-size (N, 3, h, w) batch -> one result per image."""
+        results = []
+        logits = None if self.tile else self.forward_tta(batch)
+        for i, image in enumerate(images):
+            size = (image.height, image.width)
+            if self.tile:
+                rows = self._tiled_rows(batch[i : i + 1])
+                if tuple(batch.shape[-2:]) != size:  # tiles ran on a resized image: assemble it, then upsample
+                    rows = upsampled_rows(torch.cat(list(rows), 1), size)
+            else:
+                rows = upsampled_rows(logits[i], size)
+            mask, conf, p = _labels(rows, size, probs)
+            results.append(SegmentationResult(mask, self.categories, p, conf, image))
+        return results
 
     def predict(self, image: ImageLike | str | Path, *, probs: bool = False) -> SegmentationResult:
         return self.predict_batch([image], probs=probs)[0]
@@ -113,20 +308,73 @@ class Segmenter:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(pils):
             groups.setdefault(im.size, []).append(i)
-        for (w, h), idx in groups.items():
-            batch = torch.stack([self.preprocess(pils[i]) for i in idx])
-            with torch.inference_mode():
-                p = postprocess(self.logits(batch), (h, w)).softmax(1).cpu()
-            conf, mask = p.max(1)
-            for j, i in enumerate(idx):
-                results[i] = SegmentationResult(
-                    mask=mask[j].to(torch.uint8).numpy(),
-                    categories=self.categories,
-                    probs=p[j].numpy() if probs else None,
-                    confidence=conf[j].numpy(),
-                    image=pils[i],
-                )
+        for idx in groups.values():
+            for k in range(0, len(idx), self.batch_size):
+                part = idx[k : k + self.batch_size]
+                batch = torch.stack([self.preprocess(pils[i]) for i in part])
+                for i, r in zip(part, self.segment_tensors([pils[i] for i in part], batch, probs=probs), strict=True):
+                    results[i] = r
         return results  # type: ignore[return-value]
+
+    def predict_paths(
+        self, paths: Sequence[str | Path], *, workers: int = 0, probs: bool = False
+    ) -> Iterator[tuple[Path, SegmentationResult | ImageDecodeError]]:
+        """Segment files, decoding them in ``workers`` processes while the model runs.
+
+        Yields ``(path, result)``, or ``(path, ImageDecodeError)`` for a file that could not be decoded, in
+        completion order. Inputs whose preprocessed size matches are batched, ``batch_size`` at a time; at
+        most ``batch_size`` decoded images wait for a batch, so memory does not grow with mixed sizes.
+        """
+        paths = [Path(p) for p in paths]
+        loader = DataLoader(
+            _DecodeFiles(paths, self.preprocess),
+            batch_size=None,
+            num_workers=workers,
+            collate_fn=_identity,
+            prefetch_factor=2 if workers else None,
+        )
+        pending: dict[tuple[int, ...], list[tuple[int, Image.Image, Tensor]]] = {}
+        for i, pixels, x, error in loader:
+            if error is not None:
+                yield paths[i], ImageDecodeError(error)
+                continue
+            pending.setdefault(tuple(x.shape), []).append((i, Image.fromarray(pixels.numpy()), x))
+            if sum(map(len, pending.values())) >= self.batch_size:
+                key = max(pending, key=lambda k: len(pending[k]))
+                yield from self._run_group(paths, pending.pop(key), probs)
+        for group in pending.values():
+            yield from self._run_group(paths, group, probs)
+
+    def _run_group(
+        self, paths: list[Path], group: list[tuple[int, Image.Image, Tensor]], probs: bool
+    ) -> Iterator[tuple[Path, SegmentationResult]]:
+        results = self.segment_tensors([im for _, im, _ in group], torch.stack([x for *_, x in group]), probs=probs)
+        for (i, _, _), r in zip(group, results, strict=True):
+            yield paths[i], r
+
+
+class _DecodeFiles(Dataset):
+    """Decodes and preprocesses in DataLoader workers; a bad file becomes an error message, not an exception."""
+
+    def __init__(self, paths: list[Path], preprocess: SemanticSegmentation) -> None:
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, Tensor | None, Tensor | None, str | None]:
+        try:
+            image = load_image(self.paths[i])
+            x = self.preprocess(image)
+        except ImageDecodeError as e:
+            return i, None, None, str(e)
+        except Exception as e:  # keep going on anything a broken file can trigger in a decoder
+            return i, None, None, f"{self.paths[i]}: cannot decode ({type(e).__name__}: {e})"
+        return i, torch.from_numpy(np.array(image)), x, None  # tensors travel through shared memory
+
+
+def _identity(item: Any) -> Any:
+    return item
 
 
 def _as_pil(image: ImageLike) -> Image.Image:

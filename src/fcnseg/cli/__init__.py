@@ -12,7 +12,7 @@ from .. import __version__
 __all__ = ["build_parser", "main"]
 
 # Each module defines ``register(subparsers)``, which adds its subcommand(s) and sets ``func(args) -> int``.
-_COMMAND_MODULES = ("models", "eval", "data", "export", "serve", "train")
+_COMMAND_MODULES = ("models", "segment", "eval", "data", "train", "export", "serve")
 
 
 class CLIError(Exception):

@@ -26,7 +26,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     weights = None if args.weights.lower() == "none" else args.weights
-    segmenter = Segmenter(args.model, weights, device=args.device, size=args.size or None)
+    segmenter = Segmenter(
+        args.model, weights, device=args.device, size=args.size or None, batch_size=max(1, args.max_batch)
+    )
     info: dict = {"weights": str(weights) if weights is not None else None}
     if weights is not None:
         from ..models import get_model_weights

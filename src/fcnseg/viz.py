@@ -1,0 +1,41 @@
+"""A matplotlib figure of a prediction, as on the seed page: image | mask | overlay, with a legend of the classes.
+
+matplotlib is optional (``pip install fcnseg[plot]``) and imported only when a figure is drawn.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .predict import SegmentationResult
+from .transforms import palette
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_result"]
+
+
+def plot_result(result: SegmentationResult, *, alpha: float = 0.5, figsize: tuple[float, float] = (13, 4.5)) -> Figure:
+    """Three panels (the image, the coloured mask, the overlay) and a legend of the classes present."""
+    try:
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+    except ImportError:
+        raise ImportError("plot_result needs matplotlib: pip install 'fcnseg[plot]'") from None
+    panels = [("mask", result.to_image().convert("RGB"))]
+    if result.image is not None:
+        panels = [("image", result.image), *panels, ("overlay", result.overlay(alpha))]
+    fig, axes = plt.subplots(1, len(panels), figsize=figsize, squeeze=False)
+    for ax, (title, img) in zip(axes[0], panels, strict=True):
+        ax.imshow(img)
+        ax.set_title(title)
+        ax.axis("off")
+    colors = palette(256) / 255
+    handles = [
+        Patch(color=tuple(colors[s["index"]]), label=f"{name} ({s['share']:.1%})")
+        for name, s in result.class_stats().items()
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
