@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .distributed import select_device
 from .imageio import ImageDecodeError, load_image
-from .models import get_model, get_model_weights
+from .models import get_model, weights_categories
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageLike, SemanticSegmentation, label_to_image, overlay
-from .weights import VOC_CATEGORIES, WeightsEnum, read_checkpoint
+from .weights import VOC_CATEGORIES, WeightsEnum
 
 __all__ = ["TTA_SCALES", "SegmentationResult", "Segmenter", "postprocess", "upsampled_rows"]
 
@@ -204,7 +204,7 @@ class Segmenter:
             self.model_name = model
             net = get_model(model, weights=weights, aux_loss=False)
             if categories is None:
-                categories = _categories(model, weights)
+                categories = weights_categories(model, weights)
         else:
             self.model_name, net = type(model).__name__, model
         self.model = net.eval().to(self.device)
@@ -387,16 +387,3 @@ def _as_pil(image: ImageLike) -> Image.Image:
 
 def _default_names(n: int) -> list[str]:
     return VOC_CATEGORIES if n == len(VOC_CATEGORIES) else [f"class_{i}" for i in range(n)]
-
-
-def _categories(model: str, weights: object) -> list[str] | None:
-    if weights is None:
-        return None
-    if isinstance(weights, (str, Path)):
-        enum = get_model_weights(model)
-        name = str(weights).removeprefix(enum.__name__ + ".")
-        if name in enum.__members__:
-            return enum[name].meta["categories"]
-        cats = read_checkpoint(weights)[1].get("categories")
-        return list(cats) if cats else None
-    return weights.meta["categories"]  # type: ignore[union-attr]

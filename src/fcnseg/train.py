@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from .data import get_dataset, read_mask_array
 from .distributed import DistInfo, init_distributed
 from .evaluate import evaluate
-from .models import get_model_builder, get_model_weights
+from .models import find_weights, get_model_builder
 from .transforms import SegmentationEval, SegmentationTrain
 from .weights import CHECKPOINT_SUFFIXES, WeightsError, load_state_dict_file, read_checkpoint
 
@@ -236,9 +236,8 @@ def _looks_like_path(text: str) -> bool:
 
 def _read_weights(model_name: str, weights: str) -> tuple[dict[str, Tensor], list[str] | None]:
     """A weights name of the model's enum or a checkpoint path -> (state dict, categories if known)."""
-    enum = get_model_weights(model_name)
-    if weights.removeprefix(enum.__name__ + ".") in enum.__members__:
-        member = enum.verify(weights)
+    member = find_weights(model_name, weights)
+    if member is not None:
         return member.get_state_dict(progress=False), list(member.meta["categories"])
     sd, extra = read_checkpoint(weights)
     return sd, extra.get("categories")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-__all__ = ["build_parser", "main"]
+__all__ = ["CLIError", "add_model_arguments", "build_parser", "main"]
 
 # Each module defines ``register(subparsers)``, which adds its subcommand(s) and sets ``func(args) -> int``.
 _COMMAND_MODULES = ("models", "segment", "eval", "data", "train", "export", "serve")
@@ -17,6 +17,24 @@ _COMMAND_MODULES = ("models", "segment", "eval", "data", "train", "export", "ser
 
 class CLIError(Exception):
     """An expected failure: printed as one line, exit code 1."""
+
+
+def _weights(text: str) -> str | None:
+    return None if text.lower() == "none" else text
+
+
+def add_model_arguments(p: argparse.ArgumentParser, *, device: bool = True) -> None:
+    """``--model``, ``--weights`` (``none`` -> None) and ``--device``, the same for every command that runs a model."""
+    from ..models import list_models
+
+    p.add_argument("--model", default="fcn_resnet50", choices=list_models(), help="default: fcn_resnet50")
+    p.add_argument(
+        "--weights", default="DEFAULT", type=_weights,
+        help="weights name (default: DEFAULT, the COCO/VOC checkpoint), a checkpoint file (.pth/.pt/.safetensors), "
+             "or 'none' for random initialisation (testing only: meaningless predictions)",
+    )  # fmt: skip
+    if device:
+        p.add_argument("--device", default="auto", help="auto (CUDA when present; default), cpu, cuda, cuda:1...")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import CLIError
+from . import CLIError, add_model_arguments
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -37,7 +37,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..data import get_dataset
     from ..distributed import init_distributed
     from ..evaluate import evaluate_dataset, format_table, plot_confusion_matrix, summarize
-    from ..predict import Segmenter, _categories
+    from ..models import weights_categories
+    from ..predict import Segmenter
 
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -53,8 +54,8 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError(str(e)) from None
     info, device = init_distributed(args.device)
     try:
-        weights = None if args.weights.lower() == "none" else args.weights
-        names = _categories(args.model, weights)  # None when the weights carry no class names
+        weights = args.weights
+        names = weights_categories(args.model, weights)  # None when the weights carry no class names
         seg = Segmenter(args.model, weights, device=device, size=None, categories=names)
         if len(seg.categories) != len(dataset.categories):
             raise CLIError(
@@ -110,13 +111,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "one confusion matrix over the whole dataset. Works under torchrun (each image scored once)."
         ),
     )
+    add_model_arguments(p)
     p.add_argument("--dataset", required=True, choices=("coco", "voc", "folder"))
     p.add_argument("--data-root", required=True, type=Path, help="COCO root, VOC root or folder dataset root")
     p.add_argument("--split", default="val", help="split name (default: val; VOC also train_aug)")
-    p.add_argument("--model", default="fcn_resnet50", help="model name (default: fcn_resnet50)")
-    p.add_argument(
-        "--weights", default="DEFAULT", help="weights name, checkpoint path, or 'none' (random init; default: DEFAULT)"
-    )
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass, grouped by size (default: 1)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--size", type=int, default=520, help="shorter side the images are resized to (default: 520)")
@@ -124,7 +122,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--native", action="store_true", help="score at the masks' original resolution (logits upsampled to it)"
     )
     p.add_argument("--ignore-index", type=int, default=255, help="mask value left out of the scores (default: 255)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1... (default: auto)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
     p.add_argument("--output", help="write the results as JSON here")
     p.add_argument("--plot", help="confusion-matrix PNG (default: next to --output, with .png)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import CLIError
+from . import CLIError, add_model_arguments
 
 
 def _sizes(text: str) -> list[tuple[int, int]]:
@@ -27,7 +27,7 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    weights = None if args.weights.lower() == "none" else args.weights
+    weights = args.weights
     seg = Segmenter(args.model, weights, device="cpu", size=None)
     output = Path(args.output)
     path, module = export_model(
@@ -71,8 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "mean/std, palette and version stored in the file. The export is then run on several input sizes "
         "and compared with PyTorch; a mismatch beyond the tolerance fails the command and removes the file.",
     )
-    p.add_argument("--model", default="fcn_resnet50", help="model name (default: fcn_resnet50)")
-    p.add_argument("--weights", default="DEFAULT", help="weights name, checkpoint path, or 'none' (random init)")
+    add_model_arguments(p, device=False)
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     p.add_argument("--output", "-o", required=True, help="output file (.onnx, or .pt for TorchScript)")
     p.add_argument(

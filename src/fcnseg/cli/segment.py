@@ -26,10 +26,9 @@ from tqdm import tqdm
 from ..data.folder import IMAGE_SUFFIXES
 from ..distributed import init_distributed
 from ..imageio import ImageDecodeError
-from ..models import list_models
 from ..outputs import OUTPUT_KINDS, output_paths, write_outputs, write_summary
 from ..predict import TTA_SCALES, SegmentationResult, Segmenter
-from . import CLIError
+from . import CLIError, add_model_arguments
 
 __all__ = ["Input", "collect_inputs", "example_image", "register", "run"]
 
@@ -146,7 +145,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
     if not inputs:
         raise CLIError("no inputs: give files, folders, globs, - (paths on stdin) or --example")
     _check_writable(out)
-    weights = None if args.weights.lower() == "none" else args.weights
+    weights = args.weights
     weights_label = "none (random init: predictions are meaningless)" if weights is None else args.weights
     kinds = args.save
     say = print if info.is_main else (lambda *a, **k: None)
@@ -239,19 +238,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         + ", ".join(f"{kind} -> NAME{suffix}" for kind, suffix in OUTPUT_KINDS.items())
         + ". Inputs whose outputs all exist are skipped unless --overwrite; the exit code is 1 if any input failed.",
     )
+    add_model_arguments(p)
     p.add_argument(
         "inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive), globs, or - for paths on stdin"
     )
     p.add_argument(
         "-o", "--output", default="fcnseg_out", metavar="OUT_DIR", help="output folder (default: %(default)s)"
     )
-    p.add_argument("--model", default="fcn_resnet50", choices=list_models())
-    p.add_argument(
-        "--weights", default="DEFAULT",
-        help="weights name (DEFAULT), a checkpoint file, or 'none' for random initialisation (testing only: "
-             "meaningless predictions)",
-    )  # fmt: skip
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1...")
     p.add_argument("--batch-size", type=int, default=4, help="images (or tiles) per forward pass (default: 4)")
     p.add_argument(
         "--workers", type=int, default=2, help="processes decoding images (default: 2; 0 = in the main process)"

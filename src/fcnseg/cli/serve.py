@@ -6,6 +6,8 @@ import argparse
 import ipaddress
 import sys
 
+from . import add_model_arguments
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -25,18 +27,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    weights = None if args.weights.lower() == "none" else args.weights
+    weights = args.weights
     segmenter = Segmenter(
         args.model, weights, device=args.device, size=args.size or None, batch_size=max(1, args.max_batch)
     )
     info: dict = {"weights": str(weights) if weights is not None else None}
     if weights is not None:
-        from ..models import get_model_weights
+        from ..models import find_weights
 
-        enum = get_model_weights(args.model)
-        name = str(weights).removeprefix(enum.__name__ + ".")
-        if name in enum.__members__:
-            info["weights"], info["metrics"] = repr(enum[name]), enum[name].meta["metrics"]
+        member = find_weights(args.model, weights)
+        if member is not None:
+            info["weights"], info["metrics"] = repr(member), member.meta["metrics"]
     config = ServeConfig(
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=int(args.max_pixels),
@@ -59,9 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="FastAPI + uvicorn server: POST /v1/segment, GET /v1/models, /healthz, /readyz, /docs, "
         "and a web page at /. Binds to 127.0.0.1 by default.",
     )
-    p.add_argument("--model", default="fcn_resnet50", help="model name (default: fcn_resnet50)")
-    p.add_argument("--weights", default="DEFAULT", help="weights name, checkpoint path, or 'none' (random init)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1... (default: auto)")
+    add_model_arguments(p)
     p.add_argument("--size", type=int, default=520, help="shorter side fed to the model; 0 = native (default 520)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")

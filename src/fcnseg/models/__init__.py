@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from ..weights import FCN_ResNet50_Weights, FCN_ResNet101_Weights, WeightsEnum
+from ..weights import FCN_ResNet50_Weights, FCN_ResNet101_Weights, WeightsEnum, read_checkpoint
 from .fcn import FCN, FCNHead, fcn_resnet50, fcn_resnet101
 from .resnet import ResNet, resnet50, resnet101
 
@@ -17,12 +17,14 @@ __all__ = [
     "ResNet",
     "fcn_resnet50",
     "fcn_resnet101",
+    "find_weights",
     "get_model",
     "get_model_builder",
     "get_model_weights",
     "list_models",
     "resnet50",
     "resnet101",
+    "weights_categories",
 ]
 
 _MODELS: dict[str, tuple[Callable[..., FCN], type[WeightsEnum]]] = {
@@ -55,3 +57,27 @@ def get_model_weights(name: str) -> type[WeightsEnum]:
 def get_model(name: str, **config: Any) -> nn.Module:
     """Build a model by name; ``config`` goes to its builder (``weights``, ``num_classes``, ...)."""
     return get_model_builder(name)(**config)
+
+
+def find_weights(name: str, weights: object) -> WeightsEnum | None:
+    """The registry entry a weights argument names (a member, ``"DEFAULT"``, ``"Enum.MEMBER"``); None otherwise.
+
+    None is also the answer for a checkpoint path, which the builders read themselves.
+    """
+    enum = get_model_weights(name)
+    if isinstance(weights, enum):
+        return weights
+    if isinstance(weights, str) and weights.removeprefix(enum.__name__ + ".") in enum.__members__:
+        return enum.verify(weights)
+    return None
+
+
+def weights_categories(name: str, weights: object) -> list[str] | None:
+    """Class names that come with a weights argument: the registry's, or a checkpoint's ``categories`` entry."""
+    if weights is None:
+        return None
+    member = find_weights(name, weights)
+    if member is not None:
+        return list(member.meta["categories"])
+    cats = read_checkpoint(weights)[1].get("categories")  # type: ignore[arg-type]
+    return list(cats) if cats else None
