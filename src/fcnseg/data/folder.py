@@ -74,7 +74,32 @@ def check_pair_size(image: Image.Image, mask: Image.Image, mask_path: str | Path
         raise ValueError(f"{mask_path}: mask is {mask.width}x{mask.height} but its image is {w}x{h}")
 
 
-class FolderSegmentation:
+class ImageMaskPairs:
+    """Shared reading of ``self.images[i]`` / ``self.masks[i]`` file pairs; subclasses fill both lists.
+
+    Yields ``(RGB image, "L" index mask)``, or ``transforms(image, mask)`` when set.
+    """
+
+    images: list[Path]
+    masks: list[Path]
+    transforms: Callable[[Image.Image, Image.Image], Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def image_size(self, i: int) -> tuple[int, int]:
+        """(H, W) of image ``i`` read from its header."""
+        return image_header_size(self.images[i])
+
+    def __getitem__(self, i: int) -> Any:
+        image, mask = load_image(self.images[i]), read_mask(self.masks[i])
+        check_pair_size(image, mask, self.masks[i])
+        if self.transforms is not None:
+            return self.transforms(image, mask)
+        return image, mask
+
+
+class FolderSegmentation(ImageMaskPairs):
     """Pairs ``{split}/images/STEM.*`` with ``{split}/masks/STEM.png``; yields ``(RGB image, mask)``.
 
     ``transforms(image, mask)`` is applied to each pair (see :mod:`fcnseg.transforms`).
@@ -100,17 +125,3 @@ class FolderSegmentation:
         missing = [str(m) for m in self.masks if not m.is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} masks missing, e.g. {missing[0]}")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def image_size(self, i: int) -> tuple[int, int]:
-        """(H, W) of image ``i`` read from its header."""
-        return image_header_size(self.images[i])
-
-    def __getitem__(self, i: int) -> Any:
-        image, mask = load_image(self.images[i]), read_mask(self.masks[i])
-        check_pair_size(image, mask, self.masks[i])
-        if self.transforms is not None:
-            return self.transforms(image, mask)
-        return image, mask

@@ -21,9 +21,8 @@ from typing import Any
 
 from PIL import Image
 
-from ..imageio import load_image
 from ..weights import VOC_CATEGORIES
-from .folder import check_pair_size, image_header_size, read_mask
+from .folder import ImageMaskPairs
 
 __all__ = ["VOCSegmentation", "find_voc_root"]
 
@@ -37,7 +36,7 @@ def find_voc_root(root: str | Path, year: str = "2012") -> Path:
     raise FileNotFoundError(f"{root}: no VOCdevkit/VOC{year}/JPEGImages found")
 
 
-class VOCSegmentation:
+class VOCSegmentation(ImageMaskPairs):
     """VOC images with their class masks; yields ``(RGB image, mask)`` or ``transforms(image, mask)``.
 
     Args:
@@ -74,17 +73,3 @@ class VOCSegmentation:
         missing = [str(p) for pair in zip(self.images, self.masks, strict=True) for p in pair if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} files of split {split!r} missing, e.g. {missing[0]}")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def image_size(self, i: int) -> tuple[int, int]:
-        """(H, W) of image ``i`` read from its header."""
-        return image_header_size(self.images[i])
-
-    def __getitem__(self, i: int) -> Any:
-        image, mask = load_image(self.images[i]), read_mask(self.masks[i])
-        check_pair_size(image, mask, self.masks[i])
-        if self.transforms is not None:
-            return self.transforms(image, mask)
-        return image, mask
