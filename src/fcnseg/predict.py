@@ -15,6 +15,8 @@ from torch import Tensor, nn
 from .distributed import select_device
 from .imageio import load_image
 from .models import get_model, get_model_weights
+from .optimize import SpeedPlan
+from .optimize import optimize as _optimize
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageLike, SemanticSegmentation, label_to_image, overlay
 from .weights import VOC_CATEGORIES, WeightsEnum, read_checkpoint
 
@@ -64,6 +66,8 @@ class Segmenter:
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         size: shorter side the image is resized to before the model (the weights' 520), or None for native.
         categories: class names; taken from the weights or checkpoint when not given.
+        optimize: how the model runs (:mod:`fcnseg.optimize`): ``"none"`` plain fp32 eager, ``"auto"`` the fastest
+            path for this device that passes the accuracy guard, a path name (``"bf16"``, ``"int8"``...) or a plan.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class Segmenter:
         device: str | torch.device = "auto",
         size: int | None = 520,
         categories: Sequence[str] | None = None,
+        optimize: str | SpeedPlan = "none",
     ) -> None:
         self.device = select_device(str(device))
         if isinstance(model, str):
@@ -88,6 +93,7 @@ class Segmenter:
         self.categories = list(categories) if categories is not None else _default_names(n)
         if len(self.categories) != n:
             raise ValueError(f"{len(self.categories)} category names given for a model with {n} classes")
+        self._forward = _optimize(self.model, optimize)
         self.preprocess = SemanticSegmentation(resize_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
     def _num_classes(self) -> int:
@@ -99,7 +105,7 @@ class Segmenter:
     @torch.inference_mode()
     def logits(self, batch: Tensor) -> Tensor:
         """Normalized (N, 3, h, w) batch -> (N, K, h, w) float32 logits."""
-        return self.model(batch.to(self.device))["out"].float()
+        return self._forward(batch.to(self.device)).float()
 
     def predict(self, image: ImageLike | str | Path, *, probs: bool = False) -> SegmentationResult:
         return self.predict_batch([image], probs=probs)[0]
