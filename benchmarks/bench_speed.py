@@ -203,7 +203,13 @@ def main() -> None:
             flush=True,
         )
 
-    rows = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"cpu": caps.name, "isa": caps.isa, "bf16": caps.bf16, "amx": caps.amx, "vnni": caps.int8}
+    machine.update(threads=args.threads, torch=torch.__version__, python=platform.python_version())
+    machine["note"] = "2-core CPU shared with other jobs: compare ratios within this run"
+    rows: list[dict] = []
+    result = {"machine": machine, "matmul_peak_gflops": peak, "weights": args.weights, "paths": info, "rows": rows}
     for size in sizes:
         for batch in batches:
             if batch > 1 and size > args.batched_up_to:
@@ -246,6 +252,7 @@ def main() -> None:
                     f"{row['gflops']:6.0f} GFLOP/s ({row['of_peak']:.0%} of peak)",
                     flush=True,
                 )
+            out.write_text(json.dumps(result, indent=1))  # partial results survive an interrupted run
 
     for n in [n for n in args.rss.split(",") if n in fns]:
         info[n].update(in_subprocess(args, "rss", n))
@@ -254,28 +261,7 @@ def main() -> None:
     if big:
         print(f"6000x4000 photo, default Segmenter path: {big}", flush=True)
 
-    result = {
-        "machine": {
-            "cpu": caps.name,
-            "isa": caps.isa,
-            "bf16": caps.bf16,
-            "amx": caps.amx,
-            "vnni": caps.int8,
-            "threads": args.threads,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "note": "2-core CPU shared with other jobs: compare ratios within this run",
-        },
-        "matmul_peak_gflops": peak,
-        "weights": args.weights,
-        "paths": info,
-        "rows": rows,
-        "big_photo": big,
-        "auto_plan": auto_plan("cpu").__dict__,
-        "peak_rss_mb_whole_run": peak_rss_mb(),
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    result.update(big_photo=big, peak_rss_mb_whole_run=peak_rss_mb())
     out.write_text(json.dumps(result, indent=1))
     plot(rows, out.with_suffix(".png"), caps.name)
     print(f"wrote {out} and {out.with_suffix('.png')}")

@@ -11,6 +11,8 @@ from torch import nn
 
 import fcnseg.optimize as O
 from fcnseg.models import fcn_resnet50
+from fcnseg.models.fcn import FCN, FCNHead
+from fcnseg.models.resnet import ResNet
 from fcnseg.optimize import CpuCapabilities, GuardResult, SpeedPlan
 from fcnseg.predict import Segmenter
 
@@ -22,6 +24,21 @@ def model(golden) -> nn.Module:
     net = fcn_resnet50(num_classes=21, aux_loss=True).eval()
     net.load_state_dict(state)
     net.aux_classifier = None
+    return net
+
+
+@pytest.fixture(scope="module")
+def tiny() -> nn.Module:
+    """One bottleneck per stage, same stem, dilation and head as FCN-ResNet50: compiles several times faster.
+
+    BN statistics are randomized so that folding and freezing have something to get wrong."""
+    torch.manual_seed(0)
+    net = FCN(ResNet([1, 1, 1, 1], replace_stride_with_dilation=(False, True, True)), FCNHead(2048, 21)).eval()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.6, 1.2)
     return net
 
 
@@ -112,11 +129,13 @@ def test_pick_fastest_skips_paths_that_fail_the_guard():
 def test_auto_never_picks_a_path_that_fails_the_guard(monkeypatch, model, photos):
     """bf16 eager flips >0.5% of pixels with the golden weights' small logit margins; auto must fall through."""
     bf16, fp32 = SpeedPlan(precision="bf16"), SpeedPlan(fold_bn=True)
-    assert not O.accuracy_guard(O.optimize(model, bf16), O.optimize(model, "none"), photos).passed
+    guard = photos[:1]
+    assert not O.accuracy_guard(O.optimize(model, bf16), O.optimize(model, "none"), guard).passed
     monkeypatch.setattr(O, "auto_candidates", lambda device: [bf16, fp32])
-    fn = O.optimize(model, "auto", guard_images=photos)
-    x = photos[0]
+    fn = O.optimize(model, "auto", guard_images=guard)
+    x = photos[1]
     torch.testing.assert_close(fn(x), O.optimize(model, "none")(x), rtol=1e-4, atol=1e-5)
+    assert fn.plan == fp32
 
 
 def test_sample_photos_follow_the_preset():
@@ -157,42 +176,32 @@ def test_fold_batchnorm_removes_every_bn(model):
 def test_bf16_eager_is_close(model, photos):
     if not O.cpu_capabilities().bf16:
         pytest.skip("no native bf16 on this CPU")
-    _check(model, photos, "bf16", agreement=0.95, rel=0.01)
+    _check(model, photos[:1], "bf16", agreement=0.95, rel=0.01)
 
 
 @pytest.mark.slow
-def test_onnxruntime_matches(model, photos, tmp_path):
-    fast = O.optimize(model, "onnxruntime", cache_dir=tmp_path)
-    ref = O.optimize(model, "none")
+def test_onnxruntime_matches(tiny, photos, tmp_path):
+    fast = O.optimize(tiny, "onnxruntime", cache_dir=tmp_path)
+    ref = O.optimize(tiny, "none")
     x = torch.cat([photos[0], photos[0].flip(-1)])  # batch 2 and a size the export never saw: dynamic axes
     torch.testing.assert_close(fast(x), ref(x), rtol=0, atol=1e-4)
     assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1  # cached for the next run
 
 
 @pytest.mark.slow
-def test_compiled_fp32_matches(model, photos):
-    _check(model, photos, SpeedPlan(backend="compile", channels_last=True, dynamic=True), atol=1e-3)
-
-
-@pytest.mark.slow
-def test_compiled_bf16_is_close(model, photos):
+def test_compiled_bf16_is_close(tiny, photos):
+    """inductor + frozen weights + bf16 autocast + channels_last: the path "auto" tries first on this CPU."""
     if not O.cpu_capabilities().bf16:
         pytest.skip("no native bf16 on this CPU")
-    _check(model, photos, "compile_bf16_dynamic", agreement=0.95, rel=0.01)
+    _check(tiny, photos[:1], "compile_bf16", agreement=0.97, rel=0.01)
 
 
 @pytest.mark.slow
-def test_int8_is_close(model, photos):
+def test_int8_is_close(tiny, photos):
     if not O.cpu_capabilities().int8:
         pytest.skip("no VNNI/AMX-INT8 on this CPU")
     pytest.importorskip("torchao")
-    _check(
-        model,
-        photos,
-        SpeedPlan(precision="int8", backend="compile", channels_last=True, dynamic=True),
-        agreement=0.85,
-        rel=0.03,
-    )
+    _check(tiny, photos[:1], "int8", agreement=0.9, rel=0.05)  # 8x8 feature maps: the harshest case
 
 
 # ---------------------------------------------------------------------------------------------- integration

@@ -255,15 +255,15 @@ def optimize(
         return _onnxruntime(model, cache_dir)
     if plan.precision == "int8":
         return _int8(model, plan, calibration or [x.flip(-1).to(device) for x in sample_photos(384)])
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision)
+    memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
     if plan.fold_bn:
         model = fold_batchnorm(model)
-    memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
-    if plan.channels_last:
-        model = copy.deepcopy(model).to(memory_format=memory_format)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision)
+    elif plan.channels_last or dtype:
+        model = copy.deepcopy(model)  # changed below; the caller's model stays as it is
+    model.to(memory_format=memory_format)
     classifier = getattr(model, "classifier", None)
     if dtype and plan.fp32_logits and isinstance(classifier, nn.Sequential):
-        model = copy.copy(model)  # shallow: shares the weights, owns its classifier
         model.classifier = nn.Sequential(*list(classifier)[:-1], _FullPrecision(classifier[-1]))
     fn = _out(model)
     if plan.backend == "compile":
@@ -334,9 +334,16 @@ def _photos_shaped(shape: torch.Size, device: torch.device) -> list[Tensor]:
     return [batch.to(device)]
 
 
+def _allow_recompiles() -> None:
+    """Static shapes compile once per image size, and dynamo keeps one cache for all models with the same forward
+    code; its default of 8 entries would silently fall back to eager after a few sizes or paths."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+
+
 def _compiled(fn: Forward, plan: SpeedPlan) -> Forward:
     from torch._inductor import config
 
+    _allow_recompiles()
     compiled = torch.compile(fn, dynamic=plan.dynamic)
 
     def run(x: Tensor) -> Tensor:
@@ -376,6 +383,7 @@ def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> F
         for x in calibration:
             prepared(x)
     quantized = move_exported_model_to_eval(convert_pt2e(prepared))
+    _allow_recompiles()
     compiled = torch.compile(quantized, dynamic=plan.dynamic)
     memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
 
