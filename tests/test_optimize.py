@@ -225,9 +225,19 @@ def test_segmenter_runs_its_logits_through_the_chosen_path(model, photos):
         (["--backend", "onnxruntime"], SpeedPlan(backend="onnxruntime")),
         (["--precision", "bf16"], SpeedPlan(precision="bf16", channels_last=True)),
         (["--fast", "--precision", "fp32"], SpeedPlan(backend="compile", channels_last=True)),
+        (["--fast", "--backend", "onnxruntime"], SpeedPlan(backend="onnxruntime")),
     ],
 )
 def test_cli_options(argv, want):
     parser = argparse.ArgumentParser()
     O.add_speed_arguments(parser)
     assert O.speed_options_from_args(parser.parse_args(argv)) == want
+
+
+def test_cli_options_that_cannot_run_together():
+    parser = argparse.ArgumentParser()
+    O.add_speed_arguments(parser)
+    with pytest.raises(ValueError, match="int8 runs only"):
+        O.speed_options_from_args(parser.parse_args(["--precision", "int8", "--backend", "eager"]))
+    with pytest.raises(ValueError, match="fp32 only"):
+        O.speed_options_from_args(parser.parse_args(["--precision", "bf16", "--backend", "onnxruntime"]))
