@@ -27,6 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from .distributed import select_device
 from .imageio import ImageDecodeError, load_image
 from .models import get_model, weights_categories
+from .optimize import SpeedPlan
+from .optimize import optimize as _optimize
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageLike, SemanticSegmentation, label_to_image, overlay
 from .weights import VOC_CATEGORIES, WeightsEnum
 
@@ -184,6 +186,8 @@ class Segmenter:
         tta: test-time augmentation: True for horizontal flips at scales :data:`TTA_SCALES`, or a sequence of
             scales; logits of all variants are averaged.
         batch_size: images (or windows) per forward pass.
+        optimize: how the model runs (:mod:`fcnseg.optimize`): ``"none"`` plain fp32 eager, ``"auto"`` the fastest
+            path for this device that passes the accuracy guard, a path name (``"bf16"``, ``"int8"``...) or a plan.
     """
 
     def __init__(
@@ -198,6 +202,7 @@ class Segmenter:
         stride: int | None = None,
         tta: bool | Sequence[float] = False,
         batch_size: int = 4,
+        optimize: str | SpeedPlan = "none",
     ) -> None:
         self.device = select_device(str(device))
         if isinstance(model, str):
@@ -214,6 +219,7 @@ class Segmenter:
         self.categories = list(categories) if categories is not None else _default_names(n)
         if len(self.categories) != n:
             raise ValueError(f"{len(self.categories)} category names given for a model with {n} classes")
+        self._forward = _optimize(self.model, optimize)
         self.preprocess = SemanticSegmentation(resize_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         if tile is not None and not 0 < (stride or tile) <= tile:
             raise ValueError(f"tile stride must lie in 1..{tile} (the window size), got {stride}")
@@ -236,9 +242,9 @@ class Segmenter:
         """Normalized (N, 3, h, w) batch -> (N, K, h, w) float32 logits.
 
         Every forward pass (whole images, tiles, TTA variants) goes through here: replace this method to
-        plug in another runtime (compiled, half precision, ONNX...).
+        plug in another runtime; ``optimize=`` does so through :mod:`fcnseg.optimize`.
         """
-        return self.model(batch.to(self.device))["out"].float()
+        return self._forward(batch.to(self.device)).float()
 
     def forward_tta(self, batch: Tensor) -> Tensor:
         """Like :meth:`logits`, averaged over the TTA variants (each scale, unflipped and flipped) when enabled."""

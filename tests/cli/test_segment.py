@@ -338,3 +338,21 @@ def test_example_with_cached_default_weights(tmp_path, torch_home, capsys):
     assert main(["segment", "--example", "-o", str(out), "--workers", "0", "--quiet", "--save", "mask,json"]) == 0
     assert Image.open(out / "astronaut_mask.png").size == (512, 512)
     assert json.loads((out / "astronaut.json").read_text())["weights"] == "DEFAULT"
+
+
+def test_speed_options_reach_the_segmenter(tmp_path, checkpoint, capsys):
+    """``--precision``/``--backend`` pick the forward path; its masks agree with fp32 except near ties."""
+    photo(40, 56, seed=3).save(tmp_path / "a.png")
+    assert segment(tmp_path / "a.png", "-o", tmp_path / "fp32", "--save", "mask", "--workers", "0",
+                   checkpoint=checkpoint) == 0  # fmt: skip
+    assert segment(tmp_path / "a.png", "-o", tmp_path / "cl", "--save", "mask", "--workers", "0",
+                   "--precision", "fp32", "--backend", "eager", checkpoint=checkpoint) == 0  # fmt: skip
+    a = np.asarray(Image.open(tmp_path / "fp32" / "a_mask.png"))
+    b = np.asarray(Image.open(tmp_path / "cl" / "a_mask.png"))
+    assert a.shape == b.shape == (40, 56) and (a == b).mean() > 0.99
+
+    assert segment(tmp_path / "a.png", "-o", tmp_path / "bad", "--precision", "int8", "--backend", "eager",
+                   checkpoint=checkpoint) == 1  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "int8" in err[0]
+    assert not (tmp_path / "bad" / "a_mask.png").exists()

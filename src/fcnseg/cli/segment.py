@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ..data.folder import IMAGE_SUFFIXES
 from ..distributed import init_distributed
 from ..imageio import ImageDecodeError
+from ..optimize import add_speed_arguments, speed_options_from_args
 from ..outputs import OUTPUT_KINDS, output_paths, write_outputs, write_summary
 from ..predict import TTA_SCALES, SegmentationResult, Segmenter
 from . import CLIError, add_model_arguments
@@ -171,6 +172,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
             stride=args.stride,
             tta=args.tta_scales if args.tta else False,
             batch_size=args.batch_size,
+            optimize=speed_options_from_args(args),
         )
         results = segmenter.predict_paths(list(todo), workers=args.workers, probs="probs" in kinds)
     meta = {"model": args.model, "weights": weights_label}
@@ -239,6 +241,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         + ". Inputs whose outputs all exist are skipped unless --overwrite; the exit code is 1 if any input failed.",
     )
     add_model_arguments(p)
+    add_speed_arguments(p)
     p.add_argument(
         "inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive), globs, or - for paths on stdin"
     )

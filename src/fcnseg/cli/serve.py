@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import sys
 
+from ..optimize import add_speed_arguments
 from . import add_model_arguments
 
 
@@ -22,6 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
+    from ..optimize import speed_options_from_args
     from ..predict import Segmenter
     from ..serve import ServeConfig, create_app
 
@@ -29,7 +31,12 @@ def _serve(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     weights = args.weights
     segmenter = Segmenter(
-        args.model, weights, device=args.device, size=args.size or None, batch_size=max(1, args.max_batch)
+        args.model,
+        weights,
+        device=args.device,
+        size=args.size or None,
+        batch_size=max(1, args.max_batch),
+        optimize=speed_options_from_args(args),
     )
     info: dict = {"weights": str(weights) if weights is not None else None}
     if weights is not None:
@@ -61,6 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and a web page at /. Binds to 127.0.0.1 by default.",
     )
     add_model_arguments(p)
+    add_speed_arguments(p)
     p.add_argument("--size", type=int, default=520, help="shorter side fed to the model; 0 = native (default 520)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")

@@ -1,0 +1,310 @@
+"""Latency of each fcnseg speed path against eager fp32, measured in the same run, with the accuracy guard.
+
+    PYTHONPATH=src python benchmarks/bench_speed.py                       # quick default (~10 min on 2 cores)
+    PYTHONPATH=src python benchmarks/bench_speed.py --paths none,bf16 --sizes 520 --batches 1 --reps 5
+
+Repetitions are interleaved (rep 1 of every path, then rep 2, ...) so that load from other processes on a shared
+CPU hits every path alike; report the ratios to eager fp32 (same run) rather than absolute times.
+Per path: build + first-call time (compile), latency median/p90, images/s, achieved GFLOP/s (conv FLOPs counted
+from the model's own shapes) against a large matmul's GFLOP/s in fp32 and bf16 measured in the same run, argmax
+agreement / mean |Δlogit| against eager fp32 on scikit-image's photos, and peak RSS (each path alone in a
+subprocess, 520² batch 1). Writes JSON and a PNG plot of latency vs size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fcnseg.models import fcn_resnet50
+from fcnseg.optimize import PATHS, accuracy_guard, auto_plan, cpu_capabilities, optimize, resolve_plan, sample_photos
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT.parent / "shared" / "golden"
+QUICK_PATHS = "none,channels_last,byhand_bf16,byhand_compile_bf16,compile_bf16,auto,int8,onnxruntime"
+FULL_PATHS = QUICK_PATHS + ",fold_bn,bf16,compile,compile_bf16_dynamic"
+
+
+def build_model(weights: str) -> nn.Module:
+    """FCN-ResNet50 (21 classes, no aux head) with golden deterministic weights (realistic BN statistics) or random."""
+    model = fcn_resnet50(num_classes=21, aux_loss=False).eval()
+    if weights == "golden":
+        sys.path.insert(0, str(GOLDEN))
+        from golden_weights import golden_state_dict, load_manifest
+
+        state = golden_state_dict(load_manifest("fcn_resnet50"))
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux_")})
+    elif weights != "random":
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=False)
+    return model
+
+
+def conv_gflop(model: nn.Module, batch: int, size: int) -> float:
+    """Multiply-adds x 2 of every convolution for a (batch, 3, size, size) input, from shapes on the meta device."""
+    total = 0
+
+    def hook(m: nn.Conv2d, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        total += 2 * out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    meta = copy.deepcopy(model).to("meta")
+    for m in meta.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        meta(torch.empty(batch, 3, size, size, device="meta"))
+    return total / 1e9
+
+
+def matmul_peak(n: int = 4096, reps: int = 5) -> dict[str, float]:
+    """Best GFLOP/s of an n x n x n GEMM in fp32 and bf16, reps interleaved: what this CPU's kernels reach.
+
+    Each GEMM runs twice, as ``torch.matmul`` and as a 1x1 convolution (oneDNN, the kernels the model uses), and
+    the faster counts: on AMD CPUs ``torch.matmul`` in fp32 goes through MKL, which does not use AVX-512 there.
+    """
+    side = int(n**0.5)
+    ops = {}
+    for k, d in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=d), torch.randn(n, n, dtype=d)
+        x, w = torch.randn(1, n, side, side, dtype=d), torch.randn(n, n, 1, 1, dtype=d)
+        ops[k] = [(lambda a=a, b=b: torch.matmul(a, b)), (lambda x=x, w=w: torch.nn.functional.conv2d(x, w))]
+    best = dict.fromkeys(ops, float("inf"))
+    with torch.inference_mode():
+        for _ in range(reps + 1):  # the first round warms up
+            for k, fns in ops.items():
+                for fn in fns:
+                    t = time.perf_counter()
+                    fn()
+                    best[k] = min(best[k], time.perf_counter() - t)
+    return {k: 2 * n * n * side * side / t / 1e9 for k, t in best.items()}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_rss(path: str, weights: str, size: int) -> dict:
+    """In a fresh process: build ``path`` and run it twice at size² batch 1 (``--child rss``)."""
+    x = torch.randn(1, 3, size, size)
+    t = time.perf_counter()
+    fn = optimize(build_model(weights), path)
+    fn(x)
+    first = time.perf_counter() - t
+    fn(x)
+    return {"peak_rss_mb": peak_rss_mb(), "cold_first_call_s": first}
+
+
+def child_big_photo(weights: str, width: int = 6000, height: int = 4000) -> dict:
+    """In a fresh process: the default Segmenter path on a random-content photo (``--child big_photo``)."""
+    import numpy as np
+
+    from fcnseg.predict import Segmenter
+
+    segmenter = Segmenter(build_model(weights), weights=None)
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    before = peak_rss_mb()
+    mask = segmenter.predict(image).mask
+    return {
+        "photo": f"{width}x{height}",
+        "mask_shape": list(mask.shape),
+        "rss_before_mb": before,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def in_subprocess(args: argparse.Namespace, *child: str) -> dict:
+    """Rerun this script as ``--child ...`` so that peak RSS belongs to one job alone."""
+    cmd = [sys.executable, __file__, "--weights", args.weights, "--threads", str(args.threads), "--child", *child]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if proc.returncode:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--full", action="store_true", help="every path, per-path peak RSS, the 6000x4000 photo")
+    p.add_argument("--paths", help=f"comma list from auto,{','.join(PATHS)} (default: {QUICK_PATHS})")
+    p.add_argument("--sizes", default="256,520,1024")
+    p.add_argument("--batches", default="1,4")
+    p.add_argument("--batched-up-to", type=int, help="largest size run at batch > 1 (default 256)")
+    p.add_argument("--reps", type=int, default=3, help="timed repetitions per (size, batch) below 1024")
+    p.add_argument("--reps-large", type=int, default=2, help="timed repetitions at sizes >= 1024")
+    p.add_argument("--weights", default="golden", help="golden | random | a state-dict path")
+    p.add_argument("--guard-size", type=int, default=256, help="side of the guard's (square-cropped) photos")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rss", help="comma list of paths to rerun alone for peak RSS at 520² (--full: a few)")
+    p.add_argument("--big-photo", action=argparse.BooleanOptionalAction, help="6000x4000 RSS check (--full)")
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)  # internal: rss PATH | big_photo
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed.json"))
+    args = p.parse_args()
+    args.paths = args.paths or (FULL_PATHS if args.full else QUICK_PATHS)
+    args.batched_up_to = args.batched_up_to or 256
+    args.rss = args.rss if args.rss is not None else ("none,byhand_compile_bf16,compile_bf16,int8" if args.full else "")
+    args.big_photo = args.full if args.big_photo is None else args.big_photo
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    if args.child:
+        kind, *rest = args.child
+        print(json.dumps(child_rss(rest[0], args.weights, 520) if kind == "rss" else child_big_photo(args.weights)))
+        return
+
+    caps = cpu_capabilities()
+    paths = [s for s in args.paths.split(",") if s]
+    if "none" not in paths:
+        paths.insert(0, "none")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    model = build_model(args.weights)
+    print(
+        f"CPU: {caps.name} ({caps.isa}; bf16={caps.bf16} amx={caps.amx} int8/vnni={caps.int8}), "
+        f"{args.threads} threads, torch {torch.__version__}; auto = {auto_plan('cpu')}",
+        flush=True,
+    )
+    peak = matmul_peak()
+    print(f"matmul peak 4096^3 (start): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s", flush=True)
+
+    s = args.guard_size  # square crops: one shape, so static-shape paths compile once for the guard
+    photos = [x[..., :s, :s] for x in sample_photos(s)]
+    reference = optimize(model, "none")
+    fns, info, plans = {}, {}, {}
+    for name in paths:
+        t = time.perf_counter()
+        try:
+            fn = optimize(model, name)  # int8 calibrates on its default (mirrored photos)
+            guard = accuracy_guard(fn, reference, photos)  # also the first call(s): compiles
+        except Exception as e:  # a path this machine cannot run is reported, not fatal
+            info[name] = {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
+            print(f"{name:>22}: unavailable ({info[name]['error']})", flush=True)
+            continue
+        fns[name] = fn
+        plans[name] = plan = getattr(fn, "plan", None) or resolve_plan(name, "cpu")  # auto: what it chose
+        info[name] = {
+            "plan": plan.__dict__,
+            "build_and_guard_s": time.perf_counter() - t,
+            "agreement": guard.agreement,
+            "mean_abs_dlogit": guard.mean_abs_diff,
+            "max_abs_dlogit": guard.max_abs_diff,
+            "guard_passed": guard.passed,
+        }
+        print(
+            f"{name:>22}: {plan}\n{'':>22}  built+guarded in {info[name]['build_and_guard_s']:.1f}s, agreement "
+            f"{guard.agreement:.4%}, mean|dlogit| {guard.mean_abs_diff:.2e}",
+            flush=True,
+        )
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"cpu": caps.name, "isa": caps.isa, "bf16": caps.bf16, "amx": caps.amx, "vnni": caps.int8}
+    machine.update(threads=args.threads, torch=torch.__version__, python=platform.python_version())
+    machine["note"] = "2-core CPU shared with other jobs: compare ratios within this run"
+    rows: list[dict] = []
+    result = {"machine": machine, "matmul_peak_gflops": peak, "weights": args.weights, "paths": info, "rows": rows}
+    for size in sizes:
+        for batch in batches:
+            if batch > 1 and size > args.batched_up_to:
+                continue
+            x = torch.randn(batch, 3, size, size)
+            gflop = conv_gflop(model, batch, size)
+            times: dict[str, list[float]] = {n: [] for n in fns}
+            warm: dict[str, float] = {}
+            for n, fn in fns.items():  # warm-up: includes the compile of a new shape for static-shape paths
+                t = time.perf_counter()
+                fn(x)
+                warm[n] = time.perf_counter() - t
+            for _ in range(args.reps_large if size >= 1024 else args.reps):
+                # the peak too is re-measured between reps: on a shared CPU it is only meaningful in the same window
+                peak.update({k: max(v, peak[k]) for k, v in matmul_peak(reps=1).items()})
+                for n, fn in fns.items():
+                    t = time.perf_counter()
+                    fn(x)
+                    times[n].append(time.perf_counter() - t)
+            base = statistics.median(times["none"])
+            for n in fns:
+                med = statistics.median(times[n])
+                prec = plans[n].precision
+                row = {
+                    "path": n,
+                    "size": size,
+                    "batch": batch,
+                    "median_s": med,
+                    "p90_s": pct(times[n], 0.9),
+                    "images_per_s": batch / med,
+                    "speedup_vs_eager": base / med,
+                    "warmup_s": warm[n],
+                    "gflop": gflop,
+                    "gflops": gflop / med,
+                    "of_peak": gflop / med / peak["bf16" if prec in ("bf16", "int8") else "fp32"],
+                    "times_s": times[n],
+                }
+                rows.append(row)
+                print(
+                    f"{size:5d}² b{batch} {n:>22}: median {med:7.3f}s p90 {row['p90_s']:7.3f}s "
+                    f"{row['images_per_s']:6.2f} img/s  x{row['speedup_vs_eager']:5.2f} vs eager  "
+                    f"{row['gflops']:6.0f} GFLOP/s ({row['of_peak']:.0%} of peak)",
+                    flush=True,
+                )
+            out.write_text(json.dumps(result, indent=1))  # partial results survive an interrupted run
+
+    print(f"\nmatmul peak (best of the run): fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+    print(
+        f"{'size':>6} {'b':>2} {'path':>20} {'median s':>9} {'p90 s':>7} {'img/s':>6} {'x eager':>7} "
+        f"{'warmup s':>8} {'GFLOP/s':>7} {'of peak':>7}"
+    )
+    for row in rows:  # of_peak against the best peak of the whole run (fp32 or bf16 GEMM, by the path's precision)
+        row["of_peak"] = row["gflops"] / peak["bf16" if plans[row["path"]].precision in ("bf16", "int8") else "fp32"]
+        print(
+            f"{row['size']:>6} {row['batch']:>2} {row['path']:>20} {row['median_s']:>9.3f} {row['p90_s']:>7.3f} "
+            f"{row['images_per_s']:>6.2f} {row['speedup_vs_eager']:>7.2f} {row['warmup_s']:>8.1f} "
+            f"{row['gflops']:>7.0f} {row['of_peak']:>7.0%}"
+        )
+    for n in [n for n in args.rss.split(",") if n in fns]:
+        info[n].update(in_subprocess(args, "rss", n))
+        print(f"{n:>22}: alone at 520² b1: {info[n].get('peak_rss_mb', info[n].get('error'))} MB peak RSS", flush=True)
+    big = in_subprocess(args, "big_photo") if args.big_photo else None
+    if big:
+        print(f"6000x4000 photo, default Segmenter path: {big}", flush=True)
+
+    result.update(big_photo=big, peak_rss_mb_whole_run=peak_rss_mb())
+    out.write_text(json.dumps(result, indent=1))
+    plot(rows, out.with_suffix(".png"), caps.name)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def plot(rows: list[dict], path: Path, cpu: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for n in dict.fromkeys(r["path"] for r in rows):
+        pts = sorted((r["size"], r["median_s"]) for r in rows if r["path"] == n and r["batch"] == 1)
+        ax.plot([s for s, _ in pts], [t for _, t in pts], marker="o", label=n)
+    ax.set(xlabel="image side (px), batch 1", ylabel="median latency (s)", yscale="log", title=f"FCN-ResNet50 on {cpu}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

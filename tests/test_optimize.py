@@ -1,0 +1,243 @@
+"""Speed paths: each agrees with fp32 eager within its tolerance; "auto" never picks a path that fails the guard."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import fcnseg.optimize as O
+from fcnseg.models import fcn_resnet50
+from fcnseg.models.fcn import FCN, FCNHead
+from fcnseg.models.resnet import ResNet
+from fcnseg.optimize import CpuCapabilities, GuardResult, SpeedPlan
+from fcnseg.predict import Segmenter
+
+
+@pytest.fixture(scope="module")
+def model(golden) -> nn.Module:
+    """FCN-ResNet50 with the golden deterministic weights (realistic BN statistics), without the aux head."""
+    state, _ = golden("fcn_resnet50")
+    net = fcn_resnet50(num_classes=21, aux_loss=True).eval()
+    net.load_state_dict(state)
+    net.aux_classifier = None
+    return net
+
+
+@pytest.fixture(scope="module")
+def tiny() -> nn.Module:
+    """One bottleneck per stage, same stem, dilation and head as FCN-ResNet50: compiles several times faster.
+
+    BN statistics are randomized so that folding and freezing have something to get wrong."""
+    torch.manual_seed(0)
+    net = FCN(ResNet([1, 1, 1, 1], replace_stride_with_dilation=(False, True, True)), FCNHead(2048, 21)).eval()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.6, 1.2)
+    return net
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[torch.Tensor]:
+    return O.sample_photos(64, names=("astronaut", "coffee"))
+
+
+def caps(*flags: str) -> CpuCapabilities:
+    return CpuCapabilities(name="test", isa="AVX512", flags=frozenset(flags))
+
+
+# ---------------------------------------------------------------------------------------------- capabilities
+
+
+def test_capability_flags_map_to_precisions():
+    amd = caps("avx512f", "avx512_bf16", "avx512_vnni")  # AMD EPYC Zen 4: no AMX
+    assert (amd.bf16, amd.amx, amd.int8, amd.fp16) == (True, False, True, False)
+    spr = caps("avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "avx512_fp16")  # Sapphire Rapids
+    assert (spr.bf16, spr.amx, spr.int8, spr.fp16) == (True, True, True, True)
+    old = caps("avx2", "fma")
+    assert (old.bf16, old.amx, old.int8, old.fp16) == (False, False, False, False)
+
+
+def test_cpu_capabilities_read_this_machine():
+    found = O.cpu_capabilities()
+    assert found.isa == torch.backends.cpu.get_cpu_capability()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        line = next(ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags"))
+        assert found.flags == frozenset(line.split(":", 1)[1].split())
+
+
+def test_precisions_the_cpu_lacks_are_refused(monkeypatch, model):
+    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx2"))
+    for name in ("bf16", "int8"):
+        with pytest.raises(ValueError, match="lacks"):
+            O.optimize(model, name)
+    with pytest.raises(ValueError, match="lacks"):
+        O.optimize(model, SpeedPlan(precision="fp16"))
+
+
+def test_auto_candidates_follow_capabilities(monkeypatch):
+    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx2"))
+    assert [p.precision for p in O.auto_candidates("cpu")] == ["fp32"]
+    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx512_bf16"))
+    plans = O.auto_candidates("cpu")
+    assert [p.precision for p in plans] == ["bf16", "fp32"]
+    assert all(p.backend == "compile" and p.freezing and p.channels_last for p in plans)
+
+
+def test_bad_plans_and_names():
+    with pytest.raises(ValueError, match="precision"):
+        SpeedPlan(precision="fp8")
+    with pytest.raises(ValueError, match="int8 runs only"):
+        SpeedPlan(precision="int8")
+    with pytest.raises(ValueError, match="unknown optimize choice"):
+        O.resolve_plan("fastest")
+
+
+# ---------------------------------------------------------------------------------------------- accuracy guard
+
+
+def test_guard_counts_flips_and_logit_error_exactly():
+    ref = torch.zeros(1, 3, 2, 5)
+    ref[:, 0] = 1.0  # class 0 wins everywhere with margin 1
+    out = ref.clone()
+    out[0, 2, 0, :2] = 2.0  # two of ten pixels flip to class 2, |Δ| = 2 at those two logits
+    result = O.accuracy_guard(lambda x: out, lambda x: ref, [torch.zeros(1)])
+    assert result.agreement == pytest.approx(0.8)
+    assert result.mean_abs_diff == pytest.approx(2 * 2 / 30)  # mean over all 3 x 10 logits
+    assert result.max_abs_diff == 2.0
+    assert not result.passed
+    assert GuardResult(agreement=0.995, mean_abs_diff=0, max_abs_diff=0).passed
+
+
+def test_pick_fastest_skips_paths_that_fail_the_guard():
+    latency = {"none": 1.0, "int8": 0.1, "bf16": 0.3, "compile": 0.5}
+    guard = {
+        "int8": GuardResult(0.95, 0.1, 1.0),
+        "bf16": GuardResult(0.999, 0.01, 0.1),
+        "compile": GuardResult(1.0, 0.0, 0.0),
+    }
+    assert O.pick_fastest(latency, guard) == "bf16"
+    assert O.pick_fastest({"none": 1.0, "int8": 0.1}, guard) == "none"
+
+
+def test_auto_never_picks_a_path_that_fails_the_guard(monkeypatch, model, photos):
+    """bf16 eager flips >0.5% of pixels with the golden weights' small logit margins; auto must fall through."""
+    bf16, fp32 = SpeedPlan(precision="bf16"), SpeedPlan(fold_bn=True)
+    guard = photos[:1]
+    assert not O.accuracy_guard(O.optimize(model, bf16), O.optimize(model, "none"), guard).passed
+    monkeypatch.setattr(O, "auto_candidates", lambda device: [bf16, fp32])
+    fn = O.optimize(model, "auto", guard_images=guard)
+    x = photos[1]
+    torch.testing.assert_close(fn(x), O.optimize(model, "none")(x), rtol=1e-4, atol=1e-5)
+    assert fn.plan == fp32
+
+
+def test_sample_photos_follow_the_preset():
+    (x,) = O.sample_photos(48, names=("chelsea",))  # 300 x 451 photo
+    assert x.shape == (1, 3, 48, 72)
+    assert -3 < float(x.min()) < float(x.max()) < 3  # normalized
+
+
+# ---------------------------------------------------------------------------------------------- each path
+
+
+def _check(model, photos, name, *, atol=None, agreement=None, rel=None):
+    fast, ref = O.optimize(model, name, calibration=photos), O.optimize(model, "none")
+    for x in photos:
+        out, want = fast(x), ref(x)
+        assert out.shape == want.shape and out.dtype == torch.float32
+        if atol is not None:
+            torch.testing.assert_close(out, want, rtol=0, atol=atol)
+    if agreement is not None:
+        result = O.accuracy_guard(fast, ref, photos)
+        assert result.agreement >= agreement
+        # golden logits have std ~0.6: rel bounds the mean error relative to that spread
+        std = float(torch.cat([ref(x).flatten() for x in photos]).std())
+        assert result.mean_abs_diff <= rel * std
+
+
+@pytest.mark.parametrize("name", ["none", "fold_bn", "channels_last"])
+def test_fp32_eager_paths_match(model, photos, name):
+    _check(model, photos, name, atol=1e-4)
+
+
+def test_fold_batchnorm_removes_every_bn(model):
+    folded = O.fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+
+
+def test_bf16_eager_is_close(model, photos):
+    if not O.cpu_capabilities().bf16:
+        pytest.skip("no native bf16 on this CPU")
+    _check(model, photos[:1], "bf16", agreement=0.95, rel=0.01)
+
+
+@pytest.mark.slow
+def test_onnxruntime_matches(tiny, photos, tmp_path):
+    fast = O.optimize(tiny, "onnxruntime", cache_dir=tmp_path)
+    ref = O.optimize(tiny, "none")
+    x = torch.cat([photos[0], photos[0].flip(-1)])  # batch 2 and a size the export never saw: dynamic axes
+    torch.testing.assert_close(fast(x), ref(x), rtol=0, atol=1e-4)
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1  # cached for the next run
+
+
+@pytest.mark.slow
+def test_compiled_bf16_is_close(tiny, photos):
+    """inductor + frozen weights + bf16 autocast + channels_last: the path "auto" tries first on this CPU."""
+    if not O.cpu_capabilities().bf16:
+        pytest.skip("no native bf16 on this CPU")
+    _check(tiny, photos[:1], "compile_bf16", agreement=0.97, rel=0.01)
+
+
+@pytest.mark.slow
+def test_int8_is_close(tiny, photos):
+    if not O.cpu_capabilities().int8:
+        pytest.skip("no VNNI/AMX-INT8 on this CPU")
+    pytest.importorskip("torchao")
+    _check(tiny, photos[:1], "int8", agreement=0.9, rel=0.05)  # 8x8 feature maps: the harshest case
+
+
+# ---------------------------------------------------------------------------------------------- integration
+
+
+def test_segmenter_runs_its_logits_through_the_chosen_path(model, photos):
+    plain, folded = Segmenter(model, weights=None), Segmenter(model, weights=None, optimize="fold_bn")
+    x = photos[1]
+    torch.testing.assert_close(folded.logits(x), plain.logits(x), rtol=0, atol=1e-4)
+    assert torch.equal(plain.logits(x), model(x)["out"])
+    with pytest.raises(ValueError, match="unknown optimize choice"):
+        Segmenter(model, weights=None, optimize="warp")
+
+
+@pytest.mark.parametrize(
+    ("argv", "want"),
+    [
+        ([], "none"),
+        (["--fast"], "auto"),
+        (["--precision", "int8"], O.PATHS["int8"]),
+        (["--backend", "onnxruntime"], SpeedPlan(backend="onnxruntime")),
+        (["--precision", "bf16"], SpeedPlan(precision="bf16", channels_last=True)),
+        (["--fast", "--precision", "fp32"], SpeedPlan(backend="compile", channels_last=True)),
+        (["--fast", "--backend", "onnxruntime"], SpeedPlan(backend="onnxruntime")),
+    ],
+)
+def test_cli_options(argv, want):
+    parser = argparse.ArgumentParser()
+    O.add_speed_arguments(parser)
+    assert O.speed_options_from_args(parser.parse_args(argv)) == want
+
+
+def test_cli_options_that_cannot_run_together():
+    parser = argparse.ArgumentParser()
+    O.add_speed_arguments(parser)
+    with pytest.raises(ValueError, match="int8 runs only"):
+        O.speed_options_from_args(parser.parse_args(["--precision", "int8", "--backend", "eager"]))
+    with pytest.raises(ValueError, match="fp32 only"):
+        O.speed_options_from_args(parser.parse_args(["--precision", "bf16", "--backend", "onnxruntime"]))
