@@ -115,6 +115,7 @@ def main() -> None:
         "naive seed-page loop (mask only)": None,
         "fcnseg segment defaults (mask+overlay)": [],
         "fcnseg segment --save mask": ["--save", "mask"],
+        "fcnseg segment --save mask --precision bf16": ["--save", "mask", "--precision", "bf16"],
     }
     per_chunk: dict[str, list[float]] = {m: [] for m in methods}
     lines: dict[str, list[str]] = {m: [] for m in methods}
