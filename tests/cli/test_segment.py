@@ -356,3 +356,10 @@ def test_speed_options_reach_the_segmenter(tmp_path, checkpoint, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "int8" in err[0]
     assert not (tmp_path / "bad" / "a_mask.png").exists()
+
+
+def test_a_run_that_writes_nothing_leaves_no_output_folder(tmp_path, capsys):
+    out = tmp_path / "new"
+    assert main(["segment", "--example", "-o", str(out), "--quiet"]) == 1  # weights not cached, no network
+    assert "fcn_resnet50_coco-1167a1af.pth" in capsys.readouterr().err
+    assert not out.exists()

@@ -8,6 +8,7 @@ takes every ``world_size``-th input while rank 0 merges the summary.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import sys
@@ -131,11 +132,16 @@ def _row(item: Input, status: str, rank: int, **extra: Any) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """The command's body; returns the exit code (1 if any input failed)."""
     info, device = init_distributed(args.device)
+    out = Path(args.output)
+    created = not out.exists()
     try:
         return _run(args, info, device)
     finally:
         if info.enabled and dist.is_initialized():
             dist.destroy_process_group()
+        if created and out.is_dir() and not any(out.iterdir()):  # a run that wrote nothing leaves nothing behind
+            with contextlib.suppress(OSError):  # another rank may have written meanwhile
+                out.rmdir()
 
 
 def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
