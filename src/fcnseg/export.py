@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._atomic import atomic_path
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, palette
 
 __all__ = [
@@ -133,14 +132,6 @@ def _metadata(module: ExportModule, model_name: str, weights: str | None, catego
     }
 
 
-def _atomic_path(output: Path) -> Path:
-    """A fresh temporary name next to ``output``, so a failed export never leaves a partial file behind."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".partial")
-    os.close(fd)
-    return Path(tmp)
-
-
 def export_onnx(module: ExportModule, output: str | Path, metadata: dict[str, Any], opset: int = ONNX_OPSET) -> Path:
     """Write ``module`` as a single-file ONNX model with dynamic batch/height/width and ``metadata`` props."""
     if opset < 17:
@@ -168,12 +159,8 @@ def export_onnx(module: ExportModule, output: str | Path, metadata: dict[str, An
     finally:
         quiet.setLevel(level)
     program.model.metadata_props.update({k: json.dumps(v) for k, v in metadata.items()})
-    tmp = _atomic_path(output)
-    try:
+    with atomic_path(output) as tmp:
         program.save(tmp, external_data=False)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return output
 
 
@@ -187,12 +174,8 @@ def export_torchscript(module: ExportModule, output: str | Path, metadata: dict[
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings and torch.jit's deprecation notice
         traced = torch.jit.trace(module, module.example_input(n, h, w), check_trace=False)
-        tmp = _atomic_path(output)
-        try:
+        with atomic_path(output) as tmp:
             torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
-            os.replace(tmp, output)
-        finally:
-            tmp.unlink(missing_ok=True)
     return output
 
 

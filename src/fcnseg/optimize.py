@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ._atomic import atomic_path
+
 __all__ = [
     "PATHS",
     "CpuCapabilities",
@@ -422,19 +424,17 @@ def _onnxruntime(model: nn.Module, cache_dir: str | Path | None) -> Forward:
     root = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()).parent / "fcnseg"
     path = root / "onnx" / f"fcn-{digest.hexdigest()[:16]}.onnx"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.onnx.export(
-            _OutOnly(model).cpu(),
-            (torch.zeros(1, 3, 64, 64),),
-            tmp,
-            input_names=["input"],
-            output_names=["out"],
-            dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "out": {0: "n", 2: "h", 3: "w"}},
-            dynamo=True,
-            verbose=False,
-        )
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.onnx.export(
+                _OutOnly(model).cpu(),
+                (torch.zeros(1, 3, 64, 64),),
+                tmp,
+                input_names=["input"],
+                output_names=["out"],
+                dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "out": {0: "n", 2: "h", 3: "w"}},
+                dynamo=True,
+                verbose=False,
+            )
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from ._atomic import atomic_path
 from .data import get_dataset, read_mask_array
 from .distributed import DistInfo, init_distributed
 from .evaluate import evaluate
@@ -336,23 +337,8 @@ def _set_train_mode(model: nn.Module, config: TrainConfig) -> None:
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     """``torch.save`` that never leaves a half-written file at ``path``: temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (not possible on every platform)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def _rng_state() -> dict[str, Any]:

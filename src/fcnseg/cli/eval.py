@@ -9,26 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
+from .._atomic import atomic_path
 from . import CLIError, add_model_arguments
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, so a failure never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -90,11 +75,13 @@ def _run(args: argparse.Namespace) -> int:
         print(format_table(summary, args.model))
         if args.output is not None:
             out = Path(args.output)
-            _write_atomic(out, lambda p: p.write_text(json.dumps(summary, indent=2) + "\n"))
+            with atomic_path(out) as tmp:
+                tmp.write_text(json.dumps(summary, indent=2) + "\n")
             print(f"results: {out}")
         if plot is not None:
             title = f"{args.model} on {args.dataset} {args.split}: mIoU {summary['miou']:.1f}"
-            _write_atomic(Path(plot), lambda p: plot_confusion_matrix(run.confusion.mat, seg.categories, p, title))
+            with atomic_path(plot) as tmp:
+                plot_confusion_matrix(run.confusion.mat, seg.categories, tmp, title)
             print(f"confusion matrix: {plot}")
         return 0
     finally:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
+from .._atomic import atomic_path
 from ..models import get_model_weights, list_models
 from ..weights import ResNet50_Weights, ResNet101_Weights, WeightsEnum, WeightsError, sha256_file
 
@@ -80,10 +80,8 @@ def _import(args: argparse.Namespace) -> int:
         raise WeightsError(
             f"{src}: sha256 {digest[:12]}... does not match {w.file_name} (expected {w.value.hash_prefix})"
         )
-    w.cache_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=w.cache_path.parent, delete=False, suffix=".partial") as tmp:
-        shutil.copyfileobj(src.open("rb"), tmp)
-    Path(tmp.name).replace(w.cache_path)
+    with atomic_path(w.cache_path) as tmp:
+        shutil.copyfile(src, tmp)
     print(f"{src} -> {w.cache_path} (sha256 {digest[:12]}... ok)")
     return 0
 
