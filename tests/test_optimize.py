@@ -241,3 +241,22 @@ def test_cli_options_that_cannot_run_together():
         O.speed_options_from_args(parser.parse_args(["--precision", "int8", "--backend", "eager"]))
     with pytest.raises(ValueError, match="fp32 only"):
         O.speed_options_from_args(parser.parse_args(["--precision", "bf16", "--backend", "onnxruntime"]))
+
+
+def test_many_image_shapes_share_one_dynamic_graph(monkeypatch):
+    """Past STATIC_SHAPES distinct shapes, new shapes run one dynamic-shape graph instead of compiling each."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(O, "STATIC_SHAPES", 2)
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=2, dilation=2), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
+    switch = O._ShapeSwitch(conv, dynamic=False, freezing=True)
+    shapes = [(1, 3, 16, 16), (1, 3, 16, 24), (1, 3, 16, 32), (1, 3, 16, 40), (1, 3, 24, 16), (1, 3, 16, 24)]
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.inference_mode():
+        for shape in shapes:
+            x = torch.randn(shape)
+            torch.testing.assert_close(switch(x), conv(x), rtol=1e-4, atol=1e-5)
+    assert switch.shapes == {torch.Size(s) for s in shapes[:2]}  # the first two stayed static, and were reused
+    # two static graphs, then one dynamic graph (at most one more if dynamo specializes a size once) for 3 new shapes
+    assert counters["stats"]["unique_graphs"] - graphs <= 4

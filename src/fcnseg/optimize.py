@@ -344,24 +344,48 @@ def _allow_recompiles() -> None:
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
 
 
-def _compiled(fn: Forward, plan: SpeedPlan) -> Forward:
-    from torch._inductor import config
+STATIC_SHAPES = 8  # input shapes that get their own static-shape graph before the rest share a dynamic one
 
-    _allow_recompiles()
-    compiled = torch.compile(fn, dynamic=plan.dynamic)
 
-    def run(x: Tensor) -> Tensor:
+class _ShapeSwitch:
+    """Static-shape graphs (the fastest kernels) for the first :data:`STATIC_SHAPES` input shapes, then one
+    dynamic-shape graph for every other shape.
+
+    A folder of photos resized to a shorter side of 520 has one shape per aspect ratio. Compiling each would cost
+    seconds per new shape and, past dynamo's recompile limit, silently fall back to eager; one dynamic graph costs
+    a single compile and runs every later shape compiled.
+    """
+
+    def __init__(self, fn: Forward, dynamic: bool | None, freezing: bool) -> None:
+        _allow_recompiles()
+        self.freezing = freezing
+        self.static = torch.compile(fn, dynamic=dynamic)
+        self.shapes: set[torch.Size] = set()
+        self.dynamic: Forward | None = None
+        if dynamic is False:  # a second code object, so that the two graphs keep separate dynamo caches
+
+            def any_shape(x: Tensor) -> Tensor:
+                return fn(x)
+
+            self.dynamic = torch.compile(any_shape, dynamic=True)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        from torch._inductor import config
+
         # freezing is read when a graph compiles (first call per shape), so it is set around every call
-        with config.patch(freezing=plan.freezing):
-            return compiled(x)
+        with config.patch(freezing=self.freezing):
+            if self.dynamic is None or x.shape in self.shapes or len(self.shapes) < STATIC_SHAPES:
+                self.shapes.add(x.shape)
+                return self.static(x)
+            return self.dynamic(x)
 
-    return run
+
+def _compiled(fn: Forward, plan: SpeedPlan) -> Forward:
+    return _ShapeSwitch(fn, plan.dynamic, plan.freezing)
 
 
 def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> Forward:
     """PT2E post-training quantization (x86 inductor quantizer: int8 convs, fp32 rest), compiled with freezing."""
-    from torch._inductor import config
-
     try:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e import move_exported_model_to_eval
@@ -387,12 +411,11 @@ def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> F
         for x in calibration:
             prepared(x)
     quantized = move_exported_model_to_eval(convert_pt2e(prepared))
-    _allow_recompiles()
-    compiled = torch.compile(quantized, dynamic=plan.dynamic)
+    compiled = _ShapeSwitch(quantized, plan.dynamic, freezing=True)
     memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
 
     def forward(x: Tensor) -> Tensor:
-        with torch.no_grad(), config.patch(freezing=True):
+        with torch.no_grad():
             return compiled(x.contiguous(memory_format=memory_format)).float()
 
     return forward
