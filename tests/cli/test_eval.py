@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoints import write_checkpoint
 from PIL import Image
 from seg_datasets import make_coco, make_folder
 
@@ -24,10 +25,7 @@ NAMES = [f"class{i:02d}" for i in range(21)]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A 'fine-tuned' checkpoint: random weights, a model entry and its own category names."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "finetuned.pth"
-    torch.save({"model": fcn_resnet50(num_classes=21, aux_loss=False).state_dict(), "categories": NAMES}, path)
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "finetuned.pth", NAMES)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoints import write_checkpoint
 
 from fcnseg.cli import main
 from fcnseg.export import read_metadata
@@ -21,11 +22,7 @@ CATEGORIES = ["background", "person", "bike"]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """A training-style checkpoint (``model`` + ``categories``) of a 3-class FCN-ResNet50."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    torch.save({"model": fcn_resnet50(num_classes=3, aux_loss=False).state_dict(), "categories": CATEGORIES}, path)
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth", CATEGORIES)
 
 
 def test_torchscript_export_prints_parity(checkpoint, tmp_path, capsys):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from checkpoints import write_checkpoint
 from imagefiles import exif_rotated, photo, write_bad_files, write_good_oddities
 from PIL import Image
 
@@ -29,11 +30,7 @@ CATEGORIES = ["background", "thing", "stuff"]
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
-    """A random-init FCN-ResNet50 with 3 classes, saved as a training checkpoint with its class names."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "random3.pth"
-    torch.save({"model": fcn_resnet50(num_classes=3).state_dict(), "categories": CATEGORIES}, path)
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "random3.pth", CATEGORIES)
 
 
 def segment(*args, checkpoint: Path) -> int:

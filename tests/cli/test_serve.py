@@ -13,12 +13,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import torch
+from checkpoints import write_checkpoint
 from PIL import Image
 
 from fcnseg.cli import main
 from fcnseg.cli.serve import _is_loopback
-from fcnseg.models import fcn_resnet50
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -39,9 +38,7 @@ def test_defaults_bind_loopback(capsys):
 
 @pytest.mark.slow
 def test_serve_process_answers(tmp_path):
-    torch.manual_seed(0)
-    ckpt = tmp_path / "tiny.pth"
-    torch.save({"model": fcn_resnet50(num_classes=2, aux_loss=False).state_dict(), "categories": ["bg", "fg"]}, ckpt)
+    ckpt = write_checkpoint(tmp_path / "tiny.pth", ["bg", "fg"])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "fcnseg", "serve", "--weights", str(ckpt), "--size", "0", "--port", "0",
            "--device", "cpu", "--threads", "1", "--log-level", "info"]  # fmt: skip
