@@ -88,6 +88,13 @@ def test_auto_candidates_follow_capabilities(monkeypatch):
     plans = O.auto_candidates("cpu")
     assert [p.precision for p in plans] == ["bf16", "fp32"]
     assert all(p.backend == "compile" and p.freezing and p.channels_last for p in plans)
+    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx512_bf16", "avx512_vnni"))  # AMD EPYC Zen 4/5
+    assert [p.precision for p in O.auto_candidates("cpu")] == ["int8", "bf16", "fp32"]
+    # --fast with a precision or backend starts from the first floating-point candidate, not int8
+    parser = argparse.ArgumentParser()
+    O.add_speed_arguments(parser)
+    want = SpeedPlan(precision="bf16", channels_last=True)
+    assert O.speed_options_from_args(parser.parse_args(["--fast", "--backend", "eager"])) == want
 
 
 def test_bad_plans_and_names():
@@ -131,7 +138,8 @@ def test_auto_never_picks_a_path_that_fails_the_guard(monkeypatch, model, photos
     bf16, fp32 = SpeedPlan(precision="bf16"), SpeedPlan(fold_bn=True)
     guard = photos[:1]
     assert not O.accuracy_guard(O.optimize(model, bf16), O.optimize(model, "none"), guard).passed
-    monkeypatch.setattr(O, "auto_candidates", lambda device: [bf16, fp32])
+    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx512_bf16"))  # no fp16: that candidate can't be built
+    monkeypatch.setattr(O, "auto_candidates", lambda device: [SpeedPlan(precision="fp16"), bf16, fp32])
     fn = O.optimize(model, "auto", guard_images=guard)
     x = photos[1]
     torch.testing.assert_close(fn(x), O.optimize(model, "none")(x), rtol=1e-4, atol=1e-5)
@@ -202,6 +210,8 @@ def test_int8_is_close(tiny, photos):
         pytest.skip("no VNNI/AMX-INT8 on this CPU")
     pytest.importorskip("torchao")
     _check(tiny, photos[:1], "int8", agreement=0.9, rel=0.05)  # 8x8 feature maps: the harshest case
+    fast, x = O.optimize(tiny, "int8", calibration=photos[:1]), photos[0][..., :8, :8]
+    torch.testing.assert_close(fast(x), tiny(x)["out"])  # below the exported graph's 9 px: fp32 eager
 
 
 # ---------------------------------------------------------------------------------------------- integration
