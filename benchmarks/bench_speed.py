@@ -139,7 +139,7 @@ class KernelPeaks:
         return self.best.get(precision, self.best["bf16" if precision == "fp16" else "fp32"])
 
 
-def agreement_by_margin(fast, reference, images, margins=(0.0, 0.25, 0.5, 1.0, 2.0)) -> dict[str, dict[str, float]]:
+def agreement_by_margin(fast, reference, images, margins=(0.0, 0.01, 0.03, 0.1, 0.3)) -> dict[str, dict[str, float]]:
     """Argmax agreement over the pixels where fp32's top-2 logit margin is at least m, and their share, per m.
 
     Reduced precision flips only pixels that fp32 itself barely decides; how many such pixels a model has depends
