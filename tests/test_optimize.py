@@ -144,6 +144,8 @@ def test_auto_never_picks_a_path_that_fails_the_guard(monkeypatch, model, photos
     x = photos[1]
     torch.testing.assert_close(fn(x), O.optimize(model, "none")(x), rtol=1e-4, atol=1e-5)
     assert fn.plan == fp32
+    assert [plan for plan, _ in fn.rejected] == [bf16]  # fp16 could not be built here: skipped, not judged
+    assert fn.describe().startswith("fp32 eager; bf16 eager: 9")  # the last, fp32, candidate is not guarded
 
 
 def test_sample_photos_follow_the_preset():

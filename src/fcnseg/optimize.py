@@ -313,6 +313,7 @@ class _Auto:
         self.model, self.device, self.cache_dir, self.images = model, device, cache_dir, images
         self.plan: SpeedPlan | None = None
         self.guard: GuardResult | None = None
+        self.rejected: list[tuple[SpeedPlan, GuardResult]] = []  # faster candidates the guard turned down
         self._fn: Forward | None = None
 
     def _choose(self, shape: torch.Size) -> None:
@@ -333,12 +334,23 @@ class _Auto:
             if guard.passed:
                 self.plan, self.guard, self._fn = plan, guard, fn
                 return
+            self.rejected.append((plan, guard))
         self.plan, self._fn = safe, optimize(self.model, safe, cache_dir=self.cache_dir)
 
     def __call__(self, x: Tensor) -> Tensor:
         if self._fn is None:
             self._choose(x.shape)
         return self._fn(x)  # type: ignore[misc]
+
+    def describe(self) -> str | None:
+        """One line for people: the path chosen and why faster ones were not (``None`` before the first batch)."""
+        if self.plan is None:
+            return None
+        name = f"{self.plan.precision} {self.plan.backend}"
+        line = name + (f" ({self.guard.agreement:.2%} agreement with fp32 eager)" if self.guard else "")
+        for plan, guard in self.rejected:
+            line += f"; {plan.precision} {plan.backend}: {guard.agreement:.2%}, below the {guard.threshold:.1%} guard"
+        return line
 
 
 def _photos_shaped(shape: torch.Size, device: torch.device) -> list[Tensor]:

@@ -231,6 +231,12 @@ class Segmenter:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
 
+    def speed_path(self) -> str | None:
+        """With ``optimize="auto"``: which path runs and which faster ones failed the accuracy guard (after the
+        first batch); ``None`` otherwise."""
+        describe = getattr(self._forward, "describe", None)
+        return describe() if describe else None
+
     def _num_classes(self) -> int:
         last = [m for m in self.model.modules() if isinstance(m, nn.Conv2d)]
         classifier = getattr(self.model, "classifier", None)

@@ -230,6 +230,8 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
             f"{counts['skipped']} skipped (outputs exist) in {elapsed:.1f} s ({rate:.2f} images/s"
             f"{f' over {info.world_size} processes' if info.enabled else ''}); summary: {summary}"
         )
+        if todo and (path := segmenter.speed_path()):
+            print(f"--fast ran {path}")
     return 1 if counts["failed"] else 0
 
 
