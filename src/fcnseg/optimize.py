@@ -436,11 +436,12 @@ def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> F
     quantized = move_exported_model_to_eval(convert_pt2e(prepared))
     compiled = _ShapeSwitch(quantized, plan.dynamic, freezing=True)
     memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
+    fp32 = _out(model)
 
     def forward(x: Tensor) -> Tensor:
         with torch.no_grad():
             if min(x.shape[-2:]) < INT8_MIN_SIDE:  # smaller than the exported graph allows: plain fp32
-                return model(x)["out"].float()
+                return fp32(x).float()
             return compiled(x.contiguous(memory_format=memory_format)).float()
 
     return forward
@@ -513,22 +514,23 @@ class GuardResult:
 
 def sample_photos(size: int = 520, names: Sequence[str] = ("astronaut", "coffee", "chelsea", "rocket")) -> list[Tensor]:
     """scikit-image's bundled sample photos through the inference preset (shorter side ``size``), each (1, 3, h, w)."""
-    skimage_data = _skimage_data()
-    from .transforms import SemanticSegmentation
-
-    preset = SemanticSegmentation(resize_size=size)
-    return [preset(getattr(skimage_data, name)())[None] for name in names]
+    data = _skimage_data()
+    return _preset([getattr(data, name)() for name in names], size)
 
 
 def calibration_photos(size: int = 384) -> list[Tensor]:
     """int8's default calibration images: scikit-image photos other than the guard's, so that the guard judges
     int8 on images its activation ranges were not fitted to."""
-    skimage_data = _skimage_data()
+    data = _skimage_data()
+    images = [data.stereo_motorcycle()[0], data.hubble_deep_field(), data.retina(), data.immunohistochemistry()]
+    return _preset(images, size)
+
+
+def _preset(images: Sequence, size: int) -> list[Tensor]:
     from .transforms import SemanticSegmentation
 
     preset = SemanticSegmentation(resize_size=size)
-    images = [skimage_data.stereo_motorcycle()[0], skimage_data.hubble_deep_field(), skimage_data.retina()]
-    return [preset(image)[None] for image in [*images, skimage_data.immunohistochemistry()]]
+    return [preset(image)[None] for image in images]
 
 
 def _skimage_data():

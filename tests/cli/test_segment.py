@@ -188,19 +188,24 @@ def test_output_folder_not_writable(tmp_path, checkpoint, capsys, monkeypatch):
     assert "ro: output folder not writable (Permission denied)" in capsys.readouterr().err
 
 
-def test_disk_full_mid_write(tmp_path, checkpoint, capsys, monkeypatch):
+def break_overlay_of_b(tmp_path: Path, monkeypatch, error: BaseException) -> Path:
+    """Photos a, b, c in ``tmp_path``; writing b's overlay writes half a JPEG and then raises ``error``."""
     for name in ("a", "b", "c"):
         photo(20, 30).save(tmp_path / f"{name}.png")
     real = outputs.WRITERS["overlay"]
 
-    def fills_disk_on_b(result, f, meta):
+    def fails_on_b(result, f, meta):
         if Path(meta["input"]).name == "b.png":
             f.write(b"\xff\xd8 half a jpeg")
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise error
         real(result, f, meta)
 
-    monkeypatch.setitem(outputs.WRITERS, "overlay", fills_disk_on_b)
-    out = tmp_path / "out"
+    monkeypatch.setitem(outputs.WRITERS, "overlay", fails_on_b)
+    return tmp_path / "out"
+
+
+def test_disk_full_mid_write(tmp_path, checkpoint, capsys, monkeypatch):
+    out = break_overlay_of_b(tmp_path, monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
     assert segment(tmp_path / "*.png", "-o", out, "--size", "32", "--workers", "0", checkpoint=checkpoint) == 1
     err = capsys.readouterr().err
     assert "b.png: cannot write outputs" in err and "No space left on device" in err
@@ -211,18 +216,7 @@ def test_disk_full_mid_write(tmp_path, checkpoint, capsys, monkeypatch):
 
 
 def test_ctrl_c_leaves_only_complete_outputs(tmp_path, checkpoint, capsys, monkeypatch):
-    for name in ("a", "b", "c"):
-        photo(20, 30).save(tmp_path / f"{name}.png")
-    real = outputs.WRITERS["overlay"]
-
-    def interrupted_on_b(result, f, meta):
-        if Path(meta["input"]).name == "b.png":
-            f.write(b"\xff\xd8 half a jpeg")
-            raise KeyboardInterrupt
-        real(result, f, meta)
-
-    monkeypatch.setitem(outputs.WRITERS, "overlay", interrupted_on_b)
-    out = tmp_path / "out"
+    out = break_overlay_of_b(tmp_path, monkeypatch, KeyboardInterrupt())
     assert segment(tmp_path / "*.png", "-o", out, "--size", "32", "--workers", "0", checkpoint=checkpoint) == 130
     assert "interrupted" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["a_mask.png", "a_overlay.jpg", "summary.csv"]
