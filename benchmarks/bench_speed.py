@@ -35,7 +35,6 @@ from fcnseg.models import fcn_resnet50
 from fcnseg.optimize import PATHS, accuracy_guard, auto_plan, cpu_capabilities, optimize, resolve_plan, sample_photos
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT.parent / "shared" / "golden"
 QUICK_PATHS = (
     "none,channels_last,byhand_bf16,byhand_compile_bf16,compile_bf16,compile_bf16_dynamic,auto,int8,onnxruntime"
 )
@@ -50,10 +49,10 @@ def build_model(weights: str) -> nn.Module:
     """
     model = fcn_resnet50(num_classes=21, aux_loss=False).eval()
     if weights == "golden":
-        sys.path.insert(0, str(GOLDEN))
-        from golden_weights import golden_state_dict, load_manifest
+        sys.path.insert(0, str(ROOT / "tests"))
+        from golden import state_dict
 
-        state = golden_state_dict(load_manifest("fcn_resnet50"))
+        state = state_dict("fcn_resnet50")
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux_")})
     elif weights != "random":
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=False)

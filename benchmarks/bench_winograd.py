@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_speed import GOLDEN, build_model
+from bench_speed import build_model
 from torch import Tensor, nn
 
 from fcnseg.optimize import accuracy_guard, fold_batchnorm, optimize, sample_photos
@@ -112,7 +112,7 @@ def main() -> None:
         exact = self_check()
     print(f"Winograd vs conv2d in float64: max |diff| {exact:.1e}")
 
-    model = build_model("golden" if GOLDEN.exists() else "random")
+    model = build_model("golden")
     wino = winograd_model(model)
     paths = {"none": optimize(model, "none")}
     for name in ("compile", "compile_bf16"):

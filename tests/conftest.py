@@ -1,15 +1,12 @@
-"""Shared fixtures: golden references, an isolated torch.hub cache, and no network."""
+"""Shared fixtures: golden references (tests/golden), an isolated torch.hub cache, and no network."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import golden as golden_fixtures
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = ROOT.parent / "shared" / "golden"
 
 torch.set_num_threads(2)
 
@@ -30,22 +27,15 @@ def torch_home(_isolated_cache: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def golden():
-    """``golden(name) -> (state_dict, {"input", "out", "aux"})`` from ../shared/golden."""
-    if not GOLDEN.is_dir():
-        pytest.fail(f"golden fixtures not found at {GOLDEN}")
-    sys.path.insert(0, str(GOLDEN))
-    from golden_weights import golden_state_dict, load_manifest
+    """``golden(name) -> (state_dict, {"input", "out", "aux"})``: deterministic weights and torchvision's outputs."""
 
     def load(name: str):
-        ref = torch.load(GOLDEN / f"{name}.expected.pt", weights_only=True)
-        return golden_state_dict(load_manifest(name)), ref
+        return golden_fixtures.state_dict(name), golden_fixtures.expected(name)
 
     return load
 
 
 @pytest.fixture(scope="session")
 def manifest():
-    sys.path.insert(0, str(GOLDEN))
-    from golden_weights import load_manifest
-
-    return load_manifest
+    """``manifest(name) -> {key: (shape, dtype)}``: torchvision's state-dict keys in order."""
+    return golden_fixtures.manifest

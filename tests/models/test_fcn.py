@@ -33,9 +33,9 @@ def test_state_dict_keys_order_and_shapes_match_torchvision(name, manifest):
     expected = manifest(name)
     sd = get_model(name, num_classes=21, aux_loss=True).state_dict()
     assert list(sd) == list(expected)
-    for key, spec in expected.items():
-        assert list(sd[key].shape) == spec["shape"], key
-        assert str(sd[key].dtype).removeprefix("torch.") == spec["dtype"], key
+    for key, (shape, dtype) in expected.items():
+        assert list(sd[key].shape) == shape, key
+        assert str(sd[key].dtype).removeprefix("torch.") == dtype, key
 
 
 @pytest.mark.parametrize("name", MODELS)
