@@ -255,9 +255,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             "pixel) plus the outputs chosen with --save; a summary of the run goes to OUT_DIR/summary.csv. "
             "Launch with torchrun to shard the inputs over processes."
         ),
-        epilog="outputs per input NAME (a folder input keeps its sub-folders): "
+        epilog="outputs per input NAME (its path relative to a folder input, else its stem; plus a hash of its "
+        "path when another image's outputs hold that name): "
         + ", ".join(f"{kind} -> NAME{suffix}" for kind, suffix in OUTPUT_KINDS.items())
-        + ". Inputs whose outputs all exist are skipped unless --overwrite; the exit code is 1 if any input failed.",
+        + ". An input is skipped when OUT_DIR/.fcnseg/NAME.json records outputs made from this very file (path, "
+        "size, mtime) and they all exist, unless --overwrite; the exit code is 1 if any input failed.",
     )
     add_model_arguments(p)
     add_speed_arguments(p)
@@ -291,7 +293,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated outputs from {','.join(OUTPUT_KINDS)} (default: {DEFAULT_SAVE})",
     )  # fmt: skip
     p.add_argument("--summary", choices=("csv", "jsonl"), default="csv", help="run summary format (default: csv)")
-    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
+    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs were made from the same file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--example", action="store_true", help="also segment the photo shipped with fcnseg")
     p.set_defaults(func=run)
