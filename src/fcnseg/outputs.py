@@ -138,10 +138,13 @@ def record_path(out: Path, name: str | Path) -> Path:
 
 def read_record(out: Path, name: str | Path) -> dict[str, Any] | None:
     """The record of the outputs at ``out/name`` (``{"source": source_of(...), ...}``), or None if there is none."""
+    path = record_path(out, name)
     try:
-        return json.loads(record_path(out, name).read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    except ValueError as e:  # written atomically by fcnseg: only a hand edit gets here
+        raise ValueError(f"{path}: unreadable record ({e}); delete it and the outputs it names to redo them") from None
 
 
 def write_record(out: Path, name: str | Path, record: dict[str, Any]) -> None:

@@ -262,13 +262,26 @@ def test_symlinked_folders_followed_and_loops_reported(tmp_path, capsys):
     (tmp_path / "elsewhere/2.png").write_bytes(b"")
     (tmp_path / "in/linked").symlink_to(tmp_path / "elsewhere")
     (tmp_path / "in/loop").symlink_to(tmp_path / "in")
-    (tmp_path / "in/self.png").symlink_to(tmp_path / "in/self.png")
+    (tmp_path / "in/self").symlink_to(tmp_path / "in/self")
     got = collect_inputs([str(tmp_path / "in")])
     assert [str(i.stem) for i in got] == ["1", "linked/2"]
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2
     assert "in/loop: symbolic link loop" in err[0] and "not followed" in err[0]
-    assert "in/self.png: broken or looping symbolic link" in err[1]
+    assert "in/self: broken or looping symbolic link" in err[1]
+
+
+def test_names_from_stdin_never_collide_and_foreign_files_are_kept(tmp_path):
+    """Scenario 7: ``find ... | fcnseg segment -`` with one file name in two folders; files without a record."""
+    from fcnseg.cli._inputs import collect_inputs, name_inputs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "y_mask.png").write_bytes(b"made by someone else")
+    lines = "".join(f"{tmp_path / d / n}\n" for d, n in (("d1", "x.png"), ("d2", "x.png"), ("d1", "y.png")))
+    named = name_inputs(collect_inputs(["-"], io.StringIO(lines)), out)
+    hashed = {d: path_hash(tmp_path / d / "x.png") for d in ("d1", "d2")}
+    assert [str(i.name) for i in named] == ["x", f"x-{hashed['d2']}", f"y-{path_hash(tmp_path / 'd1/y.png')}"]
 
 
 def test_output_folder_not_writable(tmp_path, checkpoint, capsys, monkeypatch):

@@ -61,11 +61,11 @@ def _walk(folder: Path, skip: str, warn: Warn) -> Iterator[Path]:
                     warn(f"{entry}: symbolic link loop back to {real}; not followed")
                 elif real != skip:
                     yield from visit(entry, above | {real})
-            elif entry.suffix.lower() in IMAGE_SUFFIXES:
-                if entry.is_file():
+            elif entry.is_file():
+                if entry.suffix.lower() in IMAGE_SUFFIXES:
                     yield entry
-                elif entry.is_symlink():
-                    warn(f"{entry}: broken or looping symbolic link; skipped")
+            elif entry.is_symlink():
+                warn(f"{entry}: broken or looping symbolic link; skipped")
 
     yield from visit(folder, frozenset({os.path.realpath(folder)}))
 
