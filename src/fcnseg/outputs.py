@@ -123,12 +123,12 @@ def write_outputs(
     return written
 
 
-def source_of(path: str | Path) -> dict[str, Any] | None:
-    """What identifies an input file: real path, size and modification time (ns); None if it cannot be read."""
+def source_of(path: str | Path) -> dict[str, Any]:
+    """What identifies an input file: real path, size and modification time (ns; both None if it cannot be read)."""
     try:
         st = os.stat(path)
     except OSError:
-        return None
+        return {"path": os.path.realpath(path), "size": None, "mtime_ns": None}
     return {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
@@ -151,9 +151,7 @@ def write_record(out: Path, name: str | Path, record: dict[str, Any]) -> None:
     atomic_write(record_path(out, name), lambda f: f.write(json.dumps(record, indent=1).encode() + b"\n"))
 
 
-SUMMARY_FIELDS = (
-    "input", "name", "status", "error", "width", "height", "top_class", "top_share", "outputs", "rank"
-)  # fmt: skip
+SUMMARY_FIELDS = ("input", "name", "status", "error", "width", "height", "top_class", "top_share", "outputs", "rank")
 
 
 def read_summary(path: Path) -> list[dict[str, Any]]:
