@@ -252,6 +252,15 @@ def test_summary_keeps_the_rows_of_every_run(tmp_path, checkpoint, capsys):
     assert rows[str(tmp_path / "a.png")]["top_class"] in CATEGORIES
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_summary_rows_merge_by_name(tmp_path, suffix):
+    path = tmp_path / f"summary{suffix}"
+    outputs.write_summary([{"input": "d1/a.png", "name": "a", "status": "failed", "error": "truncated"},
+                           {"input": "b.png", "name": "b", "status": "ok", "width": 3}], path)  # fmt: skip
+    rows = outputs.merge_rows(outputs.read_summary(path), [{"input": "/abs/d1/a.png", "name": "a", "status": "ok"}])
+    assert [(r["input"], r["status"]) for r in rows] == [("/abs/d1/a.png", "ok"), ("b.png", "ok")]
+
+
 def test_symlinked_folders_followed_and_loops_reported(tmp_path, capsys):
     """Scenario 10: a symlinked sub-folder is walked; a link back up is named on stderr, not followed."""
     from fcnseg.cli.segment import collect_inputs
