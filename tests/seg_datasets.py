@@ -186,3 +186,18 @@ def make_folder(
             Image.fromarray(m).save(root / split / "masks" / f"{stem}.png")
             out[split][stem] = m
     return out
+
+
+def rotated_180_pair(image_path: Path, mask_path: Path, h: int = 16, w: int = 24) -> np.ndarray:
+    """A JPEG whose stored pixels are red on the left and blue on the right, tagged EXIF "rotate 180", and an
+    index mask aligned with those stored pixels (1 left, 2 right); returns the mask."""
+    labels = np.ones((h, w), np.uint8)
+    labels[:, w // 2 :] = 2
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[labels == 1, 0] = 255
+    rgb[labels == 2, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    Image.fromarray(rgb).save(image_path, quality=95, exif=exif.tobytes())
+    Image.fromarray(labels).save(mask_path)
+    return labels

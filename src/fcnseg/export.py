@@ -184,7 +184,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix == ".onnx":
+    if _file_format(path) == "onnx":
         import onnx
 
         props = onnx.load(str(path), load_external_data=False).metadata_props
@@ -192,6 +192,12 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     extra = {METADATA_FILE: ""}
     _jit_load(path, extra)
     return json.loads(extra[METADATA_FILE])
+
+
+def _file_format(path: Path) -> Literal["onnx", "torchscript"]:
+    """What ``path`` holds, from its first bytes (TorchScript files are zip archives), whatever its name."""
+    with open(path, "rb") as f:
+        return "torchscript" if f.read(4) == b"PK\x03\x04" else "onnx"
 
 
 def _jit_load(path: Path, extra_files: dict[str, Any] | None = None) -> torch.jit.ScriptModule:
@@ -222,7 +228,7 @@ class ParityReport:
 
 def _runner(path: Path):
     """A callable ``np.ndarray -> np.ndarray`` running the exported file on CPU."""
-    if path.suffix == ".onnx":
+    if _file_format(path) == "onnx":
         import onnxruntime as ort
 
         opts = ort.SessionOptions()

@@ -467,9 +467,10 @@ def _onnxruntime(model: nn.Module, cache_dir: str | Path | None) -> Forward:
     except ImportError as e:
         raise ValueError("the onnxruntime backend needs onnxruntime (pip install 'fcnseg[onnx]')") from e
 
-    digest = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        digest.update(k.encode() + v.detach().cpu().numpy().tobytes()[:4096])
+    digest = hashlib.sha256(f"torch {torch.__version__}, dynamo, opset default, dynamic n/h/w, out only".encode())
+    for k, v in model.state_dict().items():  # every byte: two models differing in one BN statistic differ here
+        digest.update(f"{k} {v.dtype} {tuple(v.shape)}".encode())
+        digest.update(v.detach().cpu().reshape(-1).view(torch.uint8).numpy())
     root = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()).parent / "fcnseg"
     path = root / "onnx" / f"fcn-{digest.hexdigest()[:16]}.onnx"
     if not path.exists():

@@ -2,6 +2,10 @@
 
 A crash, a full disk or Ctrl-C therefore leaves either the complete file or no file, never a partial one,
 and a later run can trust that any output it finds is whole (which is what resuming relies on).
+
+Next to the outputs, ``OUT_DIR/.fcnseg/NAME.json`` records whose outputs ``NAME`` holds: the source's real path,
+size and modification time (:func:`source_of`). It is written before the outputs, so outputs never exist
+without the record that says which image they belong to.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -22,13 +27,21 @@ __all__ = [
     "OUTPUT_KINDS",
     "WRITERS",
     "atomic_write",
+    "merge_rows",
     "output_paths",
+    "read_record",
+    "read_summary",
+    "record_path",
     "result_record",
+    "source_of",
     "write_outputs",
+    "write_record",
     "write_summary",
 ]
 
-# kind -> file name suffix added to the input's stem
+RECORD_DIR = ".fcnseg"  # under OUT_DIR: one record per output name
+
+# kind -> file name suffix added to the input's name
 OUTPUT_KINDS = {
     "mask": "_mask.png",  # palette PNG of class indices, the input's size
     "color": "_color.png",  # the same mask as plain RGB colours, for viewers that ignore palettes
@@ -110,7 +123,54 @@ def write_outputs(
     return written
 
 
-SUMMARY_FIELDS = ("input", "status", "error", "width", "height", "top_class", "top_share", "outputs", "rank")
+def source_of(path: str | Path) -> dict[str, Any]:
+    """What identifies an input file: real path, size and modification time (ns; both None if it cannot be read)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {"path": os.path.realpath(path), "size": None, "mtime_ns": None}
+    return {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def record_path(out: Path, name: str | Path) -> Path:
+    return out / RECORD_DIR / f"{name}.json"
+
+
+def read_record(out: Path, name: str | Path) -> dict[str, Any] | None:
+    """The record of the outputs at ``out/name`` (``{"source": source_of(...), ...}``), or None if there is none."""
+    path = record_path(out, name)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:  # written atomically by fcnseg: only a hand edit gets here
+        raise ValueError(f"{path}: unreadable record ({e}); delete it and the outputs it names to redo them") from None
+
+
+def write_record(out: Path, name: str | Path, record: dict[str, Any]) -> None:
+    atomic_write(record_path(out, name), lambda f: f.write(json.dumps(record, indent=1).encode() + b"\n"))
+
+
+SUMMARY_FIELDS = ("input", "name", "status", "error", "width", "height", "top_class", "top_share", "outputs", "rank")
+
+
+def read_summary(path: Path) -> list[dict[str, Any]]:
+    """The rows of an existing summary written by :func:`write_summary` (none if there is no file)."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    if path.suffix == ".jsonl":
+        try:
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError as e:
+            raise ValueError(f"{path}: not a summary in JSON Lines ({e}); move it away to start a new one") from None
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def merge_rows(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` rows with those of the same output name (or input, for rows without one) replaced by ``new``."""
+    merged = {row.get("name") or row["input"]: row for row in [*old, *new]}
+    return sorted(merged.values(), key=lambda row: str(row["input"]))
 
 
 def write_summary(rows: Sequence[dict[str, Any]], path: Path) -> None:

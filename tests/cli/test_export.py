@@ -12,8 +12,9 @@ import pytest
 import torch
 from checkpoints import write_checkpoint
 
+from fcnseg import export
 from fcnseg.cli import main
-from fcnseg.export import read_metadata
+from fcnseg.export import ParityReport, read_metadata
 from fcnseg.models import fcn_resnet50
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -72,14 +73,47 @@ def test_onnx_export_subprocess_uint8_argmax(checkpoint, tmp_path):
 
 
 @pytest.mark.slow
-def test_parity_failure_fails_and_removes_file(checkpoint, tmp_path, capsys):
-    out = tmp_path / "model.onnx"
+def test_parity_failure_keeps_the_previous_file_whatever_its_name(checkpoint, tmp_path, capsys):
+    out = tmp_path / "model.txt"  # not .onnx: --format picks the runtime the check uses, not the file name
+    out.write_bytes(b"the previous good export")
     # tolerance 0: ONNX Runtime's float rounding differs from PyTorch's in the last bits, so the check must fail
     rc = main(["export", "--weights", str(checkpoint), "-o", str(out), "--check-sizes", "24x32", "--rtol", "0"])
     captured = capsys.readouterr()
-    assert rc == 1 and "FAIL" in captured.out
+    assert rc == 1 and "FAIL" in captured.out and "ONNX Runtime (CPU)" in captured.out
     assert captured.err.strip().count("\n") == 0 and "parity check failed on" in captured.err
-    assert list(tmp_path.iterdir()) == []
+    assert "the previous file is kept" in captured.err
+    assert list(tmp_path.iterdir()) == [out] and out.read_bytes() == b"the previous good export"
+
+
+def failing_report(*args, **kwargs) -> list[ParityReport]:
+    return [ParityReport((1, 3, 8, 8), 1.0, 0.5, 7, 1e-4, ok=False)]
+
+
+def crashing_check(*args, **kwargs) -> list[ParityReport]:
+    raise RuntimeError("the runtime crashed")
+
+
+@pytest.mark.parametrize("check", [failing_report, crashing_check])
+def test_a_failed_check_leaves_the_previous_file_untouched(checkpoint, tmp_path, monkeypatch, check):
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"the previous good export")
+    monkeypatch.setattr(export, "check_parity", check)
+    args = ["export", "--weights", str(checkpoint), "--format", "torchscript", "-o", str(out), "--check-sizes", "8x8"]
+    if check is crashing_check:
+        with pytest.raises(RuntimeError, match="crashed"):
+            main(args)
+    else:
+        assert main(args) == 1
+    assert list(tmp_path.iterdir()) == [out] and out.read_bytes() == b"the previous good export"
+
+
+def test_the_check_runs_the_format_written_not_the_one_named(checkpoint, tmp_path, capsys):
+    out = tmp_path / "model.onnx"  # holds TorchScript: the check and read_metadata must still load it as such
+    rc = main(["export", "--weights", str(checkpoint), "--format", "torchscript", "-o", str(out),
+               "--check-sizes", "16x16", "--threads", "2"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert "parity ok on 2 shapes" in capsys.readouterr().out
+    assert read_metadata(out)["format"] == "torchscript"
 
 
 def test_missing_checkpoint_one_line_error(tmp_path, capsys):
@@ -90,7 +124,11 @@ def test_missing_checkpoint_one_line_error(tmp_path, capsys):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("bad", [["--check-sizes", "64"], ["--check-sizes", "0x5"], ["--format", "tflite"]])
+@pytest.mark.parametrize(
+    "bad",
+    [["--check-sizes", "64"], ["--check-sizes", "0x5"], ["--format", "tflite"], ["--rtol=-0.5"],
+     ["--rtol", "nan"], ["--rtol", "inf"], ["--rtol", "x"]],
+)  # fmt: skip
 def test_bad_arguments(tmp_path, bad, capsys):
     with pytest.raises(SystemExit) as e:
         main(["export", "-o", str(tmp_path / "m.onnx"), *bad])

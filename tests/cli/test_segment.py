@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -39,6 +40,10 @@ def segment(*args, checkpoint: Path) -> int:
 
 def read_summary(path: Path) -> dict[str, dict]:
     return {Path(r["input"]).name: r for r in csv.DictReader(path.open())}
+
+
+def path_hash(path: Path) -> str:
+    return hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:8]
 
 
 def no_temporary_files(folder: Path) -> bool:
@@ -153,8 +158,9 @@ def test_stdin_list_glob_same_stems_and_summary_jsonl(tmp_path, checkpoint, monk
     assert rc == 0
     rows = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
     assert sorted(Path(r["input"]).name for r in rows) == ["x.jpg", "x.png", "y.png"]  # x.png listed twice, done once
-    # x.png and x.jpg share a stem: the second one named gets "-2"
-    assert Image.open(out / "x_mask.png").size == (30, 20) and Image.open(out / "x-2_mask.png").size == (30, 24)
+    # x.png and x.jpg share a stem: the second one named gets the hash of its path
+    assert Image.open(out / "x_mask.png").size == (30, 20)
+    assert Image.open(out / f"x-{path_hash(tmp_path / 'x.jpg')}_mask.png").size == (30, 24)
     assert Image.open(out / "y_mask.png").size == (30, 22)
 
 
@@ -169,6 +175,122 @@ def test_collect_inputs(tmp_path):
     assert [(str(i.path.relative_to(tmp_path)), str(i.stem)) for i in got] == [
         ("a/1.jpg", "1"), ("a/b/2.PNG", "b/2"), ("3.png", "3"), ("*.gif", "*")
     ]  # fmt: skip
+
+
+def run_into(out: Path, *inputs, checkpoint: Path, capsys) -> str:
+    """One small run into ``out``; returns its last stdout line (the counts)."""
+    capsys.readouterr()
+    segment(*inputs, "-o", out, "--size", "32", "--workers", "0", "--save", "mask", checkpoint=checkpoint)
+    return capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def assert_every_mask_is_its_own(out: Path) -> dict[str, dict]:
+    """Each summary row's mask has the size of the row's input: no image kept another one's mask."""
+    rows = {r["input"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    for source, row in rows.items():
+        assert row["outputs"], source  # skipped rows too
+        assert Image.open(row["outputs"]).size == Image.open(source).size, source
+        assert (row["width"], row["height"]) == tuple(map(str, Image.open(source).size)), source
+    return rows
+
+
+def test_same_file_name_from_two_folders_is_not_skipped(tmp_path, checkpoint, capsys):
+    """Scenario 7: ``segment d1/photo.jpg -o out`` then ``segment d2/photo.jpg -o out``."""
+    for d, (h, w) in (("d1", (20, 30)), ("d2", (26, 22))):
+        (tmp_path / d).mkdir()
+        photo(h, w).save(tmp_path / d / "photo.jpg")
+    out = tmp_path / "out"
+    assert "1 segmented" in run_into(out, tmp_path / "d1/photo.jpg", checkpoint=checkpoint, capsys=capsys)
+    assert "1 segmented, 0 failed, 0 skipped" in run_into(out, tmp_path / "d2/photo.jpg", checkpoint=checkpoint,
+                                                          capsys=capsys)  # fmt: skip
+    assert Image.open(out / "photo_mask.png").size == (30, 20)  # d1's, untouched
+    assert Image.open(out / f"photo-{path_hash(tmp_path / 'd2/photo.jpg')}_mask.png").size == (22, 26)
+    line = run_into(out, tmp_path / "d2/photo.jpg", tmp_path / "d1/photo.jpg", checkpoint=checkpoint, capsys=capsys)
+    assert "0 segmented, 0 failed, 2 skipped" in line  # each found under its own name, whatever the order
+    assert len(assert_every_mask_is_its_own(out)) == 2
+
+
+def test_adding_files_never_renames_or_mixes_outputs(tmp_path, checkpoint, capsys):
+    """Scenario 7: same-stem files, then ``a-2.jpg`` (the old collision suffix) added, then a source changed."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    photo(20, 30).save(src / "a.jpg")
+    photo(24, 30).save(src / "a.png")
+    assert "2 segmented" in run_into(out, src, checkpoint=checkpoint, capsys=capsys)
+    photo(28, 30).save(src / "a-2.jpg")
+    assert "1 segmented, 0 failed, 2 skipped" in run_into(out, src, checkpoint=checkpoint, capsys=capsys)
+    assert_every_mask_is_its_own(out)
+    photo(32, 36).save(src / "a.png")  # the same path, another photo: redone, not skipped
+    assert "1 segmented, 0 failed, 2 skipped" in run_into(out, src, checkpoint=checkpoint, capsys=capsys)
+    assert len(assert_every_mask_is_its_own(out)) == 3
+
+
+def test_output_folder_inside_the_input_folder_is_not_read(tmp_path, checkpoint, capsys):
+    """Scenario 8: ``segment photos -o photos/out`` twice."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    photo(20, 30).save(src / "a.png")
+    out = src / "out"
+    assert "1 image: 1 segmented" in run_into(out, src, checkpoint=checkpoint, capsys=capsys)
+    assert "1 image: 0 segmented, 0 failed, 1 skipped" in run_into(out, src, checkpoint=checkpoint, capsys=capsys)
+    assert "1 image: 0 segmented" in run_into(out, tmp_path / "photos/**/*.png", checkpoint=checkpoint, capsys=capsys)
+    assert sorted(p.name for p in out.iterdir()) == [".fcnseg", "a_mask.png", "summary.csv"]
+    assert segment(out, "-o", out, checkpoint=checkpoint) == 1
+    assert "inside the output folder" in capsys.readouterr().err
+
+
+def test_summary_keeps_the_rows_of_every_run(tmp_path, checkpoint, capsys):
+    """Scenario 9: runs on a, then b, then a again into one folder; skipped rows carry size and outputs."""
+    photo(20, 30).save(tmp_path / "a.png")
+    photo(24, 26).save(tmp_path / "b.png")
+    out = tmp_path / "out"
+    run_into(out, tmp_path / "a.png", checkpoint=checkpoint, capsys=capsys)
+    run_into(out, tmp_path / "b.png", checkpoint=checkpoint, capsys=capsys)
+    run_into(out, tmp_path / "a.png", checkpoint=checkpoint, capsys=capsys)
+    rows = assert_every_mask_is_its_own(out)
+    assert {Path(i).name: r["status"] for i, r in rows.items()} == {"a.png": "skipped", "b.png": "ok"}
+    assert rows[str(tmp_path / "a.png")]["top_class"] in CATEGORIES
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_summary_rows_merge_by_name(tmp_path, suffix):
+    path = tmp_path / f"summary{suffix}"
+    outputs.write_summary([{"input": "d1/a.png", "name": "a", "status": "failed", "error": "truncated"},
+                           {"input": "b.png", "name": "b", "status": "ok", "width": 3}], path)  # fmt: skip
+    rows = outputs.merge_rows(outputs.read_summary(path), [{"input": "/abs/d1/a.png", "name": "a", "status": "ok"}])
+    assert [(r["input"], r["status"]) for r in rows] == [("/abs/d1/a.png", "ok"), ("b.png", "ok")]
+
+
+def test_symlinked_folders_followed_and_loops_reported(tmp_path, capsys):
+    """Scenario 10: a symlinked sub-folder is walked; a link back up is named on stderr, not followed."""
+    from fcnseg.cli.segment import collect_inputs
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "in/1.png").write_bytes(b"")
+    (tmp_path / "elsewhere/2.png").write_bytes(b"")
+    (tmp_path / "in/linked").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "in/loop").symlink_to(tmp_path / "in")
+    (tmp_path / "in/self").symlink_to(tmp_path / "in/self")
+    got = collect_inputs([str(tmp_path / "in")])
+    assert [str(i.stem) for i in got] == ["1", "linked/2"]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert "in/loop: symbolic link loop" in err[0] and "not followed" in err[0]
+    assert "in/self: broken or looping symbolic link" in err[1]
+
+
+def test_names_from_stdin_never_collide_and_foreign_files_are_kept(tmp_path):
+    """Scenario 7: ``find ... | fcnseg segment -`` with one file name in two folders; files without a record."""
+    from fcnseg.cli._inputs import collect_inputs, name_inputs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "y_mask.png").write_bytes(b"made by someone else")
+    lines = "".join(f"{tmp_path / d / n}\n" for d, n in (("d1", "x.png"), ("d2", "x.png"), ("d1", "y.png")))
+    named = name_inputs(collect_inputs(["-"], io.StringIO(lines)), out)
+    hashed = {d: path_hash(tmp_path / d / "x.png") for d in ("d1", "d2")}
+    assert [str(i.name) for i in named] == ["x", f"x-{hashed['d2']}", f"y-{path_hash(tmp_path / 'd1/y.png')}"]
 
 
 def test_output_folder_not_writable(tmp_path, checkpoint, capsys, monkeypatch):
@@ -210,7 +332,7 @@ def test_disk_full_mid_write(tmp_path, checkpoint, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "b.png: cannot write outputs" in err and "No space left on device" in err
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["a_mask.png", "a_overlay.jpg", "c_mask.png", "c_overlay.jpg", "summary.csv"]
+        [".fcnseg", "a_mask.png", "a_overlay.jpg", "c_mask.png", "c_overlay.jpg", "summary.csv"]
     )
     assert read_summary(out / "summary.csv")["b.png"]["status"] == "failed"
 
@@ -219,7 +341,7 @@ def test_ctrl_c_leaves_only_complete_outputs(tmp_path, checkpoint, capsys, monke
     out = break_overlay_of_b(tmp_path, monkeypatch, KeyboardInterrupt())
     assert segment(tmp_path / "*.png", "-o", out, "--size", "32", "--workers", "0", checkpoint=checkpoint) == 130
     assert "interrupted" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["a_mask.png", "a_overlay.jpg", "summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".fcnseg", "a_mask.png", "a_overlay.jpg", "summary.csv"]
     assert [r["input"] for r in csv.DictReader((out / "summary.csv").open())] == [str(tmp_path / "a.png")]
 
 

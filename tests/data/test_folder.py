@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from seg_datasets import make_folder, save_palette_png
+from seg_datasets import make_folder, rotated_180_pair, save_palette_png
 
 from fcnseg.data import FolderSegmentation, read_mask
 
@@ -45,13 +45,30 @@ def test_size_mismatch_names_the_mask(tmp_path):
         FolderSegmentation(tmp_path, "val")[0]
 
 
-def test_exif_rotated_header_size(tmp_path):
+def red_where_mask_is_1(image, mask) -> float:
+    """Share of pixels where "red" (the image) and "class 1" (the mask) agree."""
+    red = np.asarray(image)[..., 0] > 128
+    return float((red == (np.asarray(mask) == 1)).mean())
+
+
+def test_rotate_180_jpeg_stays_aligned_with_its_mask(tmp_path):
+    make_folder(tmp_path, ["bg", "left", "right"], {"train": [(10, 10)]})
+    rotated_180_pair(tmp_path / "train/images/img000.jpg", tmp_path / "train/masks/img000.png")
+    (tmp_path / "train/images/img000.png").unlink()
+    image, mask = FolderSegmentation(tmp_path, "train")[0]
+    assert red_where_mask_is_1(image, mask) == 1.0  # 0.0 if the photo alone were turned upright
+
+
+def test_exif_orientation_not_applied_and_a_displayed_frame_mask_named(tmp_path):
     make_folder(tmp_path, ["bg", "a"], {"val": [(10, 10)]})
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.new("RGB", (12, 8)).save(tmp_path / "val/images/img000.png", exif=exif.tobytes())
-    Image.new("L", (8, 12)).save(tmp_path / "val/masks/img000.png")
+    Image.new("L", (12, 8)).save(tmp_path / "val/masks/img000.png")
     ds = FolderSegmentation(tmp_path, "val")
-    assert ds.image_size(0) == (12, 8)  # as decoded, upright
+    assert ds.image_size(0) == (8, 12)  # as stored
     image, mask = ds[0]
-    assert image.size == mask.size == (8, 12)
+    assert image.size == mask.size == (12, 8)
+    Image.new("L", (8, 12)).save(tmp_path / "val/masks/img000.png")  # drawn on the photo turned upright
+    with pytest.raises(ValueError, match=r"img000\.png: mask is 8x12 but .* as displayed \(EXIF orientation 6\)"):
+        ds[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from seg_datasets import make_voc
+from seg_datasets import make_voc, rotated_180_pair
 
 from fcnseg.data import VOCSegmentation, get_dataset
 from fcnseg.weights import VOC_CATEGORIES
@@ -62,3 +62,13 @@ def test_errors_name_the_file(tmp_path):
     (voc / "JPEGImages" / "2007_000061.jpg").unlink()
     with pytest.raises(FileNotFoundError, match="2007_000061.jpg"):
         VOCSegmentation(tmp_path)
+
+
+def test_rotate_180_jpeg_stays_aligned_with_its_mask(tmp_path):
+    make_voc(tmp_path)
+    voc = tmp_path / "VOCdevkit/VOC2012"
+    labels = rotated_180_pair(voc / "JPEGImages/2007_000033.jpg", voc / "SegmentationClass/2007_000033.png")
+    image, mask = VOCSegmentation(tmp_path, "val")[0]
+    np.testing.assert_array_equal(np.asarray(mask), labels)
+    red = np.asarray(image)[..., 0] > 128
+    assert (red == (labels == 1)).all()  # none if the photo alone were turned upright

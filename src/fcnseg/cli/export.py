@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from . import CLIError, add_model_arguments
@@ -19,9 +20,21 @@ def _sizes(text: str) -> list[tuple[int, int]]:
     return sizes  # type: ignore[return-value]
 
 
+def _tolerance(text: str) -> float:
+    """A finite tolerance >= 0 (a negative or NaN one would pass or fail every check whatever the file holds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def _export(args: argparse.Namespace) -> int:
     import torch
 
+    from .._atomic import atomic_path
     from ..export import check_parity, export_model
     from ..predict import Segmenter
 
@@ -30,36 +43,37 @@ def _export(args: argparse.Namespace) -> int:
     weights = args.weights
     seg = Segmenter(args.model, weights, device="cpu", size=None)
     output = Path(args.output)
-    path, module = export_model(
-        seg.model,
-        output,
-        fmt=args.format,
-        model_name=seg.model_name,
-        weights=str(weights) if weights is not None else None,
-        categories=seg.categories,
-        preprocessing=args.with_preprocessing,
-        argmax=args.argmax,
-        opset=args.opset,
-        mean=seg.preprocess.mean,
-        std=seg.preprocess.std,
-    )
     runtime = "ONNX Runtime (CPU)" if args.format == "onnx" else "TorchScript (torch.jit.load)"
-    print(
-        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {module.describe()['input']} -> "
-        f"{module.describe()['output']}"
-    )
-    print(
-        f"parity: {runtime} vs PyTorch eager, pass if max|dlogit| <= {args.rtol:g} * max(1, max|logit|) and no "
-        "class change where the top-2 margin exceeds that"
-    )
-    reports = check_parity(path, module, sizes=args.check_sizes, batch_sizes=(1, 2), rtol=args.rtol)
-    for r in reports:
-        print("  " + r.line())
-    failed = [r for r in reports if not r.ok]
-    if failed:
-        path.unlink(missing_ok=True)
-        raise CLIError(f"{output}: parity check failed on {len(failed)} of {len(reports)} shapes; file removed")
-    print(f"parity ok on {len(reports)} shapes")
+    with atomic_path(output) as tmp:  # checked under a temporary name: --output is replaced only by a good file
+        _, module = export_model(
+            seg.model,
+            tmp,
+            fmt=args.format,
+            model_name=seg.model_name,
+            weights=str(weights) if weights is not None else None,
+            categories=seg.categories,
+            preprocessing=args.with_preprocessing,
+            argmax=args.argmax,
+            opset=args.opset,
+            mean=seg.preprocess.mean,
+            std=seg.preprocess.std,
+        )
+        print(
+            f"exported {args.format} ({tmp.stat().st_size / 1e6:.1f} MB): {module.describe()['input']} -> "
+            f"{module.describe()['output']}"
+        )
+        print(
+            f"parity: {runtime} vs PyTorch eager, pass if max|dlogit| <= {args.rtol:g} * max(1, max|logit|) and no "
+            "class change where the top-2 margin exceeds that"
+        )
+        reports = check_parity(tmp, module, sizes=args.check_sizes, batch_sizes=(1, 2), rtol=args.rtol)
+        for r in reports:
+            print("  " + r.line())
+        failed = [r for r in reports if not r.ok]
+        if failed:
+            kept = "the previous file is kept" if output.exists() else "nothing written"
+            raise CLIError(f"{output}: parity check failed on {len(failed)} of {len(reports)} shapes; {kept}")
+    print(f"parity ok on {len(reports)} shapes; wrote {output}")
     return 0
 
 
@@ -69,11 +83,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="export a model to ONNX or TorchScript and check it against PyTorch",
         description="Export to ONNX (opset >= 17, dynamic batch/height/width) or TorchScript, with categories, "
         "mean/std, palette and version stored in the file. The export is then run on several input sizes "
-        "and compared with PyTorch; a mismatch beyond the tolerance fails the command and removes the file.",
+        "and compared with PyTorch before it replaces --output; a mismatch beyond the tolerance fails the command "
+        "and leaves --output as it was.",
     )
     add_model_arguments(p, device=False)
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    p.add_argument("--output", "-o", required=True, help="output file (.onnx, or .pt for TorchScript)")
+    p.add_argument(
+        "--output", "-o", required=True, help="output file (.onnx, or .pt for TorchScript; --format decides)"
+    )
     p.add_argument(
         "--with-preprocessing",
         nargs="?",
@@ -89,6 +106,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[(64, 64), (75, 101), (120, 56)],
         help="HxW list for the parity check, each at batch 1 and 2 (default: 64x64,75x101,120x56)",
     )
-    p.add_argument("--rtol", type=float, default=1e-4, help="parity tolerance relative to max|logit| (default 1e-4)")
+    p.add_argument(
+        "--rtol", type=_tolerance, default=1e-4, help="parity tolerance relative to max|logit| (default 1e-4)"
+    )
     p.add_argument("--threads", type=int, default=0, help="limit CPU threads (0: torch default)")
     p.set_defaults(func=_export)

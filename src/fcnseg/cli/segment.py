@@ -9,84 +9,44 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
-import os
 import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..data.folder import IMAGE_SUFFIXES
 from ..distributed import init_distributed
 from ..imageio import ImageDecodeError
 from ..optimize import add_speed_arguments, speed_options_from_args
-from ..outputs import OUTPUT_KINDS, output_paths, write_outputs, write_summary
+from ..outputs import (
+    OUTPUT_KINDS,
+    merge_rows,
+    output_paths,
+    read_record,
+    read_summary,
+    source_of,
+    write_outputs,
+    write_record,
+    write_summary,
+)
 from ..predict import TTA_SCALES, SegmentationResult, Segmenter
 from . import CLIError, add_model_arguments
+from ._inputs import Input, collect_inputs, name_inputs
 
 __all__ = ["Input", "collect_inputs", "example_image", "register", "run"]
 
 DEFAULT_SAVE = "mask,overlay"
 
 
-@dataclass(frozen=True)
-class Input:
-    path: Path
-    stem: Path  # output location relative to OUT_DIR, without suffix (keeps a folder input's sub-folders)
-
-
 def example_image() -> Path:
     """The photo shipped with the package (see ``fcnseg/assets/README.md``)."""
     return Path(str(resources.files("fcnseg") / "assets" / "astronaut.jpg"))
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def collect_inputs(specs: list[str], stdin: TextIO | None = None) -> list[Input]:
-    """Expand files, folders (recursively, image suffixes only), globs and ``-`` (paths on stdin, one a line).
-
-    A path that does not exist (or a pattern that matches nothing) is kept, so that it is reported as a failed
-    input like any unreadable file.
-    Inputs are de-duplicated; two inputs that would write to the same output name get ``-2``, ``-3``... added.
-    """
-    found: list[tuple[Path, Path]] = []
-    for spec in specs:
-        if spec == "-":
-            lines = (stdin or sys.stdin).read().splitlines()
-            found += [(Path(s.strip()), Path(Path(s.strip()).stem)) for s in lines if s.strip()]
-            continue
-        path = Path(spec)
-        matches = [path]
-        if not path.exists() and glob.has_magic(spec):  # a pattern matching nothing stays, to be reported
-            matches = sorted(map(Path, glob.glob(spec, recursive=True))) or [path]
-        for m in matches:
-            if m.is_dir():
-                found += [(f, f.relative_to(m).with_suffix("")) for f in sorted(m.rglob("*")) if _is_image(f)]
-            else:
-                found.append((m, Path(m.stem)))
-    inputs, seen, used = [], set(), set()
-    for path, stem in found:
-        key = os.path.abspath(path)
-        if key in seen:
-            continue
-        seen.add(key)
-        unique, n = stem, 1
-        while unique in used:
-            n += 1
-            unique = stem.with_name(f"{stem.name}-{n}")
-        used.add(unique)
-        inputs.append(Input(path, unique))
-    return inputs
 
 
 def _check_writable(folder: Path) -> None:
@@ -126,7 +86,60 @@ def _parse_scales(text: str) -> tuple[float, ...]:
 
 
 def _row(item: Input, status: str, rank: int, **extra: Any) -> dict[str, Any]:
-    return {"input": str(item.path), "status": status, "rank": rank, **extra}
+    return {"input": str(item.path), "name": str(item.name or ""), "status": status, "rank": rank, **extra}
+
+
+def _prepare(args: argparse.Namespace, out: Path, info: Any) -> tuple[list[Input], list[dict[str, Any]]]:
+    """The named inputs, the same on every rank, and (on rank 0) the rows of the summary already in ``out``.
+
+    Rank 0 alone reads stdin and the folders, warns, and decides the names, so that all ranks agree on them.
+    """
+    found: list[Any] = [None]
+    previous: list[dict[str, Any]] = []
+    if info.is_main:
+        try:
+            previous = read_summary(out / f"summary.{args.summary}")  # unreadable: fail before any work
+            inputs = collect_inputs(args.inputs, output=out)
+            if args.example:
+                inputs.append(Input(example_image(), Path("astronaut")))
+            found[0] = name_inputs(inputs, out)
+        except ValueError as e:
+            found[0] = CLIError(str(e))
+    if info.enabled:
+        dist.broadcast_object_list(found, src=0)
+    if isinstance(found[0], CLIError):
+        raise found[0]
+    return found[0], previous
+
+
+def _done_before(out: Path, item: Input, source: dict[str, Any], kinds: list[str]) -> dict[str, Any] | None:
+    """The summary fields of an input whose outputs were written from this very file, or None.
+
+    "This very file": the record under its name holds the same real path, size and modification time.
+    """
+    record = read_record(out, item.name)
+    paths = output_paths(out / item.name, kinds).values()
+    if record is None or record["source"] != source or not all(p.is_file() for p in paths):
+        return None
+    return {
+        **{k: record[k] for k in ("width", "height", "top_class", "top_share")},
+        "outputs": ";".join(map(str, paths)),
+    }
+
+
+def _save(
+    result: SegmentationResult, item: Input, source: dict[str, Any], out: Path, kinds: list[str], meta: dict[str, Any]
+) -> dict[str, Any]:
+    """Record, then write, one image's outputs; returns the summary fields of its "ok" row.
+
+    Safe to call from a worker thread: it touches only this image's files.
+    """
+    h, w = result.mask.shape
+    top_class, top = next(iter(result.class_stats().items()))
+    fields = {"width": w, "height": h, "top_class": top_class, "top_share": round(top["share"], 6)}
+    write_record(out, item.name, {"source": source, "input": str(item.path), **fields})  # claims the name first
+    written = write_outputs(result, out / item.name, kinds, {"input": str(item.path), **meta})
+    return {**fields, "outputs": ";".join(map(str, written))}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,12 +159,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
     out = Path(args.output)
-    inputs = collect_inputs(args.inputs)
-    if args.example:
-        inputs.append(Input(example_image(), Path("astronaut")))
+    _check_writable(out)
+    inputs, previous = _prepare(args, out, info)
     if not inputs:
         raise CLIError("no inputs: give files, folders, globs, - (paths on stdin) or --example")
-    _check_writable(out)
     weights = args.weights
     weights_label = "none (random init: predictions are meaningless)" if weights is None else args.weights
     kinds = args.save
@@ -160,12 +171,19 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
         say(f"fcnseg segment: warning: --weights none: {args.model} is randomly initialised", file=sys.stderr)
 
     rows: list[dict[str, Any]] = []
-    todo: dict[Path, Input] = {}
+    todo: dict[Path, tuple[Input, dict[str, Any]]] = {}
     for item in inputs[info.rank :: info.world_size]:
-        if not args.overwrite and all(p.is_file() for p in output_paths(out / item.stem, kinds).values()):
-            rows.append(_row(item, "skipped", info.rank))
+        if item.name is None:
+            error = f"{item.path}: {out / item.stem} and its hashed name both hold other images' outputs"
+            rows.append(_row(item, "failed", info.rank, error=error))
+            print(f"fcnseg segment: error: {error}", file=sys.stderr)
+            continue
+        source = source_of(item.path)
+        done = None if args.overwrite else _done_before(out, item, source, kinds)
+        if done is not None:
+            rows.append(_row(item, "skipped", info.rank, **done))
         else:
-            todo[item.path] = item
+            todo[item.path] = (item, source)
 
     results: Iterable[tuple[Path, SegmentationResult | ImageDecodeError]] = ()
     if todo:  # a finished run, resumed, has no model to load
@@ -182,32 +200,27 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
         )
         results = segmenter.predict_paths(list(todo), workers=args.workers, probs="probs" in kinds)
     meta = {"model": args.model, "weights": weights_label}
+    summary = out / f"summary.{args.summary}"
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not sys.stderr.isatty() or not info.is_main)
     start = time.perf_counter()
     try:
         for path, result in results:
-            item = todo[path]
+            item, source = todo[path]
             bar.update()
             if isinstance(result, ImageDecodeError):
                 rows.append(_row(item, "failed", info.rank, error=str(result)))
                 tqdm.write(f"fcnseg segment: error: {result}", file=sys.stderr)
                 continue
-            h, w = result.mask.shape
-            top = next(iter(result.class_stats().items()))
             try:
-                written = write_outputs(result, out / item.stem, kinds, {"input": str(path), **meta})
+                rows.append(_row(item, "ok", info.rank, **_save(result, item, source, out, kinds, meta)))
             except OSError as e:
-                error = f"{path}: cannot write outputs to {out / item.stem.parent} ({e.strerror or e})"
+                h, w = result.mask.shape
+                error = f"{path}: cannot write outputs to {(out / item.name).parent} ({e.strerror or e})"
                 rows.append(_row(item, "failed", info.rank, error=error, width=w, height=h))
                 tqdm.write(f"fcnseg segment: error: {error}", file=sys.stderr)
-                continue
-            rows.append(
-                _row(item, "ok", info.rank, width=w, height=h, top_class=top[0], top_share=round(top[1]["share"], 6),
-                     outputs=";".join(str(p) for p in written))
-            )  # fmt: skip
     except KeyboardInterrupt:
         if not info.enabled:  # keep a record of what was done; every output on disk is complete
-            write_summary(rows, out / f"summary.{args.summary}")
+            write_summary(merge_rows(previous, rows), summary)
         raise
     finally:
         bar.close()
@@ -220,14 +233,12 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
         elapsed = max(t for _, t in gathered)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
     if info.is_main:
-        rows.sort(key=lambda r: r["input"])
-        summary = out / f"summary.{args.summary}"
-        write_summary(rows, summary)
+        write_summary(merge_rows(previous, rows), summary)
         rate = counts["ok"] / elapsed if elapsed > 0 else 0.0
         print(
             f"fcnseg segment: {len(rows)} image{'s' * (len(rows) != 1)}: {counts['ok']} segmented, "
             f"{counts['failed']} failed, "
-            f"{counts['skipped']} skipped (outputs exist) in {elapsed:.1f} s ({rate:.2f} images/s"
+            f"{counts['skipped']} skipped (done before) in {elapsed:.1f} s ({rate:.2f} images/s"
             f"{f' over {info.world_size} processes' if info.enabled else ''}); summary: {summary}"
         )
         if todo and (path := segmenter.speed_path()):
@@ -244,9 +255,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             "pixel) plus the outputs chosen with --save; a summary of the run goes to OUT_DIR/summary.csv. "
             "Launch with torchrun to shard the inputs over processes."
         ),
-        epilog="outputs per input NAME (a folder input keeps its sub-folders): "
+        epilog="outputs per input NAME (its path relative to a folder input, else its stem; plus a hash of its "
+        "path when another image's outputs hold that name): "
         + ", ".join(f"{kind} -> NAME{suffix}" for kind, suffix in OUTPUT_KINDS.items())
-        + ". Inputs whose outputs all exist are skipped unless --overwrite; the exit code is 1 if any input failed.",
+        + ". An input is skipped when OUT_DIR/.fcnseg/NAME.json records outputs made from this very file (path, "
+        "size, mtime) and they all exist, unless --overwrite; the exit code is 1 if any input failed.",
     )
     add_model_arguments(p)
     add_speed_arguments(p)
@@ -280,7 +293,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"comma-separated outputs from {','.join(OUTPUT_KINDS)} (default: {DEFAULT_SAVE})",
     )  # fmt: skip
     p.add_argument("--summary", choices=("csv", "jsonl"), default="csv", help="run summary format (default: csv)")
-    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
+    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs were made from the same file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--example", action="store_true", help="also segment the photo shipped with fcnseg")
     p.set_defaults(func=run)

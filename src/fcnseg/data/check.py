@@ -124,7 +124,7 @@ def _check_split(root: Path, split: str, k: int, ignore_index: int) -> SplitChec
     for stem in sorted(images.keys() & masks.keys()):
         out.pairs += 1
         try:
-            w, h = load_image(images[stem]).size
+            w, h = load_image(images[stem], exif_transpose=False).size  # as datasets read it
         except ValueError as e:
             out.unreadable.append(str(e))
             continue

@@ -60,24 +60,39 @@ def read_mask(path: str | Path) -> Image.Image:
 
 
 def image_header_size(path: str | Path) -> tuple[int, int]:
-    """(H, W) of an image as :func:`~fcnseg.imageio.load_image` will return it, read from the header only."""
+    """(H, W) of an image's stored pixels, read from the header only (datasets do not apply EXIF rotation)."""
     with Image.open(path) as img:
         w, h = img.size
-        rotated = img.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap width and height
-    return (w, h) if rotated else (h, w)
+    return h, w
 
 
-def check_pair_size(image: Image.Image, mask: Image.Image, mask_path: str | Path) -> None:
-    """A mask must cover its image pixel for pixel; raise naming the mask file otherwise."""
-    if image.size != mask.size:
-        w, h = image.size
-        raise ValueError(f"{mask_path}: mask is {mask.width}x{mask.height} but its image is {w}x{h}")
+def check_pair_size(image: Image.Image, mask: Image.Image, mask_path: str | Path, image_path: str | Path) -> None:
+    """A mask must cover its image's stored pixels one for one; raise naming the mask file otherwise.
+
+    A mask the size of the image *as displayed* (an EXIF orientation that swaps width and height) was drawn on
+    the rotated photo: the error says so, as nothing else would tell the two conventions apart.
+    """
+    if image.size == mask.size:
+        return
+    w, h = image.size
+    hint = ""
+    with Image.open(image_path) as img:
+        orientation = img.getexif().get(0x0112, 1)
+    if orientation in (5, 6, 7, 8) and mask.size == (h, w):
+        hint = (
+            f"; it matches the image as displayed (EXIF orientation {orientation}), but masks pair with an image's "
+            "stored pixels, as in COCO and VOC: rotate the mask to them or remove the image's orientation tag"
+        )
+    raise ValueError(f"{mask_path}: mask is {mask.width}x{mask.height} but its image is {w}x{h}{hint}")
 
 
 class ImageMaskPairs:
     """Shared reading of ``self.images[i]`` / ``self.masks[i]`` file pairs; subclasses fill both lists.
 
-    Yields ``(RGB image, "L" index mask)``, or ``transforms(image, mask)`` when set.
+    Yields ``(RGB image, "L" index mask)``, or ``transforms(image, mask)`` when set. Images are read as stored,
+    without their EXIF rotation, like their masks (as torchvision's references and :mod:`fcnseg.data.coco` do):
+    pixels that line up in the two files line up in training. Rotating the photo alone would turn it against
+    its mask, and a "rotate 180" JPEG would train on a misaligned pair without any error.
     """
 
     images: list[Path]
@@ -92,8 +107,8 @@ class ImageMaskPairs:
         return image_header_size(self.images[i])
 
     def __getitem__(self, i: int) -> Any:
-        image, mask = load_image(self.images[i]), read_mask(self.masks[i])
-        check_pair_size(image, mask, self.masks[i])
+        image, mask = load_image(self.images[i], exif_transpose=False), read_mask(self.masks[i])
+        check_pair_size(image, mask, self.masks[i], self.images[i])
         if self.transforms is not None:
             return self.transforms(image, mask)
         return image, mask
