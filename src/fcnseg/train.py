@@ -634,8 +634,11 @@ def _process_group(device: str) -> Iterator[tuple[DistInfo, torch.device]]:
 def _train(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, device: torch.device) -> dict[str, Any]:
     """Setup, then per epoch: train, validate, save. ``ckpt`` is the checkpoint a resumed run continues."""
     run = _setup(config, ckpt, info, device)
-    state = RunState(**{f.name: ckpt[f.name] for f in fields(RunState)}) if ckpt else RunState()
-    if ckpt is not None:
+    if ckpt is None:
+        state = RunState()
+        _seed_everything(config.seed + info.rank)  # dropout differs per rank, as with independent GPUs
+    else:
+        state = RunState(**{f.name: ckpt[f.name] for f in fields(RunState)})
         _restore(run, ckpt, state)
     if state.epoch >= config.epochs:
         run.log.message(f"{config.resume} has finished its {config.epochs} epochs: nothing to do")
@@ -666,28 +669,28 @@ def _setup(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, dev
     until all of it succeeded."""
     amp = _check_config(config, info, device)
     out = Path(config.output_dir)
-    _check_output_dir(out, config)
+    _check_output_dir(out, config)  # on every rank, before the first collective: before rank 0 writes anything
     if config.deterministic:
         torch.use_deterministic_algorithms(True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = not config.deterministic
 
-    # Data: raw training pairs (augmented per sample below) and the evaluation-preset validation set.
-    train_raw = build_dataset(config.dataset, config.data_root, config.train_split)
-    val_set = None
-    if config.val_split:
-        eval_preset = SegmentationEval(resize_size=config.base_size)
-        val_set = build_dataset(config.dataset, config.data_root, config.val_split, eval_preset)
+    train_raw, val_set = _datasets(config)
 
-    # Model: the same initialisation on every rank; a resumed run's weights come from its checkpoint.
+    # Model: the same initialisation on every rank; a resumed run's weights come from its checkpoint (_restore).
     _seed_everything(config.seed)
     if ckpt is None:
         model, categories, fresh = build_model(config, getattr(train_raw, "categories", None))
+        class_weights = _class_weights(config, train_raw, len(categories))
     else:
         bare = replace(config, weights=None, weights_backbone=None, num_classes=ckpt["num_classes"])
         model, categories, fresh = build_model(bare, ckpt["categories"])
+        class_weights = torch.tensor(ckpt["class_weights"]) if ckpt.get("class_weights") is not None else None
     _check_ignore_index(config.ignore_index, len(categories))
+    model, net = _place_model(model, config, info, device)
 
+    # Data order: every rank draws its share of each global batch; validation images are split across ranks
+    # (each scores every world_size-th one) and the confusion matrices summed.
     train_set = _Augmented(
         train_raw,
         SegmentationTrain(base_size=config.base_size, crop_size=config.crop_size, ignore_index=config.ignore_index),
@@ -703,17 +706,42 @@ def _setup(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, dev
             f"{info.world_size} processes x {config.accum_steps} accumulation"
         )
     val_loader = None
-    if val_set is not None:  # each rank scores every world_size-th image; the confusion matrices are summed
+    if val_set is not None:
         val_part = Subset(val_set, range(info.rank, len(val_set), info.world_size))
         collate = partial(pad_collate, ignore_index=config.ignore_index)
         val_loader = DataLoader(val_part, batch_size=1, num_workers=config.workers, collate_fn=collate)
-    class_weights = None
-    if ckpt is None:
-        class_weights = _class_weights(config, train_raw, len(categories))
-    elif ckpt.get("class_weights") is not None:
-        class_weights = torch.tensor(ckpt["class_weights"])
 
-    # Model placement: freezing, SyncBatchNorm, memory format, DDP.
+    # Optimizer and schedule: the reference's three parameter groups, poly decay per optimizer step.
+    global_batch = config.batch_size * info.world_size * config.accum_steps
+    lr = config.lr if config.lr is not None else REFERENCE_LR * global_batch / REFERENCE_BATCH
+    optimizer, scheduler = _optimizer(model, config, lr, steps_per_epoch)
+
+    run = _Run(
+        config=config, info=info, device=device, out=out, log=_Logger(out, info.is_main), categories=categories,
+        train_set=train_set, sampler=sampler, val_loader=val_loader, model=model, net=net, optimizer=optimizer,
+        scheduler=scheduler, scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
+        amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), class_weights=class_weights,
+        global_batch=global_batch, steps_per_epoch=steps_per_epoch,
+    )  # fmt: skip
+    _open_output(run, lr, fresh, amp, new=ckpt is None)
+    return run
+
+
+def _datasets(config: TrainConfig) -> tuple[Any, Any]:
+    """The raw training pairs (augmented per sample by ``_Augmented``) and the validation set (evaluation preset,
+    or None without ``val_split``)."""
+    train_raw = build_dataset(config.dataset, config.data_root, config.train_split)
+    val_set = None
+    if config.val_split:
+        preset = SegmentationEval(resize_size=config.base_size)
+        val_set = build_dataset(config.dataset, config.data_root, config.val_split, preset)
+    return train_raw, val_set
+
+
+def _place_model(
+    model: nn.Module, config: TrainConfig, info: DistInfo, device: torch.device
+) -> tuple[nn.Module, nn.Module]:
+    """Freezing, SyncBatchNorm, device, memory format; returns (model, what training calls: DDP around it or it)."""
     if config.freeze_backbone:
         model.backbone.requires_grad_(False)
     if config.sync_bn and info.enabled:
@@ -721,43 +749,37 @@ def _setup(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, dev
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    net = model
-    if info.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if not info.enabled:
+        return model, model
+    return model, nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
-    # Optimizer and schedule: the reference's three parameter groups, poly decay per optimizer step.
-    global_batch = config.batch_size * info.world_size * config.accum_steps
-    lr = config.lr if config.lr is not None else REFERENCE_LR * global_batch / REFERENCE_BATCH
-    optimizer, scheduler = _optimizer(model, config, lr, steps_per_epoch)
 
-    # Output: everything checked; a new run claims its folder and says how it was set up.
-    log = _Logger(out, info.is_main)
+def _open_output(run: _Run, lr: float, fresh: list[str], amp: str, *, new: bool) -> None:
+    """Everything checked: claim the output folder (rank 0) and say how the run is set up; a new run records its
+    start and class weights."""
+    config, info, out = run.config, run.info, run.out
     if info.is_main:
         if config.exist_ok and not _own_folder(out, config):
             _clear_output_dir(out)
         out.mkdir(parents=True, exist_ok=True)
-    log.message(
-        f"lr {lr:g} = 0.02 x global batch {global_batch} / 32 "
+    gb = run.global_batch
+    run.log.message(
+        f"lr {lr:g} = 0.02 x global batch {gb} / 32 "
         f"({config.batch_size} per process x {info.world_size} processes x {config.accum_steps} accumulation)"
         if config.lr is None
-        else f"lr {lr:g} (given; global batch {global_batch})"
+        else f"lr {lr:g} (given; global batch {gb})"
     )
     if fresh:
         heads = sorted({k.rsplit(".", 1)[0] for k in fresh})
-        log.message(f"fine-tuning to {len(categories)} classes: re-initialised {heads}")
-    if ckpt is None:
-        log.record("start", config=asdict(config), lr=lr, global_batch=global_batch, categories=categories,
-                   steps_per_epoch=steps_per_epoch, world_size=info.world_size, amp=amp)  # fmt: skip
-        if class_weights is not None and info.is_main:
-            (out / "class_weights.txt").write_text("\n".join(f"{w:.6g}" for w in class_weights.tolist()) + "\n")
-        _seed_everything(config.seed + info.rank)  # dropout differs per rank, as with independent GPUs
-    return _Run(
-        config=config, info=info, device=device, out=out, log=log, categories=categories, train_set=train_set,
-        sampler=sampler, val_loader=val_loader, model=model, net=net, optimizer=optimizer, scheduler=scheduler,
-        scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
-        amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp), class_weights=class_weights,
-        global_batch=global_batch, steps_per_epoch=steps_per_epoch,
-    )  # fmt: skip
+        run.log.message(f"fine-tuning to {len(run.categories)} classes: re-initialised {heads}")
+    if new:
+        run.log.record("start", config=asdict(config), lr=lr, global_batch=gb, categories=run.categories,
+                       steps_per_epoch=run.steps_per_epoch, world_size=info.world_size, amp=amp)  # fmt: skip
+        if run.class_weights is not None and info.is_main:
+            text = "\n".join(f"{w:.6g}" for w in run.class_weights.tolist()) + "\n"
+            (out / "class_weights.txt").write_text(text)
 
 
 def _restore(run: _Run, ckpt: dict[str, Any], state: RunState) -> None:
