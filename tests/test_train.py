@@ -648,29 +648,30 @@ def test_an_ignore_index_other_than_255_pads_crops_with_it(mini, tmp_path):
 
 @pytest.mark.slow
 def test_resume_with_another_number_of_processes_continues_where_it_stopped(tmp_path):
-    """Scenario 3: a run stopped after 3 of its 4 steps resumes 1 -> 2 and 2 -> 1 processes (gloo), the global
-    batch of 4 kept by deriving the per-process batch; both end where the uninterrupted run ends.
+    """Scenario 3: a one-process run (global batch 4, 4 steps) is resumed after step 1 by 2 processes (gloo),
+    whose checkpoint after step 3 is resumed by one process again; the per-process batch is derived to keep the
+    global batch. Both legs continue from where they stopped and end where the uninterrupted run ends.
 
     Held fixed as in the test above (BN and backbone frozen, no dropout, no padded crops), same tolerance.
     """
     root = write_shapes_dataset(tmp_path / "data", n_train=8, n_val=0, seed=1)
     start = _calibrated_start(root, tmp_path / "start.pth")
     run = _launcher(tmp_path)
-    args = ["--data-root", str(root), "--weights", str(tmp_path / "start.pth"), "--freeze-bn", "--freeze-backbone",
-            "--base-size", "96", "--crop-size", "48", "--epochs", "2", "--lr", "0.002", "--workers", "0",
-            "--no-progress", "--no-val", "--save-every", "1"]  # fmt: skip
-    run(1, *args, "-b", "4", "--output-dir", str(tmp_path / "one"), KEEP_STEPS="1")
-    run(2, *args, "-b", "2", "--output-dir", str(tmp_path / "two"), KEEP_STEPS="1")
-    run(2, "--resume", str(tmp_path / "one" / "step3.pth"), "--output-dir", str(tmp_path / "one_two"), "--no-progress")
-    run(1, "--resume", str(tmp_path / "two" / "step3.pth"), "--output-dir", str(tmp_path / "two_one"), "--no-progress")
+    run(1, "--data-root", str(root), "--weights", str(tmp_path / "start.pth"), "--freeze-bn", "--freeze-backbone",
+        "--base-size", "96", "--crop-size", "48", "--epochs", "2", "-b", "4", "--lr", "0.002", "--workers", "0",
+        "--no-progress", "--no-val", "--save-every", "1", "--log-every", "1", "--output-dir", str(tmp_path / "one"),
+        KEEP_STEPS="1")  # fmt: skip
+    run(2, "--resume", str(tmp_path / "one" / "step1.pth"), "--output-dir", str(tmp_path / "two"), "--no-progress",
+        KEEP_STEPS="1")  # fmt: skip
+    run(1, "--resume", str(tmp_path / "two" / "step3.pth"), "--output-dir", str(tmp_path / "back"), "--no-progress")
 
     reference = torch.load(tmp_path / "one" / "last.pth", weights_only=True)
-    for name, batch, world in (("one_two", 2, 2), ("two_one", 4, 1)):
+    for name, batch, world, steps in (("two", 2, 2, [2, 3, 4]), ("back", 4, 1, [4])):
         resumed = torch.load(tmp_path / name / "last.pth", weights_only=True)
         assert (resumed["step"], resumed["samples"], resumed["epoch"]) == (4, 16, 2), name
         assert resumed["config"]["batch_size"] == batch and len(resumed["rng"]) == world
-        assert resumed["scheduler"]["last_epoch"] == 4  # the lr schedule went on from step 3 to its end
-        assert [r["step"] for r in _records(tmp_path / name, "train")] == [4]
+        assert resumed["scheduler"]["last_epoch"] == 4  # the lr schedule went on to its end
+        assert [r["step"] for r in _records(tmp_path / name, "train")] == steps
         _assert_trained_alike(reference["model"], resumed["model"], start)
 
 

@@ -414,9 +414,11 @@ def _check_output_dir(out: Path, config: TrainConfig) -> None:
         return
     found = sorted(name for name in RUN_FILES if (out / name).exists())
     if found:
+        last = out / "last.pth"
+        resume = f"continue it with --resume {last}" if last.exists() else "it saved no checkpoint to --resume"
         raise FileExistsError(
-            f"{out} already holds a run ({', '.join(found)}); continue it with --resume {out / 'last.pth'}, "
-            "or start over in it with --exist-ok (its files are replaced)"
+            f"{out} already holds a run ({', '.join(found)}); {resume}, or start over in it with --exist-ok "
+            "(its files are replaced), or choose another --output-dir"
         )
 
 
