@@ -569,7 +569,7 @@ def test_a_copied_run_folder_resumes_into_the_copy(finished, tmp_path):
     )  # exact, as a resume in the original folder
 
 
-def test_resume_refuses_changed_settings_in_one_line(finished, tmp_path, capsys):
+def test_resume_refuses_changed_settings_in_one_line(finished, shapes, capsys):
     """Scenario 2: flags that change the training, given with --resume and different, are refused, not ignored;
     a flag given at its default value counts as given; a finished run asked for more epochs is told how."""
     run, before = finished, _snapshot(finished)
@@ -587,6 +587,8 @@ def test_resume_refuses_changed_settings_in_one_line(finished, tmp_path, capsys)
     assert "finished its 2 epochs" in err and f"fcnseg train --weights {run / 'last.pth'} --epochs N" in err, err
     assert main(["train", "--resume", str(run / "step3.pth"), "-b", "3"]) == 1
     assert "global batch is 4" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run / "step3.pth"), "--data-root", str(shapes), "--no-progress"]) == 1
+    assert f"is {shapes} the dataset it was trained on?" in capsys.readouterr().err  # 16 images, not 8
     assert _snapshot(run) == before
 
 

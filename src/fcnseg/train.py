@@ -797,6 +797,12 @@ def _restore(run: _Run, ckpt: dict[str, Any], state: RunState) -> None:
         _seed_everything(run.config.seed + info.rank + state.step)
         run.log.message(f"note: checkpoint has RNG states for {len(rng)} processes, this run has {info.world_size}")
     if state.epoch < run.config.epochs:
+        per_epoch = run.steps_per_epoch * run.global_batch
+        if not 0 <= state.samples - state.epoch * per_epoch <= per_epoch:
+            raise ValueError(
+                f"{run.config.resume} has seen {state.samples} samples, which is not within epoch {state.epoch + 1} "
+                f"of {per_epoch} samples here: is {run.config.data_root} the dataset it was trained on?"
+            )
         total = run.steps_per_epoch * run.config.epochs
         run.log.message(f"resumed {run.config.resume} at epoch {state.epoch + 1}, step {state.step}/{total}")
         run.log.record("resume", checkpoint=run.config.resume, step=state.step, samples=state.samples,
