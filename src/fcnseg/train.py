@@ -1,9 +1,9 @@
 """Training and fine-tuning with torchvision's reference recipe; resumable; one process or torchrun (DDP).
 
-``fit(TrainConfig(...))`` is the whole loop; ``fcnseg train`` is a thin layer over it. The recipe
-(``references/segmentation/train.py``): SGD, momentum 0.9, weight decay 1e-4, lr 0.02 for a global batch of 32
-(scaled linearly here), poly decay with power 0.9 stepped every iteration (optional linear warm-up), the aux head
-at 10x lr, loss = CE(out) + 0.5 * CE(aux) with ignore index 255, 30 epochs.
+``fit(TrainConfig(...))`` trains, ``resume(checkpoint)`` continues; ``fcnseg train`` is a thin layer over them.
+The recipe (``references/segmentation/train.py``): SGD, momentum 0.9, weight decay 1e-4, lr 0.02 for a global
+batch of 32 (scaled linearly here), poly decay with power 0.9 stepped every iteration (optional linear warm-up),
+the aux head at 10x lr, loss = CE(out) + 0.5 * CE(aux) with ignore index 255 (configurable), 30 epochs.
 
 Determinism, which makes ``resume`` exact and one process equal to many: the sampler shuffles with
 ``seed + epoch``; every sample's augmentation draws from a generator seeded by (seed, epoch, index); the loader
@@ -104,7 +104,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     warmup_factor: float = 0.01  # lr multiplier at the first warm-up step
     class_weights: str | None = None  # "auto" (median frequency balancing) or a file with one weight per class
-    ignore_index: int = 255
+    ignore_index: int = 255  # void pixels and crop padding; any value that is not a class (-1 too)
     amp: str = "none"  # none | auto | bf16 | fp16 (auto: fp16 on CUDA, bf16 on CPU)
     channels_last: bool = False
     # run
