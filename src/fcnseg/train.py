@@ -380,20 +380,15 @@ def _seed_everything(seed: int) -> None:
 
 
 def _load_resume(path: str | Path) -> dict[str, Any]:
-    """A training checkpoint, upgraded to the current format version."""
+    """A training checkpoint, upgraded to the current format version (a newer one is refused on reading)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint to resume from")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    missing = [k for k in ("model", "optimizer", "scheduler", "config", "step", "epoch") if k not in ckpt]
+    model, ckpt = read_checkpoint(path)
+    missing = [k for k in ("optimizer", "scheduler", "config", "step", "epoch") if k not in ckpt]
     if missing:
         raise WeightsError(f"{path}: not a training checkpoint (no {missing[0]!r}); use it as --weights instead")
-    version = ckpt.get("version", 0)
-    if version > CHECKPOINT_VERSION:
-        raise WeightsError(f"{path}: checkpoint format version {version} is newer than this fcnseg; upgrade fcnseg")
-    if version == 0:  # before the format fields: one RNG state per process, the step counted in global batches
+    ckpt["model"] = model
+    if "version" not in ckpt:  # before the format fields: one RNG state per process, the step in global batches
         c = ckpt["config"]
         ckpt["global_batch"] = c["batch_size"] * len(ckpt["rng"]) * c["accum_steps"]
         ckpt["samples"] = ckpt["step"] * ckpt["global_batch"]
