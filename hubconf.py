@@ -1,6 +1,7 @@
 """torch.hub entry points: ``torch.hub.load("<owner>/fcnseg", "fcn_resnet50", pretrained=True)``.
 
-A checkout works too: ``torch.hub.load(path, "fcn_resnet50", pretrained=True, source="local")``.
+A checkout works too: ``torch.hub.load(path, "fcn_resnet50", pretrained=True, source="local")``, and so does a
+checkpoint ``fcnseg train`` wrote, with or without its aux head: ``torch.hub.load(..., weights="runs/x/best.pth")``.
 """
 
 import os

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ from fcnseg.train import (
     save_checkpoint,
 )
 from fcnseg.transforms import IMAGENET_MEAN, IMAGENET_STD, SegmentationEval, SegmentationTrain
-from fcnseg.weights import FCN_ResNet50_Weights, ResNet50_Weights, read_checkpoint
+from fcnseg.weights import FCN_ResNet50_Weights, ResNet50_Weights, WeightsError, read_checkpoint
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -375,26 +376,84 @@ def test_finetune_refuses_a_class_count_that_contradicts_classes_txt(shapes, tmp
 # ----------------------------------------------------------------------------------------------- DDP
 
 _WORKER = """
+import os
+import shutil
 import sys
+from pathlib import Path
 import torch
 from torch import nn
 import fcnseg.train as T
 
 torch.set_num_threads(1)
-build = T.build_model
+build, save = T.build_model, T.save_checkpoint
 
 def build_without_dropout(*args, **kwargs):
     # Dropout masks come from each process's RNG, so they cannot match a single process: switch it off.
     model, categories, fresh = build(*args, **kwargs)
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
+    if os.environ.get("KEEP_DROPOUT") != "1":
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
     return model, categories, fresh
 
+def keep_steps(state, path):
+    # every save of last.pth also kept as step{N}.pth, to resume from
+    save(state, path)
+    if Path(path).name == "last.pth":
+        shutil.copyfile(path, Path(path).with_name(f"step{state['step']}.pth"))
+
 T.build_model = build_without_dropout
+if os.environ.get("KEEP_STEPS") == "1":
+    T.save_checkpoint = keep_steps
 from fcnseg.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def _calibrated_start(root: Path, path: Path) -> dict[str, torch.Tensor]:
+    """Random-init start weights whose BatchNorm statistics come from one pass over training images: with BN
+    frozen, a random network's fixed statistics would otherwise blow activations up."""
+    torch.manual_seed(5)
+    model = fcn_resnet50(num_classes=3, aux_loss=True)
+    calib = FolderSegmentation(root, "train", SegmentationEval(resize_size=48))
+    images, _ = pad_collate([calib[i] for i in range(8)])
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 1.0  # running statistics := this batch's
+    with torch.no_grad():
+        model.train()(images)
+    torch.save(model.state_dict(), path)
+    return model.state_dict()
+
+
+def _launcher(tmp_path: Path):
+    """``run(nproc, *args)``: `fcnseg train` through the worker, in one process or under torchrun (gloo)."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(_WORKER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    env.pop("WORLD_SIZE", None)
+
+    def run(nproc: int, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        launch = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                     "--nproc-per-node", str(nproc)]  # fmt: skip
+        proc = subprocess.run([*launch, str(worker), "train", *args], env={**env, **extra_env},
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    return run
+
+
+def _assert_trained_alike(a: dict, b: dict, start: dict) -> None:
+    """Frozen tensors bitwise equal; trained ones within 1e-5 of their own update (float32 sum order)."""
+    for k, va in a.items():
+        vb, v0 = b[k], start[k]
+        if k.startswith("backbone.") or "running_" in k or not va.is_floating_point():  # frozen
+            assert torch.equal(va, vb) and torch.equal(va, v0), k
+        else:
+            update = (va - v0).abs().max().item()
+            assert update > 0, k  # it trained
+            assert (va - vb).abs().max().item() <= 1e-5 * update, k
 
 
 @pytest.mark.slow
@@ -414,52 +473,224 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     the backbone bitwise equal.
     """
     root = write_shapes_dataset(tmp_path / "data", n_train=12, n_val=6, seed=1)
-    torch.manual_seed(5)
-    model = fcn_resnet50(num_classes=3, aux_loss=True)
-    calib = FolderSegmentation(root, "train", SegmentationEval(resize_size=48))
-    images, _ = pad_collate([calib[i] for i in range(8)])
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = 1.0  # running statistics := this batch's
-    with torch.no_grad():
-        model.train()(images)
-    torch.save(model.state_dict(), tmp_path / "start.pth")
-    worker = tmp_path / "worker.py"
-    worker.write_text(_WORKER)
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    env.pop("WORLD_SIZE", None)
-    args = ["train", "--data-root", str(root), "--weights", str(tmp_path / "start.pth"), "--freeze-bn",
-            "--freeze-backbone", "--base-size", "96", "--crop-size", "48", "--epochs", "1", "--lr", "0.002",
-            "--workers", "0", "--no-progress", "--json"]  # fmt: skip
-    one = subprocess.run(
-        [sys.executable, str(worker), *args, "-b", "4", "--output-dir", str(tmp_path / "one")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(worker),
-         *args, "-b", "2", "--output-dir", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
+    start = _calibrated_start(root, tmp_path / "start.pth")
+    run = _launcher(tmp_path)
+    args = ["--data-root", str(root), "--weights", str(tmp_path / "start.pth"), "--freeze-bn", "--freeze-backbone",
+            "--base-size", "96", "--crop-size", "48", "--epochs", "1", "--lr", "0.002", "--workers", "0",
+            "--no-progress", "--json"]  # fmt: skip
+    run(1, *args, "-b", "4", "--output-dir", str(tmp_path / "one"))
+    run(2, *args, "-b", "2", "--output-dir", str(tmp_path / "two"))
 
     a = torch.load(tmp_path / "one" / "last.pth", weights_only=True)
     b = torch.load(tmp_path / "two" / "last.pth", weights_only=True)
     assert a["step"] == b["step"] == 3
     assert b["config"]["batch_size"] == 2 and len(b["rng"]) == 2  # every rank's RNG state is kept
-    start = torch.load(tmp_path / "start.pth", weights_only=True)
-    for k, va in a["model"].items():
-        vb, v0 = b["model"][k], start[k]
-        if k.startswith("backbone.") or "running_" in k or not va.is_floating_point():  # frozen
-            assert torch.equal(va, vb) and torch.equal(va, v0), k
-        else:
-            update = (va - v0).abs().max().item()
-            assert update > 0, k  # it trained
-            assert (va - vb).abs().max().item() <= 1e-5 * update, k
+    _assert_trained_alike(a["model"], b["model"], start)
     # validation: each image scored once across the ranks, the confusion matrix all-reduced
     assert a["metrics"]["pixel_acc"] == pytest.approx(b["metrics"]["pixel_acc"], abs=2e-4)  # <= 3 pixels flip
     # only rank 0 writes: one log with one start record, no stray files
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best.pth", "last.pth", "log.jsonl"]
     assert len(_records(tmp_path / "two", "start")) == 1
     assert _records(tmp_path / "two", "start")[0]["global_batch"] == 4
+
+
+# ------------------------------------------------------------------------ one run per folder, explicit resume
+
+
+@pytest.fixture(scope="module")
+def finished(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 2-epoch run (2 steps each, no aux head, validated), checkpointed after every step.
+
+    The save after step 3 is also kept as ``step3.pth``, to resume mid-epoch from.
+    """
+    out = tmp_path_factory.mktemp("finished") / "run"
+    real = train_mod.save_checkpoint
+
+    def keep_steps(state, path):
+        real(state, path)
+        if Path(path).name == "last.pth" and state["step"] == 3:
+            real(state, Path(path).with_name("step3.pth"))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train_mod, "save_checkpoint", keep_steps)
+        fit(_tiny(mini, out, epochs=2, save_every=3, base_size=32, crop_size=32, aux_loss=False))
+    torch.set_num_threads(threads)
+    return out
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a run folder; checkpoints are hard links (they are only ever replaced, never written in place)."""
+    dst.mkdir()
+    for p in src.iterdir():
+        (os.link if p.suffix == ".pth" else shutil.copy2)(p, dst / p.name)
+    return dst
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+def test_a_new_run_never_writes_into_a_folder_holding_another_run(finished, mini, tmp_path, capsys):
+    """Scenario 1: a second run into the same folder is refused, naming the folder and both ways out; nothing of
+    the first run changes. ``--exist-ok`` starts over: none of the first run's files is left to mix in."""
+    run = _copy_run(finished, tmp_path / "run")
+    before = _snapshot(run)
+    with pytest.raises(FileExistsError) as e:
+        fit(_tiny(mini, run))
+    assert str(run) in str(e.value) and f"--resume {run / 'last.pth'}" in str(e.value) and "--exist-ok" in str(e.value)
+    argv = ["train", "--data-root", str(mini), "--output-dir", str(run), "--weights-backbone", "none", "-b", "4",
+            "--epochs", "1", "--base-size", "32", "--crop-size", "32", "--workers", "0", "--no-progress",
+            "--no-val"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{run} already holds a run" in err and "--exist-ok" in err, err
+    assert _snapshot(run) == before
+
+    assert main([*argv, "--exist-ok"]) == 0  # no validation, so a stale best.pth would survive if not removed
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("step")) == ["last.pth", "log.jsonl"]
+    assert [r["event"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())] == ["start", "train"]
+    assert torch.load(run / "last.pth", weights_only=True)["config"]["epochs"] == 1
+
+
+def test_a_copied_run_folder_resumes_into_the_copy(finished, tmp_path):
+    """Scenario 2: the checkpoint stores the absolute folder it was written in; a resume must not write there."""
+    original_log = (finished / "log.jsonl").read_bytes()
+    copy = _copy_run(finished, tmp_path / "copy")
+    (copy / "last.pth").unlink()
+    result = fit(TrainConfig(resume=str(copy / "step3.pth"), progress=False, workers=0))
+    assert result["last"] == str(copy / "last.pth") and result["steps"] == 4
+    assert (finished / "log.jsonl").read_bytes() == original_log
+    records = [json.loads(line) for line in (copy / "log.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in records][-3:] == ["resume", "train", "val"] and records[-2]["step"] == 4
+    _assert_state_equal(
+        torch.load(copy / "last.pth", weights_only=True)["model"], torch.load(finished / "last.pth")["model"]
+    )  # exact, as a resume in the original folder
+
+
+def test_resume_refuses_changed_settings_in_one_line(finished, shapes, capsys):
+    """Scenario 2: flags that change the training, given with --resume and different, are refused, not ignored;
+    a flag given at its default value counts as given; a finished run asked for more epochs is told how."""
+    run, before = finished, _snapshot(finished)
+    for flags, expected in [
+        (["--lr", "0.5", "--crop-size", "40"], "crop_size 40 (checkpoint: 32), lr 0.5 (checkpoint: 0.01)"),
+        (["--seed", "0", "--ignore-index", "255", "--epochs", "30"], "epochs 30 (checkpoint: 2)"),  # 30: the default
+        (["--no-aux-loss", "--freeze-bn"], "freeze_bn True (checkpoint: False)"),
+    ]:
+        assert main(["train", "--resume", str(run / "step3.pth"), "--no-progress", *flags]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err and f"--weights {run / 'step3.pth'}" in err, err
+        assert "seed" not in err and "aux_loss" not in err  # equal to the checkpoint's: fine
+    assert main(["train", "--resume", str(run / "last.pth"), "--epochs", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "finished its 2 epochs" in err and f"fcnseg train --weights {run / 'last.pth'} --epochs N" in err, err
+    assert main(["train", "--resume", str(run / "step3.pth"), "-b", "3"]) == 1
+    assert "global batch is 4" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run / "step3.pth"), "--data-root", str(shapes), "--no-progress"]) == 1
+    assert f"is {shapes} the dataset it was trained on?" in capsys.readouterr().err  # 16 images, not 8
+    assert _snapshot(run) == before
+
+
+def test_per_process_batch_keeps_the_global_batch_or_refuses():
+    """Scenario 3: the per-process batch a resume with another number of processes gets."""
+    assert train_mod._per_process_batch(8, world_size=2, accum_steps=1) == 4
+    assert train_mod._per_process_batch(8, world_size=1, accum_steps=2) == 4
+    assert train_mod._per_process_batch(8, world_size=4, accum_steps=1, batch_size=2) == 2
+    with pytest.raises(ValueError, match="global batch is 6, which 4 processes x 1 accumulation x a whole per"):
+        train_mod._per_process_batch(6, world_size=4, accum_steps=1)
+    with pytest.raises(ValueError, match="global batch is 8, which 2 processes x 1 accumulation x 3 per process"):
+        train_mod._per_process_batch(8, world_size=2, accum_steps=1, batch_size=3)
+
+
+def test_checkpoints_are_versioned_and_load_everywhere_without_aux_head(finished, mini, tmp_path, capsys):
+    """Scenario 5: a --no-aux-loss checkpoint loads through the builders, torch.hub, Segmenter and eval.
+
+    The other commands read the config (a dict of TrainConfig fields) and the class names from it.
+    """
+    from fcnseg.predict import Segmenter
+
+    path = finished / "best.pth"
+    ckpt = torch.load(path, weights_only=True)
+    assert (ckpt["format"], ckpt["version"]) == ("fcnseg-checkpoint", 1)
+    assert set(ckpt["config"]) == {f.name for f in fields(TrainConfig)} and ckpt["config"]["base_size"] == 32
+    assert ckpt["categories"] == CLASSES and not any(k.startswith("aux_classifier.") for k in ckpt["model"])
+
+    model = fcn_resnet50(weights=str(path))
+    assert model.aux_classifier is None
+    _assert_state_equal(model.state_dict(), ckpt["model"])
+    with pytest.raises(WeightsError, match="has no aux head .* build it with aux_loss=False"):
+        fcn_resnet50(weights=path, aux_loss=True)
+    hub = torch.hub.load(str(SRC.parent), "fcn_resnet50", weights=str(path), source="local")
+    _assert_state_equal(hub.state_dict(), ckpt["model"])
+    assert Segmenter("fcn_resnet50", path, size=32).categories == CLASSES
+    argv = ["eval", "--dataset", "folder", "--data-root", str(mini), "--weights", str(path), "--size", "32",
+            "--workers", "0", "--no-plot", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+
+    newer = tmp_path / "newer.pth"
+    torch.save({**ckpt, "version": 2}, newer)
+    with pytest.raises(WeightsError, match="format version 2 is newer than this fcnseg"):
+        fcn_resnet50(weights=newer)
+
+
+def test_an_ignore_index_other_than_255_pads_crops_with_it(mini, tmp_path):
+    """Scenario 6: crops larger than the resized images are padded with the configured ignore index."""
+    t = SegmentationTrain(base_size=16, crop_size=48, ignore_index=-1)
+    image, mask = FolderSegmentation(mini)[0]
+    _, m = t(image, mask, torch.Generator().manual_seed(0))
+    assert m.shape == (48, 48) and m.eq(-1).any() and m[m != -1].max() < 3
+
+    result = fit(_tiny(mini, tmp_path / "run", base_size=16, crop_size=48, ignore_index=-1))
+    assert result["steps"] == 2 and all(np.isfinite(r["loss"]) for r in _records(tmp_path / "run", "train"))
+    with pytest.raises(ValueError, match="ignore_index 1 is one of the 3 classes"):
+        fit(_tiny(mini, tmp_path / "bad", ignore_index=1))
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_resume_with_another_number_of_processes_continues_where_it_stopped(tmp_path):
+    """Scenario 3: a one-process run (global batch 4, 4 steps) is resumed after step 1 by 2 processes (gloo),
+    whose checkpoint after step 3 is resumed by one process again; the per-process batch is derived to keep the
+    global batch. Both legs continue from where they stopped and end where the uninterrupted run ends.
+
+    Held fixed as in the test above (BN and backbone frozen, no dropout, no padded crops), same tolerance.
+    """
+    root = write_shapes_dataset(tmp_path / "data", n_train=8, n_val=0, seed=1)
+    start = _calibrated_start(root, tmp_path / "start.pth")
+    run = _launcher(tmp_path)
+    run(1, "--data-root", str(root), "--weights", str(tmp_path / "start.pth"), "--freeze-bn", "--freeze-backbone",
+        "--base-size", "96", "--crop-size", "48", "--epochs", "2", "-b", "4", "--lr", "0.002", "--workers", "0",
+        "--no-progress", "--no-val", "--save-every", "1", "--log-every", "1", "--output-dir", str(tmp_path / "one"),
+        KEEP_STEPS="1")  # fmt: skip
+    run(2, "--resume", str(tmp_path / "one" / "step1.pth"), "--output-dir", str(tmp_path / "two"), "--no-progress",
+        KEEP_STEPS="1")  # fmt: skip
+    run(1, "--resume", str(tmp_path / "two" / "step3.pth"), "--output-dir", str(tmp_path / "back"), "--no-progress")
+
+    reference = torch.load(tmp_path / "one" / "last.pth", weights_only=True)
+    for name, batch, world, steps in (("two", 2, 2, [2, 3, 4]), ("back", 4, 1, [4])):
+        resumed = torch.load(tmp_path / name / "last.pth", weights_only=True)
+        assert (resumed["step"], resumed["samples"], resumed["epoch"]) == (4, 16, 2), name
+        assert resumed["config"]["batch_size"] == batch and len(resumed["rng"]) == world
+        assert resumed["scheduler"]["last_epoch"] == 4  # the lr schedule went on to its end
+        assert [r["step"] for r in _records(tmp_path / name, "train")] == steps
+        _assert_trained_alike(reference["model"], resumed["model"], start)
+
+
+@pytest.mark.slow
+def test_under_ddp_best_checkpoint_is_chosen_on_the_saved_models_score(tmp_path):
+    """Scenario 4: BatchNorm trains (its statistics differ per rank); the recorded score must be best.pth's own.
+
+    2 gloo processes, 2 steps, 4 validation images split over the ranks; then best.pth is scored in this process
+    on all 4: the confusion matrix (and so every score) must be the one the run recorded.
+    """
+    root = write_shapes_dataset(tmp_path / "data", n_train=8, n_val=4, seed=4)
+    run = _launcher(tmp_path)
+    run(2, "--data-root", str(root), "--weights-backbone", "none", "--base-size", "64", "--crop-size", "64",
+        "--epochs", "1", "-b", "2", "--lr", "0.01", "--workers", "0", "--no-progress",
+        "--output-dir", str(tmp_path / "run"), KEEP_DROPOUT="1")  # fmt: skip
+    best = torch.load(tmp_path / "run" / "best.pth", weights_only=True)
+    model = fcn_resnet50(weights=str(tmp_path / "run" / "best.pth"))
+    val = FolderSegmentation(root, "val", SegmentationEval(resize_size=64))
+    scores = evaluate(model, torch.utils.data.DataLoader(val, batch_size=1, collate_fn=pad_collate), 3).compute()
+    assert best["metrics"]["pixel_acc"] == scores["pixel_acc"] and best["best_miou"] == scores["miou"]

@@ -244,7 +244,7 @@ class SegmentationTrain:
         pad_h, pad_w = max(c - m.shape[0], 0), max(c - m.shape[1], 0)
         if pad_h or pad_w:  # (left, right, top, bottom) on the last two dims
             x = F.pad(x, (0, pad_w, 0, pad_h), value=0)
-            m = F.pad(m, (0, pad_w, 0, pad_h), value=self.ignore_index)
+            m = F.pad(m.long(), (0, pad_w, 0, pad_h), value=self.ignore_index)  # int64: -1 fits, uint8 has no room
         top = int(torch.randint(0, m.shape[0] - c + 1, (1,), generator=generator))
         left = int(torch.randint(0, m.shape[1] - c + 1, (1,), generator=generator))
         x, m = x[:, top : top + c, left : left + c], m[top : top + c, left : left + c]

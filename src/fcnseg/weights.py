@@ -23,7 +23,9 @@ from torch import Tensor
 from .transforms import SemanticSegmentation
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "CHECKPOINT_SUFFIXES",
+    "CHECKPOINT_VERSION",
     "VOC_CATEGORIES",
     "Weights",
     "WeightsEnum",
@@ -44,6 +46,9 @@ VOC_CATEGORIES = [
 ]  # fmt: skip
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
+# What fcnseg's training checkpoints say they are: ``{"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+# "model": ...}``. Version 1 adds the format fields, ``samples`` and ``global_batch`` to the unversioned layout.
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "fcnseg-checkpoint", 1
 _HASH_RE = re.compile(r"-([a-f0-9]{8,})\.")
 
 
@@ -103,6 +108,20 @@ class WeightsEnum(Enum):
                 return cls[name]
             raise ValueError(f"Unknown weights {obj!r} for {cls.__name__}; choose one of {list(cls.__members__)}")
         raise TypeError(f"Expected {cls.__name__}, a member name or None, got {type(obj).__name__}")
+
+    @classmethod
+    def resolve(cls, obj: Any) -> WeightsEnum | Path | None:
+        """A weights argument -> the member it names, or the local file it points to (None stays None).
+
+        The one place that tells a name from a path: a member, its name (``"DEFAULT"``, ``"Enum.NAME"``) names a
+        member; a ``Path``, or a string that ends in a checkpoint suffix, holds a path separator or names an
+        existing file, is a file. Anything else is an unknown name, an error listing the known ones.
+        """
+        if isinstance(obj, str) and obj.removeprefix(cls.__name__ + ".") not in cls.__members__:
+            looks_like_path = Path(obj).suffix.lower() in CHECKPOINT_SUFFIXES or "/" in obj or os.sep in obj
+            if looks_like_path or Path(obj).exists():
+                return Path(obj)
+        return obj if isinstance(obj, Path) else cls.verify(obj)
 
     @property
     def url(self) -> str:
@@ -178,6 +197,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: holds no state dict (expected tensors by name, or a 'model' entry)")
+    if extra.get("format") == CHECKPOINT_FORMAT and extra.get("version", 0) > CHECKPOINT_VERSION:
+        raise WeightsError(
+            f"{path}: checkpoint format version {extra['version']} is newer than this fcnseg reads "
+            f"({CHECKPOINT_VERSION}); upgrade fcnseg"
+        )
     return {k.removeprefix("module."): v for k, v in obj.items()}, extra
 
 

@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+from checkpoints import write_checkpoint
 
 import fcnseg
 from fcnseg.models import FCN, fcn_resnet50, fcn_resnet101, get_model, list_models
@@ -134,6 +135,27 @@ def test_local_checkpoint_path_sets_class_count(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x)["out"], model.eval()(x)["out"])
+
+
+def test_a_checkpoint_without_aux_head_builds_without_one(tmp_path):
+    """A ``--no-aux-loss`` training run saves no aux head: the builder must not ask for one by default."""
+    path = write_checkpoint(tmp_path / "no_aux.pth", ["a", "b", "c"])
+    model = fcn_resnet50(weights=path)
+    assert model.aux_classifier is None and model.classifier[4].out_channels == 3
+    with pytest.raises(WeightsError, match="no_aux.pth: has no aux head .* build it with aux_loss=False"):
+        fcn_resnet50(weights=str(path), aux_loss=True)
+
+
+def test_backbone_weights_may_be_a_local_file(tmp_path):
+    torch.manual_seed(1)
+    backbone = fcn_resnet50(num_classes=3).backbone.state_dict()
+    path = tmp_path / "imagenet.pth"
+    torch.save({**backbone, "fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)}, path)
+    model = fcn_resnet50(num_classes=3, weights_backbone=str(path))
+    for k, v in backbone.items():
+        assert torch.equal(model.backbone.state_dict()[k], v), k
+    with pytest.raises(WeightsError, match="imagenet.pth: not an ImageNet ResNet state dict"):
+        fcn_resnet101(num_classes=3, weights_backbone=path)
 
 
 @pytest.mark.slow

@@ -7,14 +7,11 @@ import json
 import signal
 import sys
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 
-from ..train import TrainConfig, fit
+from ..train import TrainConfig, fit, resume
 from . import CLIError
-
-
-def _none_or_str(text: str) -> str | None:
-    return None if text.lower() == "none" else text
 
 
 class _Terminated(BaseException):
@@ -26,20 +23,34 @@ def _terminate(signum: int, frame: object) -> None:
     raise _Terminated
 
 
-def _train(args: argparse.Namespace) -> int:
-    if not args.resume and args.data_root is None:
-        raise CLIError("--data-root is required (unless resuming with --resume)")
-    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    values["progress"] = not args.no_progress
+def _given(args: argparse.Namespace) -> dict[str, object]:
+    """The TrainConfig fields set on the command line. Every option defaults to None, so "given" is exact: with
+    --resume a flag repeated at its default value still counts (and must equal the checkpoint's)."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     if args.no_val:
-        values["val_split"] = None
-    if args.data_root is None:
-        del values["data_root"]
+        given["val_split"] = None
+    if args.no_progress:
+        given["progress"] = False
+    given.pop("resume", None)
+    return given
+
+
+def _train(args: argparse.Namespace) -> int:
+    given = _given(args)
+    if args.resume:
+        run = partial(resume, args.resume, **given)
+        where = Path(args.output_dir or Path(args.resume).parent)
+    elif args.data_root is None:
+        raise CLIError("--data-root is required (unless resuming with --resume)")
+    else:
+        config = TrainConfig(**given)
+        run, where = partial(fit, config), Path(config.output_dir)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        result = fit(TrainConfig(**values))
+        result = run()
+    except FileExistsError as e:  # the output folder holds another run
+        raise CLIError(str(e)) from None
     except _Terminated:
-        where = Path(args.resume).parent if args.resume else Path(args.output_dir)
         print(f"fcnseg train: terminated; continue with --resume {where / 'last.pth'}", file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
@@ -55,70 +66,84 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    d = {f.name: f.default for f in fields(TrainConfig)}
+    d = {f.name: f.default for f in fields(TrainConfig)}  # shown in the help; the options themselves default to None
     p = sub.add_parser(
         "train",
         help="train or fine-tune a model (torchvision's reference recipe; resumable; torchrun for several processes)",
         description=(
             "Train FCN with torchvision's reference recipe (SGD, poly lr, aux loss, random resize/flip/crop). "
             "Fine-tune to your classes with --num-classes or a folder dataset's classes.txt: everything but the "
-            "final 1x1 convs is loaded from --weights. Run under `torchrun --nproc-per-node N` for DDP."
+            "final 1x1 convs is loaded from --weights. Run under `torchrun --nproc-per-node N` for DDP. "
+            "A run folder holds one run; --resume continues a run with its own settings, in its own folder."
         ),
     )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=["folder", "coco", "voc"], default=d["dataset"])
+    g.add_argument("--dataset", choices=["folder", "coco", "voc"], help=f"default {d['dataset']}")
     g.add_argument("--data-root", help="dataset folder (folder format: classes.txt, train/ and val/)")
-    g.add_argument("--train-split", default=d["train_split"])
-    g.add_argument("--val-split", default=d["val_split"])
+    g.add_argument("--train-split", help=f"default {d['train_split']}")
+    g.add_argument("--val-split", help=f"default {d['val_split']}")
     g.add_argument("--no-val", action="store_true", help="skip validation (no best checkpoint)")
-    g.add_argument("--base-size", type=int, default=d["base_size"], help="default %(default)s")
-    g.add_argument("--crop-size", type=int, default=d["crop_size"], help="default %(default)s")
-    g.add_argument("--workers", type=int, default=d["workers"], help="data loader processes (default %(default)s)")
+    g.add_argument("--base-size", type=int, help=f"default {d['base_size']}")
+    g.add_argument("--crop-size", type=int, help=f"default {d['crop_size']}")
+    g.add_argument("--workers", type=int, help=f"data loader processes (default {d['workers']})")
 
     g = p.add_argument_group("model and starting weights")
-    g.add_argument("--model", default=d["model"], help="fcn_resnet50 (default) or fcn_resnet101")
+    g.add_argument("--model", help=f"{d['model']} (default) or fcn_resnet101")
     g.add_argument("--weights", help="start from a whole model: weights name (DEFAULT = COCO) or checkpoint path")
     g.add_argument(
         "--weights-backbone",
-        type=_none_or_str,
-        default=d["weights_backbone"],
-        help="ImageNet backbone weights: name, path or none (default %(default)s; ignored with --weights)",
+        help=f"ImageNet backbone weights: name, path or none (default {d['weights_backbone']}; ignored with --weights)",
     )
     g.add_argument("--num-classes", type=int, help="output classes (default: the dataset's classes.txt)")
-    g.add_argument("--no-aux-loss", dest="aux_loss", action="store_false", help="no auxiliary head")
-    g.add_argument("--freeze-backbone", action="store_true", help="train the heads only (backbone BN frozen too)")
-    g.add_argument("--freeze-bn", action="store_true", help="all BatchNorm layers use fixed running statistics")
-    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (CUDA only)")
+    g.add_argument("--no-aux-loss", dest="aux_loss", action="store_false", default=None, help="no auxiliary head")
+    g.add_argument(
+        "--freeze-backbone", action="store_true", default=None, help="train the heads only (backbone BN frozen too)"
+    )
+    g.add_argument(
+        "--freeze-bn", action="store_true", default=None, help="all BatchNorm layers use fixed running statistics"
+    )
+    g.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm across processes (CUDA only)")
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=d["epochs"], help="default %(default)s")
-    g.add_argument("-b", "--batch-size", type=int, default=d["batch_size"], help="per process (default %(default)s)")
-    g.add_argument("--accum-steps", type=int, default=d["accum_steps"], help="gradient accumulation micro-batches")
+    g.add_argument("--epochs", type=int, help=f"default {d['epochs']}")
+    g.add_argument("-b", "--batch-size", type=int, help=f"per process (default {d['batch_size']})")
+    g.add_argument("--accum-steps", type=int, help=f"gradient accumulation micro-batches (default {d['accum_steps']})")
     g.add_argument("--lr", type=float, help="learning rate (default: 0.02 x global batch / 32)")
-    g.add_argument("--momentum", type=float, default=d["momentum"])
-    g.add_argument("--weight-decay", "--wd", type=float, default=d["weight_decay"])
-    g.add_argument("--warmup-epochs", type=float, default=d["warmup_epochs"], help="linear warm-up length")
-    g.add_argument("--warmup-factor", type=float, default=d["warmup_factor"])
+    g.add_argument("--momentum", type=float, help=f"default {d['momentum']}")
+    g.add_argument("--weight-decay", "--wd", type=float, help=f"default {d['weight_decay']}")
+    g.add_argument("--warmup-epochs", type=float, help=f"linear warm-up length (default {d['warmup_epochs']})")
+    g.add_argument("--warmup-factor", type=float, help=f"default {d['warmup_factor']}")
     g.add_argument("--class-weights", help="'auto' (median frequency balancing) or a file of one weight per class")
-    g.add_argument("--ignore-index", type=int, default=d["ignore_index"])
+    g.add_argument("--ignore-index", type=int, help=f"mask label to ignore; not a class (default {d['ignore_index']})")
     g.add_argument(
         "--amp",
         nargs="?",
         const="auto",
-        default=d["amp"],
         choices=["none", "auto", "bf16", "fp16"],
-        help="mixed precision; bare --amp: fp16 (+GradScaler) on CUDA, bf16 on CPU",
+        help=f"mixed precision; bare --amp: fp16 (+GradScaler) on CUDA, bf16 on CPU (default {d['amp']})",
     )
-    g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--channels-last", action="store_true", default=None)
 
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=d["seed"])
-    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms only")
-    g.add_argument("--device", default=d["device"], help="auto (default), cpu, cuda, cuda:1 ...")
-    g.add_argument("--output-dir", default=d["output_dir"], help="checkpoints and log (default %(default)s)")
-    g.add_argument("--resume", help="continue a run exactly from its last.pth; settings come from the checkpoint")
-    g.add_argument("--save-every", type=int, default=d["save_every"], help="also checkpoint every N steps")
-    g.add_argument("--log-every", type=int, default=d["log_every"], help="log every N steps")
+    g.add_argument("--seed", type=int, help=f"default {d['seed']}")
+    g.add_argument("--deterministic", action="store_true", default=None, help="deterministic algorithms only")
+    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
+    g.add_argument(
+        "--output-dir",
+        help=f"checkpoints and log; one run per folder (default {d['output_dir']}; with --resume the checkpoint's)",
+    )
+    g.add_argument(
+        "--exist-ok",
+        action="store_true",
+        default=None,
+        help="start in an output folder that holds another run, replacing its checkpoints, log and class weights",
+    )
+    g.add_argument(
+        "--resume",
+        help="continue a run exactly from its last.pth, in its folder; flags that change the training are refused",
+    )
+    g.add_argument("--save-every", type=int, help="also checkpoint every N steps")
+    g.add_argument("--log-every", type=int, help=f"log every N steps (default {d['log_every']})")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--json", dest="print_json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_train)

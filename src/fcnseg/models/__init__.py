@@ -60,16 +60,10 @@ def get_model(name: str, **config: Any) -> nn.Module:
 
 
 def find_weights(name: str, weights: object) -> WeightsEnum | None:
-    """The registry entry a weights argument names (a member, ``"DEFAULT"``, ``"Enum.MEMBER"``); None otherwise.
-
-    None is also the answer for a checkpoint path, which the builders read themselves.
-    """
-    enum = get_model_weights(name)
-    if isinstance(weights, enum):
-        return weights
-    if isinstance(weights, str) and weights.removeprefix(enum.__name__ + ".") in enum.__members__:
-        return enum.verify(weights)
-    return None
+    """The registry entry a weights argument names (a member, ``"DEFAULT"``, ``"Enum.MEMBER"``); None for a local
+    file, which the builders read themselves (see :meth:`WeightsEnum.resolve`)."""
+    found = get_model_weights(name).resolve(weights)
+    return found if isinstance(found, WeightsEnum) else None
 
 
 def weights_categories(name: str, weights: object) -> list[str] | None:

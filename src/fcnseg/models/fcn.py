@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..weights import (
-    CHECKPOINT_SUFFIXES,
     FCN_ResNet50_Weights,
     FCN_ResNet101_Weights,
     ResNet50_Weights,
@@ -88,22 +87,20 @@ def _handle_legacy(kwargs: dict[str, Any], weights: Any, weights_backbone: Any, 
     return weights, weights_backbone
 
 
-def _resolve_weights(weights: Any, weights_enum: type[WeightsEnum]) -> tuple[Any, dict[str, Tensor] | None]:
-    """A weights argument -> (enum member or None, state dict of a local file or None)."""
-    if isinstance(weights, (str, Path)):
-        text = str(weights)
-        if isinstance(weights, str) and text.removeprefix(weights_enum.__name__ + ".") in weights_enum.__members__:
-            return weights_enum.verify(text), None
-        if isinstance(weights, Path) or Path(text).suffix.lower() in CHECKPOINT_SUFFIXES or Path(text).exists():
-            return text, load_state_dict_file(text)
-    return weights_enum.verify(weights), None
-
-
 def _checkpoint_classes(state_dict: dict[str, Tensor]) -> int:
     try:
         return state_dict["classifier.4.weight"].shape[0]
     except KeyError:
         raise WeightsError("checkpoint has no 'classifier.4.weight': not an FCN state dict") from None
+
+
+def _checkpoint_aux(source: Path, state_dict: dict[str, Tensor], aux_loss: bool | None) -> bool:
+    """Whether to build the aux head for a local file: as the file has it, unless asked; asking for one it lacks
+    is an error (a ``--no-aux-loss`` training run saves none)."""
+    has_aux = any(k.startswith("aux_classifier.") for k in state_dict)
+    if aux_loss and not has_aux:
+        raise WeightsError(f"{source}: has no aux head (trained without one); build it with aux_loss=False")
+    return has_aux if aux_loss is None else aux_loss
 
 
 def _fcn_resnet(
@@ -121,11 +118,16 @@ def _fcn_resnet(
     weights, weights_backbone = _handle_legacy(
         kwargs, weights, weights_backbone, weights_enum.DEFAULT, backbone_enum.DEFAULT
     )
-    weights, state_dict = _resolve_weights(weights, weights_enum)
+    weights = weights_enum.resolve(weights)  # a member, a local file or None
+    state_dict = load_state_dict_file(weights) if isinstance(weights, Path) else None
     if state_dict is not None:
         expected = _checkpoint_classes(state_dict)
+        aux_loss = _checkpoint_aux(weights, state_dict, aux_loss)
+    elif weights is not None:
+        expected = len(weights.meta["categories"])
+        aux_loss = True if aux_loss is None else aux_loss  # the official files carry an aux head
     else:
-        expected = len(weights.meta["categories"]) if weights is not None else None
+        expected = None
     if expected is not None:
         weights_backbone = None
         if num_classes is not None and num_classes != expected:
@@ -135,20 +137,24 @@ def _fcn_resnet(
                 "(fcnseg train --num-classes does this)"
             )
         num_classes = expected
-        aux_loss = True if aux_loss is None else aux_loss
     elif num_classes is None:
         num_classes = 21
-    weights_backbone = backbone_enum.verify(weights_backbone)
+    weights_backbone = backbone_enum.resolve(weights_backbone)
 
     backbone = backbone_fn(replace_stride_with_dilation=[False, True, True])
-    if weights_backbone is not None:
+    if isinstance(weights_backbone, Path):
+        try:
+            backbone.load_imagenet_state_dict(load_state_dict_file(weights_backbone))
+        except RuntimeError as e:
+            raise WeightsError(f"{weights_backbone}: not an ImageNet ResNet state dict for this model: {e}") from None
+    elif weights_backbone is not None:
         backbone.load_imagenet_state_dict(weights_backbone.get_state_dict(progress=progress))
     model = FCN(backbone, FCNHead(2048, num_classes), FCNHead(1024, num_classes) if aux_loss else None)
 
     if weights is not None:
         if state_dict is None:
             state_dict = weights.get_state_dict(progress=progress, check_hash=True)
-        if not aux_loss:  # the checkpoints carry an aux head; a model built without one skips it
+        if not aux_loss:  # a model built without the aux head skips the file's
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith("aux_classifier.")}
         try:
             model.load_state_dict(state_dict, strict=True)
@@ -163,18 +169,20 @@ def fcn_resnet50(
     progress: bool = True,
     num_classes: int | None = None,
     aux_loss: bool | None = None,
-    weights_backbone: ResNet50_Weights | str | None = None,
+    weights_backbone: ResNet50_Weights | str | Path | None = None,
     **kwargs: Any,
 ) -> FCN:
     """FCN with a dilated ResNet-50 backbone (output stride 8).
 
     Args:
         weights: ``FCN_ResNet50_Weights`` member or name (``"DEFAULT"``), or a local checkpoint path.
-            Weights fix ``num_classes`` (21 for the official ones) and turn the aux head on by default.
+            Weights fix ``num_classes`` (21 for the official ones); the aux head is built by default when they
+            carry one (the official ones do; a checkpoint trained with ``aux_loss=False`` does not).
         progress: show a progress bar while downloading.
         num_classes: number of output classes (default 21); must match the weights if both are given.
         aux_loss: add the auxiliary head on layer3 (used for training).
-        weights_backbone: ImageNet weights for the backbone; ignored when ``weights`` are given.
+        weights_backbone: ImageNet weights for the backbone (member, name or local file); ignored when
+            ``weights`` are given.
         **kwargs: only the deprecated ``pretrained`` / ``pretrained_backbone`` booleans.
     """
     return _fcn_resnet(
@@ -190,7 +198,7 @@ def fcn_resnet101(
     progress: bool = True,
     num_classes: int | None = None,
     aux_loss: bool | None = None,
-    weights_backbone: ResNet101_Weights | str | None = None,
+    weights_backbone: ResNet101_Weights | str | Path | None = None,
     **kwargs: Any,
 ) -> FCN:
     """FCN with a dilated ResNet-101 backbone (output stride 8); arguments as :func:`fcn_resnet50`."""
