@@ -186,3 +186,29 @@ def make_folder(
             Image.fromarray(m).save(root / split / "masks" / f"{stem}.png")
             out[split][stem] = m
     return out
+
+
+BINARY_MAPPED = "# value name\n0 background\n255 foreground\n"
+BINARY_PLAIN = "background\nforeground\n"
+
+
+def make_binary(root: Path, classes_txt: str, n: dict[str, int], size: int = 48, seed: int = 0) -> Path:
+    """A 0/255 binary dataset as annotation tools export it: bright discs and boxes on a dark noisy background,
+    masks holding 0 and 255; ``classes_txt`` is written verbatim (:data:`BINARY_MAPPED` or :data:`BINARY_PLAIN`)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text(classes_txt)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for split, count in n.items():
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for k in range(count):
+            r = rng.uniform(0.2, 0.35) * size
+            cy, cx = rng.uniform(r, size - r, 2)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+            fg = disc if k % 2 else (np.abs(yy - cy) <= r) & (np.abs(xx - cx) <= r)
+            image = rng.normal(40, 15, (size, size, 3))
+            image[fg] = rng.normal(210, 15, (int(fg.sum()), 3))
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / split / "images" / f"{k:03d}.png")
+            Image.fromarray(np.where(fg, 255, 0).astype(np.uint8)).save(root / split / "masks" / f"{k:03d}.png")
+    return root

@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from ._atomic import atomic_path
-from .data import get_dataset, read_mask_array
+from .data import get_dataset
+from .data.check import validate_training_data
 from .distributed import DistInfo, init_distributed
 from .evaluate import evaluate
 from .models import find_weights, get_model_builder
@@ -199,8 +200,8 @@ def _class_weights(config: TrainConfig, dataset: Any, num_classes: int) -> Tenso
         return None
     if config.class_weights != "auto":
         return _read_class_weights(config.class_weights, num_classes)
-    paths = getattr(dataset, "masks", None)  # folder datasets: read the masks only, not the images
-    masks = (read_mask_array(p) for p in paths) if paths is not None else (m for _, m in dataset)
+    labels = getattr(dataset, "labels", None)  # folder datasets: read the masks only, not the images
+    masks = (labels(i) for i in range(len(dataset))) if labels is not None else (m for _, m in dataset)
     return class_weights_from_masks(masks, num_classes, config.ignore_index)
 
 
@@ -489,6 +490,7 @@ def _fit(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, devic
 
     # Data: raw pairs, augmented with per-sample seeds; validation split across ranks without duplicates.
     train_raw = build_dataset(config.dataset, config.data_root, config.train_split)
+    validate_training_data(train_raw, config.ignore_index)  # unmapped mask values, classes without pixels
     _seed_everything(config.seed)  # same initialisation on every rank
     if ckpt is None:
         model, categories, fresh = build_model(config, getattr(train_raw, "categories", None))
