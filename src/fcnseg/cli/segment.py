@@ -24,11 +24,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..coco_results import CocoResults
 from ..data.folder import IMAGE_SUFFIXES
 from ..distributed import init_distributed
 from ..imageio import ImageDecodeError
 from ..optimize import add_speed_arguments, speed_options_from_args
-from ..outputs import OUTPUT_KINDS, output_paths, write_outputs, write_summary
+from ..outputs import OUTPUT_KINDS, RUN_OUTPUTS, output_paths, write_outputs, write_summary
 from ..predict import TTA_SCALES, SegmentationResult, Segmenter
 from . import CLIError, add_model_arguments
 
@@ -112,9 +113,9 @@ def _parse_size(text: str) -> int | str | None:
 
 def _parse_save(text: str) -> list[str]:
     kinds = [k.strip() for k in text.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in OUTPUT_KINDS]
+    bad = [k for k in kinds if k not in OUTPUT_KINDS and k not in RUN_OUTPUTS]
     if bad or not kinds:
-        raise argparse.ArgumentTypeError(f"unknown output {bad}; choose from {','.join(OUTPUT_KINDS)}")
+        raise argparse.ArgumentTypeError(f"unknown output {bad}; choose from {','.join([*OUTPUT_KINDS, *RUN_OUTPUTS])}")
     return kinds
 
 
@@ -154,7 +155,9 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
     _check_writable(out)
     weights = args.weights
     weights_label = "none (random init: predictions are meaningless)" if weights is None else args.weights
-    kinds = args.save
+    kinds = [k for k in args.save if k in OUTPUT_KINDS]  # per image; RUN_OUTPUTS are one file for the run
+    coco = CocoResults() if "coco" in args.save else None
+    redo = args.overwrite or coco is not None  # the COCO file describes the whole run: nothing is skipped
     say = print if info.is_main else (lambda *a, **k: None)
     if weights is None:
         say(f"fcnseg segment: warning: --weights none: {args.model} is randomly initialised", file=sys.stderr)
@@ -162,7 +165,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
     rows: list[dict[str, Any]] = []
     todo: dict[Path, Input] = {}
     for item in inputs[info.rank :: info.world_size]:
-        if not args.overwrite and all(p.is_file() for p in output_paths(out / item.stem, kinds).values()):
+        if not redo and all(p.is_file() for p in output_paths(out / item.stem, kinds).values()):
             rows.append(_row(item, "skipped", info.rank))
         else:
             todo[item.path] = item
@@ -173,7 +176,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
             args.model,
             weights,
             device=device,
-            size=args.size if args.size != "auto" else (None if args.tile else 520),
+            size=args.size,
             tile=args.window if args.tile else None,
             stride=args.stride,
             tta=args.tta_scales if args.tta else False,
@@ -201,6 +204,8 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
                 rows.append(_row(item, "failed", info.rank, error=error, width=w, height=h))
                 tqdm.write(f"fcnseg segment: error: {error}", file=sys.stderr)
                 continue
+            if coco is not None:
+                coco.add(str(item.stem.with_name(path.name)), result)
             rows.append(
                 _row(item, "ok", info.rank, width=w, height=h, top_class=top[0], top_share=round(top[1]["share"], 6),
                      outputs=";".join(str(p) for p in written))
@@ -215,14 +220,17 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
 
     if info.enabled:
         gathered: list[Any] = [None] * info.world_size
-        dist.all_gather_object(gathered, (rows, elapsed))
-        rows = [r for part, _ in gathered for r in part]
-        elapsed = max(t for _, t in gathered)
+        dist.all_gather_object(gathered, (rows, elapsed, coco))
+        rows = [r for part, _, _ in gathered for r in part]
+        elapsed = max(t for _, t, _ in gathered)
+        coco = coco.merge([c for _, _, c in gathered]) if coco is not None else None
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
     if info.is_main:
         rows.sort(key=lambda r: r["input"])
         summary = out / f"summary.{args.summary}"
         write_summary(rows, summary)
+        if coco is not None:
+            print(f"COCO predictions: {coco.write(out / RUN_OUTPUTS['coco'])} ({len(coco.images)} images)")
         rate = counts["ok"] / elapsed if elapsed > 0 else 0.0
         print(
             f"fcnseg segment: {len(rows)} image{'s' * (len(rows) != 1)}: {counts['ok']} segmented, "
@@ -277,7 +285,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--save", type=_parse_save, default=_parse_save(DEFAULT_SAVE), metavar="KINDS",
-        help=f"comma-separated outputs from {','.join(OUTPUT_KINDS)} (default: {DEFAULT_SAVE})",
+        help=f"comma-separated outputs from {','.join(OUTPUT_KINDS)} (default: {DEFAULT_SAVE}), and coco: one "
+             f"{RUN_OUTPUTS['coco']} for the run (COCO RLE per image and class; segments every input)",
     )  # fmt: skip
     p.add_argument("--summary", choices=("csv", "jsonl"), default="csv", help="run summary format (default: csv)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")

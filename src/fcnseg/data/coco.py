@@ -19,8 +19,8 @@ nothing; an RLE whose size differs from its image is an error naming both.
 
 Any other COCO instances file (an annotation tool's export: CVAT, Label Studio, Roboflow...) is read with the same
 rasterization, but with its own categories: label 0 is ``__background__``, then every category of the file by
-ascending id (ids need not start at 1 or be contiguous; unused categories keep their label, so every split of an
-export gets the same labels; a category with id 0 is background). Every image is kept, with or without
+ascending id (ids need not start at 1 or be contiguous, Label Studio's start at 0; unused categories keep their
+label, so every split of an export gets the same labels). Every image is kept, with or without
 annotations. Images are found by their ``file_name`` under the folders :func:`_export_image_roots` lists.
 """
 
@@ -54,7 +54,7 @@ COCO_VOC_CATEGORY_IDS = [0, 5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1,
 _SPLITS = {"train": "train2017", "val": "val2017"}
 
 
-def filter_and_remap(anns: list[dict[str, Any]], category_ids: list[int]) -> list[dict[str, Any]]:
+def filter_and_remap(anns: list[dict[str, Any]], category_ids: list[int | None]) -> list[dict[str, Any]]:
     """Annotations of the kept categories, with ``category_id`` replaced by its index in ``category_ids``."""
     kept = [a for a in anns if a["category_id"] in category_ids]
     return [{**a, "category_id": category_ids.index(a["category_id"])} for a in kept]
@@ -89,9 +89,10 @@ def coco_target(anns: list[dict[str, Any]], height: int, width: int) -> np.ndarr
     return target
 
 
-def export_category_ids(data: dict[str, Any]) -> list[int]:
-    """Label order of a COCO export: 0 (background), then every category of the file by ascending id."""
-    return [0, *sorted(c["id"] for c in data.get("categories", []) if c["id"] != 0)]
+def export_category_ids(data: dict[str, Any]) -> list[int | None]:
+    """Label order of a COCO export: background (``None``: no category of the file), then every category of the
+    file by ascending id (Label Studio numbers them from 0, CVAT from 1)."""
+    return [None, *sorted(c["id"] for c in data.get("categories", []))]
 
 
 def find_coco_annotations(root: str | Path, split: str) -> tuple[Path, bool]:
@@ -138,7 +139,7 @@ class CocoSegmentation:
         root: str | Path,
         split: str = "val",
         transforms: Callable[[Image.Image, Image.Image], Any] | None = None,
-        category_ids: list[int] | None = None,
+        category_ids: list[int | None] | None = None,
         remove_images_without_annotations: bool | None = None,
     ) -> None:
         root = Path(root)
@@ -174,7 +175,7 @@ class CocoSegmentation:
         ann_file: Path,
         image_roots: list[Path],
         transforms: Callable[[Image.Image, Image.Image], Any] | None,
-        category_ids: list[int] | None,
+        category_ids: list[int | None] | None,
         remove_images_without_annotations: bool,
     ) -> None:
         if importlib.util.find_spec("pycocotools") is None:
@@ -214,15 +215,6 @@ class CocoSegmentation:
             if (root / name).is_file():
                 return root / name
         raise FileNotFoundError(f"{name}: not found under {', '.join(map(str, self.image_roots))} (see --images)")
-
-    def category_pixels(self, image_ids: list[int] | None = None) -> dict[int, int]:
-        """Annotated area per kept category id (the ``area`` fields) over ``image_ids`` (default: all kept)."""
-        out = dict.fromkeys(self.category_ids[1:], 0)
-        for i in self.ids if image_ids is None else image_ids:
-            for a in self._anns[i]:
-                if a["category_id"] in out:
-                    out[a["category_id"]] += a.get("area", 0) or 1
-        return out
 
     def image_size(self, i: int) -> tuple[int, int]:
         """(H, W) of image ``i`` from the annotation file, without decoding it."""
