@@ -129,3 +129,38 @@ def test_training_check_caches_mask_statistics_by_size_and_mtime(tmp_path, monke
     os.utime(path, ns=(0, 1))
     validate_training_data(FolderSegmentation(root, "train"))
     assert read == [path]
+
+
+@pytest.mark.slow
+def test_a_mapped_binary_dataset_trains_to_a_foreground_model(tmp_path, capsys):
+    """32 steps from random weights (ResNet-50 at 48 px; no pretrained file exists offline) on bright shapes
+    over a dark background, masks 0/255 mapped by classes.txt; then ``fcnseg eval`` at the checkpoint's size.
+
+    Observed on the shared 2-core machine: foreground IoU 0.25 after the first epoch, 0.67 at the best one,
+    ~45 s. Without the mapping this dataset is refused (test above); before, it trained to foreground IoU 0.
+    """
+    import json
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic for a fixed seed, and faster on the shared cores
+    try:
+        root = make_binary(tmp_path / "d", BINARY_MAPPED, {"train": 16, "val": 4}, size=48)
+        run = tmp_path / "run"
+        argv = ["train", "--data-root", root, "--weights-backbone", "none", "--base-size", 48, "--crop-size", 48,
+                "-b", 4, "--epochs", 8, "--lr", 0.005, "--no-aux-loss", "--workers", 0, "--no-progress",
+                "--output-dir", run]  # fmt: skip
+        assert main(list(map(str, argv))) == 0
+        out = tmp_path / "eval.json"
+        argv = ["eval", "--dataset", "folder", "--data-root", root, "--weights", run / "best.pth", "--workers", 0,
+                "--no-progress", "--no-plot", "--output", out]  # fmt: skip
+        assert main(list(map(str, argv))) == 0
+    finally:
+        torch.set_num_threads(threads)
+    r = json.loads(out.read_text())
+    assert r["resize_size"] == 48 and r["categories"] == ["background", "foreground"]
+    val = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    best = max((v for v in val if v["event"] == "val"), key=lambda v: v["miou"])
+    assert r["miou"] == pytest.approx(100 * best["miou"])  # eval at the checkpoint's size reproduces validation
+    assert r["iou"][1] >= 55.0, r["iou"]
