@@ -24,7 +24,7 @@ def export(request, tmp_path):
 def _assert_masks(ds, expected):
     assert len(ds) == len(expected)  # every image kept, the one without annotations too
     for i in range(len(ds)):
-        name = ds._images[ds.ids[i]]["file_name"]
+        name = ds.image_info(i)["file_name"]
         image, mask = ds[i]
         assert image.size == mask.size
         np.testing.assert_array_equal(np.asarray(mask), expected[name], err_msg=name)

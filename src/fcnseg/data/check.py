@@ -6,6 +6,10 @@ files, images without masks and masks without images, image/mask size mismatches
 and a class with no pixel in the training split (a model cannot learn it; it is how a 0/255 mask set read with a
 plain ``classes.txt`` shows up, its 255s being the ignore index).
 
+``check_coco`` (``fcnseg data check --dataset coco``) checks a COCO file read as a dataset: image files present,
+annotations of listed categories, RLE sizes matching their images; categories without annotations are a warning
+(an export lists every label of the project, and they keep their label so that all splits agree).
+
 ``validate_training_data`` runs the mask checks when ``fit`` starts and raises :class:`DataError` with the same
 report. It reads only the masks, and keeps their statistics in a cache keyed by each file's path, size and
 mtime (``$TORCH_HOME/fcnseg/data-check/``), so a second run over an unchanged dataset costs a ``stat`` per mask.
@@ -322,13 +326,13 @@ def check_coco(dataset: Any) -> CocoCheck:
     whose RLE sizes match their images; count annotations per class."""
     ids = dataset.category_ids
     out = CocoCheck(str(dataset.ann_file), list(dataset.categories), len(dataset), annotations_per_class=[0] * len(ids))
-    for i, image_id in enumerate(dataset.ids):
-        info = dataset._images[image_id]
+    for i in range(len(dataset)):
+        info = dataset.image_info(i)
         try:
             dataset.image_path(i)
         except FileNotFoundError:
             out.missing_images.append(info["file_name"])
-        anns = dataset._anns[image_id]
+        anns = dataset.annotations(i)
         out.images_without_annotations += not anns
         for a in anns:
             where = f"annotation {a.get('id')} on {info['file_name']}"

@@ -216,6 +216,14 @@ class CocoSegmentation:
                 return root / name
         raise FileNotFoundError(f"{name}: not found under {', '.join(map(str, self.image_roots))} (see --images)")
 
+    def image_info(self, i: int) -> dict[str, Any]:
+        """Image ``i``'s entry in the annotation file (``file_name``, ``height``, ``width``...)."""
+        return self._images[self.ids[i]]
+
+    def annotations(self, i: int) -> list[dict[str, Any]]:
+        """Image ``i``'s annotations as the file gives them (every category, ids not remapped)."""
+        return self._anns[self.ids[i]]
+
     def image_size(self, i: int) -> tuple[int, int]:
         """(H, W) of image ``i`` from the annotation file, without decoding it."""
         info = self._images[self.ids[i]]
