@@ -11,7 +11,7 @@ from seg_datasets import make_coco_export
 
 from fcnseg.cli import main
 from fcnseg.data import CocoSegmentation, get_dataset
-from fcnseg.data.check import check_coco
+from fcnseg.data.check import DataError, check_coco, validate_training_data
 
 
 @pytest.fixture(params=["cvat", "labelstudio"])
@@ -68,6 +68,8 @@ def test_data_check_finds_missing_images_and_bad_annotations(tmp_path, capsys):
     ]
     assert main(["data", "check", "--dataset", "coco", str(tmp_path), "--split", "default"]) == 1
     assert "3 problems found" in capsys.readouterr().out
+    with pytest.raises(DataError, match="category id 99 is not in the file's categories"):
+        validate_training_data(CocoSegmentation(tmp_path, "default"))  # what fcnseg train runs first
     with pytest.raises(FileNotFoundError, match=r"c\.jpg: not found under"):
         CocoSegmentation(tmp_path, "default")[2]
 

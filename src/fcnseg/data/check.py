@@ -13,6 +13,7 @@ annotations of listed categories, RLE sizes matching their images; categories wi
 ``validate_training_data`` runs the mask checks when ``fit`` starts and raises :class:`DataError` with the same
 report. It reads only the masks, and keeps their statistics in a cache keyed by each file's path, size and
 mtime (``$TORCH_HOME/fcnseg/data-check/``), so a second run over an unchanged dataset costs a ``stat`` per mask.
+For a COCO training split it runs ``check_coco`` (no decoding: a ``stat`` per image).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 from .._atomic import atomic_path
 from ..imageio import load_image
 from .classes import ClassMap, read_class_map
+from .coco import CocoSegmentation
 from .folder import IMAGE_SUFFIXES, FolderSegmentation
 
 __all__ = [
@@ -227,8 +229,13 @@ def validate_training_data(dataset: Any, ignore_index: int = 255) -> None:
     """Raise :class:`DataError` if ``dataset`` (a training split) has unmapped mask values or a class without pixels.
 
     Folder datasets are checked from their masks (statistics cached per file, see the module docstring); COCO
-    and VOC labels come from their annotation formats and pass as they are.
+    files with :func:`check_coco` (image files present, categories listed, RLE sizes); VOC passes as it is.
     """
+    if isinstance(dataset, CocoSegmentation):
+        coco = check_coco(dataset)
+        if not coco.ok:
+            raise DataError(f"the training data has problems (`fcnseg data check` shows them all):\n{coco.format()}")
+        return
     if not isinstance(dataset, FolderSegmentation):
         return
     root, classes = dataset.root, dataset.classes
