@@ -201,3 +201,83 @@ def rotated_180_pair(image_path: Path, mask_path: Path, h: int = 16, w: int = 24
     Image.fromarray(rgb).save(image_path, quality=95, exif=exif.tobytes())
     Image.fromarray(labels).save(mask_path)
     return labels
+
+
+BINARY_MAPPED = "# value name\n0 background\n255 foreground\n"
+BINARY_PLAIN = "background\nforeground\n"
+
+
+def make_binary(root: Path, classes_txt: str, n: dict[str, int], size: int = 48, seed: int = 0) -> Path:
+    """A 0/255 binary dataset as annotation tools export it: bright discs and boxes on a dark noisy background,
+    masks holding 0 and 255; ``classes_txt`` is written verbatim (:data:`BINARY_MAPPED` or :data:`BINARY_PLAIN`)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text(classes_txt)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for split, count in n.items():
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for k in range(count):
+            r = rng.uniform(0.2, 0.35) * size
+            cy, cx = rng.uniform(r, size - r, 2)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+            fg = disc if k % 2 else (np.abs(yy - cy) <= r) & (np.abs(xx - cx) <= r)
+            image = rng.normal(40, 15, (size, size, 3))
+            image[fg] = rng.normal(210, 15, (int(fg.sum()), 3))
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / split / "images" / f"{k:03d}.png")
+            Image.fromarray(np.where(fg, 255, 0).astype(np.uint8)).save(root / split / "masks" / f"{k:03d}.png")
+    return root
+
+
+def make_coco_export(root: Path, style: str) -> tuple[Path, dict[str, np.ndarray], list[str]]:
+    """A COCO export as an annotation tool writes it; returns (annotation file, expected masks by file_name, names).
+
+    ``cvat``: ``annotations/instances_default.json``, images under ``images/`` in sub-folders, category ids 3, 7
+    and 12 listed out of order. ``labelstudio``: ``result.json`` beside ``images/``, file names ``images/...``,
+    category ids from 0. Either way the labels are background, then the categories by id: tree, car, unused
+    (never annotated). Image 1: overlapping polygons (overlap -> 255); image 2: compressed RLE car and an
+    uncompressed-RLE crowd tree; image 3: no annotation; image 4: a polygon car.
+    """
+    from pycocotools import mask as coco_mask
+
+    ids = {"cvat": {"tree": 3, "car": 7, "unused": 12}, "labelstudio": {"tree": 0, "car": 1, "unused": 2}}[style]
+    sizes = {1: (24, 32), 2: (20, 24), 3: (16, 16), 4: (24, 32)}
+    names = {1: "batch1/a.jpg", 2: "batch1/b.png", 3: "c.jpg", 4: "batch2/d.png"}
+    if style == "labelstudio":
+        names = {i: f"images/{n.replace('/', '_')}" for i, n in names.items()}
+    anns: list[dict] = []
+
+    def add(image_id: int, cat: str, seg: list | dict, crowd: int = 0) -> None:
+        anns.append({"id": 100 + len(anns), "image_id": image_id, "category_id": ids[cat], "segmentation": seg,
+                     "area": 1.0, "bbox": [0, 0, 1, 1], "iscrowd": crowd})  # fmt: skip
+
+    expected = {i: np.zeros(hw, np.uint8) for i, hw in sizes.items()}
+    add(1, "tree", [rect(2, 2, 14, 20)])
+    add(1, "car", [rect(10, 4, 28, 12)])
+    expected[1][box_mask(24, 32, 2, 2, 14, 20)] = 1
+    expected[1][box_mask(24, 32, 10, 4, 28, 12)] = 2
+    expected[1][4:12, 10:14] = 255
+    car = box_mask(20, 24, 12, 2, 22, 10)
+    rle = coco_mask.encode(np.asfortranarray(car.astype(np.uint8)))
+    add(2, "car", {"size": rle["size"], "counts": rle["counts"].decode()})
+    crowd = box_mask(20, 24, 0, 12, 8, 20)
+    add(2, "tree", uncompressed_rle(crowd), crowd=1)
+    expected[2][car] = 2
+    expected[2][crowd] = 1
+    add(4, "car", [rect(4, 6, 20, 18)])
+    expected[4][6:18, 4:20] = 2
+
+    if style == "cvat":
+        ann_file, image_root = root / "annotations" / "instances_default.json", root / "images"
+    else:
+        ann_file, image_root = root / "result.json", root
+    images = []
+    for i, (h, w) in sizes.items():
+        path = image_root / names[i]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _noise_image(path, w, h, seed=20 + i)
+        images.append({"id": i, "file_name": names[i], "height": h, "width": w})
+    cats = [{"id": ids[n], "name": n, "supercategory": ""} for n in ("car", "unused", "tree")]
+    ann_file.parent.mkdir(parents=True, exist_ok=True)
+    ann_file.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return ann_file, {names[i]: m for i, m in expected.items()}, ["__background__", "tree", "car", "unused"]

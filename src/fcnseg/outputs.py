@@ -25,6 +25,7 @@ from .predict import SegmentationResult
 
 __all__ = [
     "OUTPUT_KINDS",
+    "RUN_OUTPUTS",
     "WRITERS",
     "atomic_write",
     "merge_rows",
@@ -48,6 +49,10 @@ OUTPUT_KINDS = {
     "overlay": "_overlay.jpg",  # class colours blended over the photo
     "probs": "_probs.npz",  # compressed float16 (K, H, W) class probabilities + category names
     "json": ".json",  # per-class pixel share and mean confidence
+}
+# kind -> one file for the whole run, in OUT_DIR
+RUN_OUTPUTS = {
+    "coco": "predictions.coco.json",  # COCO RLE per image and class: pre-annotations for CVAT, Label Studio
 }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -178,7 +178,8 @@ class Segmenter:
         model: a model name (``"fcn_resnet50"``) or an ``nn.Module`` returning ``{"out": logits}``.
         weights: weights name (``"DEFAULT"``), enum member, checkpoint path, or None (random init).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        size: shorter side the image is resized to before the model (the weights' 520), or None for native.
+        size: shorter side the image is resized to before the model, or None for native resolution. The
+            default ``"auto"`` is the CLI's rule: 520 (the weights' size) for whole images, native with ``tile``.
         categories: class names; taken from the weights or checkpoint when not given.
         tile: sliding-window side in pixels (at the model's input resolution), or None for whole images.
             Overlapping windows' logits are averaged; memory grows with ``tile x width``, not the image area.
@@ -196,7 +197,7 @@ class Segmenter:
         weights: str | Path | WeightsEnum | None = "DEFAULT",
         *,
         device: str | torch.device = "auto",
-        size: int | None = 520,
+        size: int | None | Literal["auto"] = "auto",
         categories: Sequence[str] | None = None,
         tile: int | None = None,
         stride: int | None = None,
@@ -220,6 +221,8 @@ class Segmenter:
         if len(self.categories) != n:
             raise ValueError(f"{len(self.categories)} category names given for a model with {n} classes")
         self._forward = _optimize(self.model, optimize)
+        if size == "auto":
+            size = None if tile else 520
         self.preprocess = SemanticSegmentation(resize_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         if tile is not None and not 0 < (stride or tile) <= tile:
             raise ValueError(f"tile stride must lie in 1..{tile} (the window size), got {stride}")

@@ -46,7 +46,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from ._atomic import atomic_path
-from .data import get_dataset, read_mask_array
+from .data import get_dataset
+from .data.check import validate_training_data
 from .distributed import DistInfo, init_distributed
 from .evaluate import evaluate
 from .models import find_weights, get_model_builder
@@ -214,8 +215,8 @@ def _class_weights(config: TrainConfig, dataset: Any, num_classes: int) -> Tenso
         return None
     if config.class_weights != "auto":
         return _read_class_weights(config.class_weights, num_classes)
-    paths = getattr(dataset, "masks", None)  # folder datasets: read the masks only, not the images
-    masks = (read_mask_array(p) for p in paths) if paths is not None else (m for _, m in dataset)
+    labels = getattr(dataset, "labels", None)  # folder datasets: read the masks only, not the images
+    masks = (labels(i) for i in range(len(dataset))) if labels is not None else (m for _, m in dataset)
     return class_weights_from_masks(masks, num_classes, config.ignore_index)
 
 
@@ -673,6 +674,7 @@ def _setup(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, dev
     torch.backends.cudnn.benchmark = not config.deterministic
 
     train_raw, val_set = _datasets(config)
+    validate_training_data(train_raw, config.ignore_index)  # unmapped mask values, classes without pixels
 
     # Model: the same initialisation on every rank; a resumed run's weights come from its checkpoint (_restore).
     _seed_everything(config.seed)

@@ -124,3 +124,32 @@ def test_two_processes_equal_one(coco, checkpoint, tmp_path):
     assert r1["confusion_matrix"] == r2["confusion_matrix"] and r1["num_images"] == r2["num_images"] == 5
     assert r1["miou"] == r2["miou"]
     assert p2.stdout.count("mean IoU") == 1  # only rank 0 reports
+
+
+def test_size_follows_a_training_checkpoint(tmp_path, checkpoint):
+    from fcnseg.cli.eval import validation_size
+
+    ckpt = torch.load(checkpoint, weights_only=True)
+    trained = tmp_path / "trained.pth"
+    torch.save({**ckpt, "config": {"base_size": 96, "crop_size": 80}}, trained)
+    assert validation_size(str(trained)) == (96, f"the checkpoint's validation size, {trained}")
+    assert validation_size(str(checkpoint))[0] == 520  # no config: the published protocol's size
+    assert validation_size("DEFAULT")[0] == 520
+
+
+def test_output_json_without_matplotlib_skips_the_plot(coco, checkpoint, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    root, _ = coco
+    rc, out = _eval(["--dataset", "coco", "--data-root", root, "--weights", checkpoint, "--size", 16, "--limit", 1],
+                    tmp_path)  # fmt: skip
+    assert rc == 0 and json.loads(out.read_text())["num_images"] == 1
+    err = capsys.readouterr().err
+    assert "matplotlib is not installed; no confusion-matrix plot" in err
+    assert "preprocessing: shorter side resized to 16 (--size)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    assert main(["eval", "--dataset", "coco", "--data-root", str(root), "--weights", str(checkpoint),
+                 "--plot", str(tmp_path / "p.png")]) == 1  # fmt: skip
+    assert "the confusion-matrix plot needs matplotlib" in capsys.readouterr().err

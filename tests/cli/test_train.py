@@ -75,7 +75,7 @@ def test_a_run_writes_checkpoints_log_and_class_weights(data, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--dataset", "coco"], "instances_train2017.json: missing"),
+        (["--dataset", "coco"], "no COCO annotations for split 'train' (looked for annotations/instances_train2017"),
         (["--amp", "fp16"], "fp16 autocast needs CUDA; use amp=bf16 on CPU"),
         (["--num-classes", "4"], "num_classes=4 but the dataset lists 3 classes"),
         (["--weights-backbone", "IMAGENET9"], "Unknown weights 'IMAGENET9' for ResNet50_Weights"),

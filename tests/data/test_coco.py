@@ -123,7 +123,7 @@ def test_exif_orientation_is_not_applied(tmp_path):
 def test_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="instances_val2017.json"):
         CocoSegmentation(tmp_path)
-    with pytest.raises(ValueError, match="unknown COCO split"):
+    with pytest.raises(FileNotFoundError, match="no COCO annotations for split 'test'.*annotations/test.json"):
         CocoSegmentation(tmp_path, "test")
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "instances_val2017.json").write_text("{not json")

@@ -39,17 +39,19 @@ def test_every_problem_is_reported(tmp_path, capsys):
     s = report.splits[0]
     assert not report.ok
     assert s.binary_0_255 == ["train/masks/img000.png"]
-    assert s.out_of_range == {"train/masks/img001.png": [7]}
+    assert s.out_of_range == {"train/masks/img001.png": ["7"]}
     assert s.size_mismatches == ["train/masks/img002.png: mask 9x8, image 8x8"]
     assert len(s.unreadable) == 1 and "img003.png" in s.unreadable[0]
     assert s.images_without_mask == ["train/images/img004.png"]
     assert s.masks_without_image == ["train/masks/orphan.png"]
-    assert s.errors == 5
+    assert s.empty_classes == [1]  # fg: its only pixels were the 0/255 mask's 255s, the ignore index
+    assert s.errors == 6
 
     assert main(["data", "check", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     for text in ("masks hold only 0 and 255", "values outside the classes 0..1", "img001.png: 7", "size mismatches",
-                 "images without a mask", "masks without an image", "unreadable", "5 problems found"):  # fmt: skip
+                 "images without a mask", "masks without an image", "unreadable", "error: 1 classes have no pixel",
+                 "6 problems found"):  # fmt: skip
         assert text in out, text
     assert main(["data", "check", str(tmp_path), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["ok"] is False

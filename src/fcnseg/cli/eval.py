@@ -16,6 +16,18 @@ from .._atomic import atomic_path
 from . import CLIError, add_model_arguments
 
 
+def validation_size(weights: str | None) -> tuple[int, str]:
+    """The eval size a weights argument implies, and where it came from: a training checkpoint's validation size
+    (its config's ``base_size``), else 520, the size the published numbers are measured at."""
+    from ..weights import read_checkpoint
+
+    if weights is not None and Path(weights).is_file():
+        config = read_checkpoint(weights)[1].get("config") or {}
+        if isinstance(config.get("base_size"), int):
+            return config["base_size"], f"the checkpoint's validation size, {weights}"
+    return 520, "the published protocol's default"
+
+
 def _run(args: argparse.Namespace) -> int:
     import torch
 
@@ -31,12 +43,22 @@ def _run(args: argparse.Namespace) -> int:
         raise CLIError(f"--limit must be at least 1, got {args.limit}")
     plot = None if args.no_plot else args.plot or (Path(args.output).with_suffix(".png") if args.output else None)
     if plot is not None and importlib.util.find_spec("matplotlib") is None:
-        raise CLIError("the confusion-matrix plot needs matplotlib: pip install 'fcnseg[plot]', or pass --no-plot")
+        if args.plot:
+            raise CLIError("the confusion-matrix plot needs matplotlib: pip install 'fcnseg[plot]', or pass --no-plot")
+        print(
+            "note: matplotlib is not installed; no confusion-matrix plot (pip install 'fcnseg[plot]')", file=sys.stderr
+        )
+        plot = None
     kwargs = {"ignore_index": args.ignore_index} if args.dataset == "folder" else {}
+    if args.data_root is None and args.ann_file is None:
+        raise CLIError("give the dataset with --data-root (or a COCO file with --ann-file)")
     try:
-        dataset = get_dataset(args.dataset, args.data_root, args.split, **kwargs)
+        dataset = get_dataset(
+            args.dataset, args.data_root, args.split, ann_file=args.ann_file, images=args.images, **kwargs
+        )
     except ModuleNotFoundError as e:
         raise CLIError(str(e)) from None
+    size, size_source = validation_size(args.weights) if args.size is None else (args.size, "--size")
     info, device = init_distributed(args.device)
     try:
         weights = args.weights
@@ -51,9 +73,12 @@ def _run(args: argparse.Namespace) -> int:
             seg.categories = list(dataset.categories)
         elif info.is_main and list(names) != list(dataset.categories):
             print("note: the model's class names differ from the dataset's; reporting the model's", file=sys.stderr)
+        if info.is_main:
+            shown = "native resolution" if size is None else f"shorter side resized to {size}"
+            print(f"preprocessing: {shown} ({size_source})", file=sys.stderr)
         run = evaluate_dataset(
             seg.model, dataset, len(seg.categories),
-            resize_size=args.size, native=args.native, batch_size=args.batch_size, limit=args.limit,
+            resize_size=size, native=args.native, batch_size=args.batch_size, limit=args.limit,
             device=device, ignore_index=args.ignore_index, workers=args.workers, progress=not args.no_progress,
         )  # fmt: skip
         if not info.is_main:
@@ -62,9 +87,11 @@ def _run(args: argparse.Namespace) -> int:
             "model": args.model,
             "weights": args.weights,
             "dataset": args.dataset,
-            "data_root": str(args.data_root),
+            "data_root": None if args.data_root is None else str(args.data_root),
+            "ann_file": args.ann_file,
             "split": args.split,
-            "resize_size": args.size,
+            "resize_size": size,
+            "resize_size_source": size_source,
             "native": args.native,
             "ignore_index": args.ignore_index,
             "batch_size": args.batch_size,
@@ -94,17 +121,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval",
         help="score a model on COCO, VOC or a folder dataset (mIoU, pixel accuracy, per class)",
         description=(
-            "Evaluate with the published protocol: shorter side resized to 520 (image bilinear, mask nearest), "
-            "one confusion matrix over the whole dataset. Works under torchrun (each image scored once)."
+            "Evaluate with the published protocol: shorter side resized to 520, or to the size a training "
+            "checkpoint was validated at (image bilinear, mask nearest), one confusion matrix over the whole dataset. "
+            "Works under torchrun (each image scored once)."
         ),
     )
     add_model_arguments(p)
     p.add_argument("--dataset", required=True, choices=("coco", "voc", "folder"))
-    p.add_argument("--data-root", required=True, type=Path, help="COCO root, VOC root or folder dataset root")
-    p.add_argument("--split", default="val", help="split name (default: val; VOC also train_aug)")
+    p.add_argument("--data-root", type=Path, help="COCO root or export folder, VOC root or folder dataset root")
+    p.add_argument("--split", default="val", help="split name (default: val; VOC also train_aug; CVAT: default)")
+    p.add_argument("--ann-file", help="COCO: an annotation file (any export) instead of --data-root and --split")
+    p.add_argument("--images", help="COCO: the folder --ann-file's image names are relative to (default: found)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass, grouped by size (default: 1)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
-    p.add_argument("--size", type=int, default=520, help="shorter side the images are resized to (default: 520)")
+    p.add_argument(
+        "--size", type=int,
+        help="shorter side the images are resized to (default: the size a training checkpoint was validated at, "
+             "its base_size; otherwise 520, the published protocol's)",
+    )  # fmt: skip
     p.add_argument(
         "--native", action="store_true", help="score at the masks' original resolution (logits upsampled to it)"
     )

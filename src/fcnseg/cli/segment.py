@@ -21,11 +21,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..coco_results import CocoResults
 from ..distributed import init_distributed
 from ..imageio import ImageDecodeError
 from ..optimize import add_speed_arguments, speed_options_from_args
 from ..outputs import (
     OUTPUT_KINDS,
+    RUN_OUTPUTS,
     merge_rows,
     output_paths,
     read_record,
@@ -72,9 +74,9 @@ def _parse_size(text: str) -> int | str | None:
 
 def _parse_save(text: str) -> list[str]:
     kinds = [k.strip() for k in text.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in OUTPUT_KINDS]
+    bad = [k for k in kinds if k not in OUTPUT_KINDS and k not in RUN_OUTPUTS]
     if bad or not kinds:
-        raise argparse.ArgumentTypeError(f"unknown output {bad}; choose from {','.join(OUTPUT_KINDS)}")
+        raise argparse.ArgumentTypeError(f"unknown output {bad}; choose from {','.join([*OUTPUT_KINDS, *RUN_OUTPUTS])}")
     return kinds
 
 
@@ -165,7 +167,9 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
         raise CLIError("no inputs: give files, folders, globs, - (paths on stdin) or --example")
     weights = args.weights
     weights_label = "none (random init: predictions are meaningless)" if weights is None else args.weights
-    kinds = args.save
+    kinds = [k for k in args.save if k in OUTPUT_KINDS]  # per image; RUN_OUTPUTS are one file for the run
+    coco = CocoResults() if "coco" in args.save else None
+    redo = args.overwrite or coco is not None  # the COCO file describes the whole run: nothing is skipped
     say = print if info.is_main else (lambda *a, **k: None)
     if weights is None:
         say(f"fcnseg segment: warning: --weights none: {args.model} is randomly initialised", file=sys.stderr)
@@ -179,7 +183,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
             print(f"fcnseg segment: error: {error}", file=sys.stderr)
             continue
         source = source_of(item.path)
-        done = None if args.overwrite else _done_before(out, item, source, kinds)
+        done = None if redo else _done_before(out, item, source, kinds)
         if done is not None:
             rows.append(_row(item, "skipped", info.rank, **done))
         else:
@@ -191,7 +195,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
             args.model,
             weights,
             device=device,
-            size=args.size if args.size != "auto" else (None if args.tile else 520),
+            size=args.size,
             tile=args.window if args.tile else None,
             stride=args.stride,
             tta=args.tta_scales if args.tta else False,
@@ -218,6 +222,9 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
                 error = f"{path}: cannot write outputs to {(out / item.name).parent} ({e.strerror or e})"
                 rows.append(_row(item, "failed", info.rank, error=error, width=w, height=h))
                 tqdm.write(f"fcnseg segment: error: {error}", file=sys.stderr)
+                continue
+            if coco is not None:
+                coco.add(str(item.stem.with_name(path.name)), result)
     except KeyboardInterrupt:
         if not info.enabled:  # keep a record of what was done; every output on disk is complete
             write_summary(merge_rows(previous, rows), summary)
@@ -228,12 +235,15 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
 
     if info.enabled:
         gathered: list[Any] = [None] * info.world_size
-        dist.all_gather_object(gathered, (rows, elapsed))
-        rows = [r for part, _ in gathered for r in part]
-        elapsed = max(t for _, t in gathered)
+        dist.all_gather_object(gathered, (rows, elapsed, coco))
+        rows = [r for part, _, _ in gathered for r in part]
+        elapsed = max(t for _, t, _ in gathered)
+        coco = coco.merge([c for _, _, c in gathered]) if coco is not None else None
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
     if info.is_main:
         write_summary(merge_rows(previous, rows), summary)
+        if coco is not None:
+            print(f"COCO predictions: {coco.write(out / RUN_OUTPUTS['coco'])} ({len(coco.images)} images)")
         rate = counts["ok"] / elapsed if elapsed > 0 else 0.0
         print(
             f"fcnseg segment: {len(rows)} image{'s' * (len(rows) != 1)}: {counts['ok']} segmented, "
@@ -290,7 +300,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--save", type=_parse_save, default=_parse_save(DEFAULT_SAVE), metavar="KINDS",
-        help=f"comma-separated outputs from {','.join(OUTPUT_KINDS)} (default: {DEFAULT_SAVE})",
+        help=f"comma-separated outputs from {','.join(OUTPUT_KINDS)} (default: {DEFAULT_SAVE}), and coco: one "
+             f"{RUN_OUTPUTS['coco']} for the run (COCO RLE per image and class; segments every input)",
     )  # fmt: skip
     p.add_argument("--summary", choices=("csv", "jsonl"), default="csv", help="run summary format (default: csv)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs were made from the same file")

@@ -9,17 +9,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .classes import ClassMap, read_class_map
 from .coco import COCO_VOC_CATEGORY_IDS, CocoSegmentation
 from .folder import FolderSegmentation, read_classes, read_mask, read_mask_array
 from .voc import VOCSegmentation
 
 __all__ = [
     "COCO_VOC_CATEGORY_IDS",
+    "ClassMap",
     "DATASETS",
     "CocoSegmentation",
     "FolderSegmentation",
     "VOCSegmentation",
     "get_dataset",
+    "read_class_map",
     "read_classes",
     "read_mask",
     "read_mask_array",
@@ -28,8 +31,25 @@ __all__ = [
 DATASETS = ("coco", "voc", "folder")
 
 
-def get_dataset(name: str, root: str | Path, split: str = "val", **kwargs: Any) -> Any:
-    """``coco``, ``voc`` or ``folder`` at ``root``; ``kwargs`` go to the dataset class (e.g. ``transforms``)."""
+def get_dataset(
+    name: str,
+    root: str | Path | None,
+    split: str = "val",
+    *,
+    ann_file: str | Path | None = None,
+    images: str | Path | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``coco``, ``voc`` or ``folder`` at ``root``; ``kwargs`` go to the dataset class (e.g. ``transforms``).
+
+    ``coco`` with ``ann_file`` reads that COCO file (images under ``images``) instead of ``root`` and ``split``.
+    """
+    if ann_file is not None or images is not None:
+        if name != "coco" or ann_file is None:
+            raise ValueError("an annotation file and image folder (--ann-file, --images) go with the coco dataset")
+        return CocoSegmentation.from_file(ann_file, images, **kwargs)
+    if root is None:
+        raise ValueError(f"the {name} dataset needs a root folder (--data-root)")
     if name == "coco":
         return CocoSegmentation(root, split, **kwargs)
     if name == "voc":

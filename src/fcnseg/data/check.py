@@ -1,22 +1,90 @@
-"""``check_folder``: what is wrong with a folder dataset, found before training on it rather than during.
+"""What is wrong with a dataset, found before training on it rather than after.
 
-Every image and mask is decoded once. Errors: unreadable files, images without masks and masks without images,
-image/mask size mismatches, mask values that are neither a class nor the ignore index. Warnings: masks holding
-only 0 and 255 (binary masks whose foreground the default ignore index would silently drop), classes with no pixel.
+``check_folder`` (``fcnseg data check``) decodes every image and mask of a folder dataset once. Errors: unreadable
+files, images without masks and masks without images, image/mask size mismatches, mask values that
+``classes.txt`` does not map (or, for a plain ``classes.txt``, that are neither a class index nor the ignore index),
+and a class with no pixel in the training split (a model cannot learn it; it is how a 0/255 mask set read with a
+plain ``classes.txt`` shows up, its 255s being the ignore index).
+
+``check_coco`` (``fcnseg data check --dataset coco``) checks a COCO file read as a dataset: image files present,
+annotations of listed categories, RLE sizes matching their images; categories without annotations are a warning
+(an export lists every label of the project, and they keep their label so that all splits agree).
+
+``validate_training_data`` runs the mask checks when ``fit`` starts and raises :class:`DataError` with the same
+report. It reads only the masks, and keeps their statistics in a cache keyed by each file's path, size and
+mtime (``$TORCH_HOME/fcnseg/data-check/``), so a second run over an unchanged dataset costs a ``stat`` per mask.
+For a COCO training split it runs ``check_coco`` (no decoding: a ``stat`` per image).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._atomic import atomic_path
 from ..imageio import load_image
-from .folder import IMAGE_SUFFIXES, read_classes, read_mask_array
+from .classes import ClassMap, read_class_map
+from .coco import CocoSegmentation
+from .folder import IMAGE_SUFFIXES, FolderSegmentation
 
-__all__ = ["CheckReport", "SplitCheck", "check_folder"]
+__all__ = [
+    "CheckReport",
+    "CocoCheck",
+    "DataError",
+    "MaskStats",
+    "SplitCheck",
+    "check_coco",
+    "check_folder",
+    "mask_stats",
+    "validate_training_data",
+]
+
+
+class DataError(ValueError):
+    """A dataset that cannot be trained on as it is; the message is the :class:`CheckReport` explaining why."""
+
+
+@dataclass
+class MaskStats:
+    """One mask file: its (H, W), pixels per class, ignored pixels and the raw values no class maps."""
+
+    shape: tuple[int, int]
+    class_pixels: list[int]
+    ignored: int
+    unmapped: list[int]
+    binary_0_255: bool
+
+
+def mask_stats(path: str | Path, classes: ClassMap, ignore_index: int = 255) -> MaskStats:
+    """Read a mask file through ``classes`` and count what it holds."""
+    raw = classes.read_raw(path)
+    values, counts = _value_counts(raw)
+    labels = classes.lookup(values, ignore_index)  # mapped per distinct value, not per pixel
+    class_pixels = [0] * len(classes.names)
+    ignored = 0
+    for label, c in zip(labels.tolist(), counts.tolist(), strict=True):
+        if label == ignore_index:
+            ignored += c
+        elif label >= 0:
+            class_pixels[label] += c
+    binary = not classes.rgb and values.tolist() == [0, 255]
+    unmapped = values[labels < 0].tolist()
+    return MaskStats((int(raw.shape[0]), int(raw.shape[1])), class_pixels, ignored, unmapped, binary)
+
+
+def _value_counts(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of an integer array and their counts, ascending (bincount: several times faster than unique)."""
+    if raw.size and raw.min() >= 0 and raw.max() < 1 << 16:
+        counts = np.bincount(raw.ravel())
+        values = np.flatnonzero(counts)
+        return values, counts[values]
+    return np.unique(raw, return_counts=True)
 
 
 @dataclass
@@ -24,20 +92,38 @@ class SplitCheck:
     """Findings for one split; file names are relative to the dataset root."""
 
     split: str
+    training: bool = False  # a class without pixels is an error here, a warning elsewhere
     pairs: int = 0
     images_without_mask: list[str] = field(default_factory=list)
     masks_without_image: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # "file: reason"
     size_mismatches: list[str] = field(default_factory=list)  # "mask: mask WxH, image WxH"
-    out_of_range: dict[str, list[int]] = field(default_factory=dict)  # mask -> values outside classes and ignore
+    out_of_range: dict[str, list[str]] = field(default_factory=dict)  # mask -> values classes.txt does not map
     binary_0_255: list[str] = field(default_factory=list)
     class_pixels: list[int] = field(default_factory=list)
     ignored_pixels: int = 0
 
+    def add(self, mask: str, stats: MaskStats, classes: ClassMap) -> None:
+        """Count one mask's statistics into this split."""
+        if stats.unmapped:
+            self.out_of_range[mask] = [classes.describe(v) for v in stats.unmapped]
+        if stats.binary_0_255:
+            self.binary_0_255.append(mask)
+        self.class_pixels = [a + b for a, b in zip(self.class_pixels, stats.class_pixels, strict=True)]
+        self.ignored_pixels += stats.ignored
+
+    @property
+    def empty_classes(self) -> list[int]:
+        """Indices of the classes with no pixel in this split (once some mask was counted)."""
+        if not self.pairs:
+            return []
+        return [i for i, n in enumerate(self.class_pixels) if n == 0]
+
     @property
     def errors(self) -> int:
         n = len(self.images_without_mask) + len(self.masks_without_image) + len(self.unreadable)
-        return n + len(self.size_mismatches) + len(self.out_of_range)
+        empty = 1 if self.training and self.empty_classes else 0
+        return n + len(self.size_mismatches) + len(self.out_of_range) + empty
 
 
 @dataclass
@@ -46,6 +132,7 @@ class CheckReport:
     categories: list[str]
     ignore_index: int
     splits: list[SplitCheck]
+    mapped: bool = False  # classes.txt maps values ("VALUE NAME" lines) rather than listing names
 
     @property
     def ok(self) -> bool:
@@ -58,6 +145,11 @@ class CheckReport:
         """A readable report: one line per problem kind with a few example files, then class frequencies."""
         k = len(self.categories)
         lines = [f"{self.root}: {k} classes ({', '.join(self.categories)}), ignore index {self.ignore_index}"]
+        unmapped = (
+            "masks with values classes.txt does not map (add a 'VALUE NAME' line, or 'VALUE ignore' to leave them out)"
+            if self.mapped
+            else f"masks with values outside the classes 0..{k - 1} and the ignore index {self.ignore_index}"
+        )
         for s in self.splits:
             lines.append(f"split {s.split}: {s.pairs} image/mask pairs")
             problems = [
@@ -65,54 +157,61 @@ class CheckReport:
                 ("masks without an image", s.masks_without_image),
                 ("unreadable files", s.unreadable),
                 ("image/mask size mismatches", s.size_mismatches),
-                (
-                    f"masks with values outside the classes 0..{k - 1} and the ignore index",
-                    [f"{m}: {_values(v)}" for m, v in s.out_of_range.items()],
-                ),
+                (unmapped, [f"{m}: {_values(v)}" for m, v in s.out_of_range.items()]),
             ]
             for what, items in problems:
                 if items:
                     more = f" (+{len(items) - examples} more)" if len(items) > examples else ""
                     lines.append(f"  error: {len(items)} {what}{more}")
                     lines += [f"    {x}" for x in items[:examples]]
-            if s.binary_0_255:
-                lines.append(
-                    f"  warning: {len(s.binary_0_255)} masks hold only 0 and 255; with ignore index "
-                    f"{self.ignore_index} their 255 pixels are {'ignored' if self.ignore_index == 255 else 'invalid'}"
-                    " (store the foreground as 1), e.g. " + ", ".join(s.binary_0_255[:3])
-                )
             total = sum(s.class_pixels) + s.ignored_pixels
             if total:
                 pairs = list(zip(self.categories, s.class_pixels, strict=True))
                 freq = "  ".join(f"{c} {100 * n / total:.2f}%" for c, n in pairs)
                 lines.append(f"  class pixels: {freq}  ignored {100 * s.ignored_pixels / total:.2f}%")
-                never = [c for c, n in pairs if n == 0]
-                if never:
-                    lines.append(f"  warning: {len(never)} classes have no pixel in this split: {', '.join(never)}")
+            never = [self.categories[i] for i in s.empty_classes]
+            if never:
+                kind = "error" if s.training else "warning"
+                lines.append(f"  {kind}: {len(never)} classes have no pixel in this split: {', '.join(never)}")
+                if s.training:
+                    lines.append(
+                        "    a model cannot learn a class it never sees: label it, or remove it from classes.txt"
+                    )
+            if s.binary_0_255 and not self.mapped:
+                lines.append(
+                    f"  hint: {len(s.binary_0_255)} masks hold only 0 and 255 (e.g. {', '.join(s.binary_0_255[:3])}); "
+                    f"with a plain classes.txt, 255 is the ignore index. Map the values instead: write classes.txt "
+                    "as the two lines '0 background' and '255 foreground' (names of your choice)"
+                )
         lines.append("ok" if self.ok else f"{sum(s.errors for s in self.splits)} problems found")
         return "\n".join(lines)
 
 
-def _values(v: list[int]) -> str:
-    return ", ".join(map(str, v[:8])) + (", ..." if len(v) > 8 else "")
+def _values(v: list[str]) -> str:
+    return ", ".join(v[:8]) + (", ..." if len(v) > 8 else "")
 
 
-def check_folder(root: str | Path, splits: list[str] | None = None, ignore_index: int = 255) -> CheckReport:
-    """Check a folder dataset (``classes.txt``, ``{split}/{images,masks}/``); ``splits`` default to all present."""
+def check_folder(
+    root: str | Path, splits: list[str] | None = None, ignore_index: int = 255, train_split: str = "train"
+) -> CheckReport:
+    """Check a folder dataset (``classes.txt``, ``{split}/{images,masks}/``); ``splits`` default to all present.
+
+    ``train_split`` is the split every class must occur in.
+    """
     root = Path(root)
-    categories = read_classes(root)
+    classes = read_class_map(root)
     if splits is None:
         splits = sorted(p.name for p in root.iterdir() if (p / "images").is_dir() or (p / "masks").is_dir())
         if not splits:
             raise FileNotFoundError(f"{root}: no {{split}}/images/ folder found")
-    report = CheckReport(str(root), categories, ignore_index, [])
+    report = CheckReport(str(root), list(classes.names), ignore_index, [], mapped=classes.mapped)
     for split in splits:
-        report.splits.append(_check_split(root, split, len(categories), ignore_index))
+        report.splits.append(_check_split(root, split, classes, ignore_index, split == train_split))
     return report
 
 
-def _check_split(root: Path, split: str, k: int, ignore_index: int) -> SplitCheck:
-    out = SplitCheck(split, class_pixels=[0] * k)
+def _check_split(root: Path, split: str, classes: ClassMap, ignore_index: int, training: bool) -> SplitCheck:
+    out = SplitCheck(split, training, class_pixels=[0] * len(classes.names))
     images_dir, masks_dir = root / split / "images", root / split / "masks"
     images = {p.stem: p for p in sorted(images_dir.glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
     masks = {p.stem: p for p in sorted(masks_dir.glob("*.png"))}
@@ -125,25 +224,143 @@ def _check_split(root: Path, split: str, k: int, ignore_index: int) -> SplitChec
         out.pairs += 1
         try:
             w, h = load_image(images[stem], exif_transpose=False).size  # as datasets read it
+            stats = mask_stats(masks[stem], classes, ignore_index)
         except ValueError as e:
             out.unreadable.append(str(e))
             continue
+        if stats.shape != (h, w):
+            out.size_mismatches.append(f"{rel(masks[stem])}: mask {stats.shape[1]}x{stats.shape[0]}, image {w}x{h}")
+        out.add(rel(masks[stem]), stats, classes)
+    return out
+
+
+def validate_training_data(dataset: Any, ignore_index: int = 255) -> None:
+    """Raise :class:`DataError` if ``dataset`` (a training split) has unmapped mask values or a class without pixels.
+
+    Folder datasets are checked from their masks (statistics cached per file, see the module docstring); COCO
+    files with :func:`check_coco` (image files present, categories listed, RLE sizes); VOC passes as it is.
+    """
+    if isinstance(dataset, CocoSegmentation):
+        coco = check_coco(dataset)
+        if not coco.ok:
+            raise DataError(f"the training data has problems (`fcnseg data check` shows them all):\n{coco.format()}")
+        return
+    if not isinstance(dataset, FolderSegmentation):
+        return
+    root, classes = dataset.root, dataset.classes
+    split = SplitCheck(dataset.split, training=True, class_pixels=[0] * len(classes.names))
+    for path, stats in _cached_mask_stats(dataset.masks, classes, ignore_index).items():
+        split.pairs += 1
+        split.add(str(Path(path).relative_to(root)), stats, classes)
+    report = CheckReport(str(root), list(classes.names), ignore_index, [split], mapped=classes.mapped)
+    if not report.ok:
+        raise DataError(
+            f"the training data has problems (`fcnseg data check {root}` shows them all):\n{report.format()}"
+        )
+
+
+def _cache_file(masks: list[Path], classes: ClassMap, ignore_index: int) -> Path:
+    import torch
+
+    key = json.dumps([str(masks[0].parent.resolve()) if masks else "", repr(classes), ignore_index])
+    name = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(torch.hub.get_dir()).parent / "fcnseg" / "data-check" / f"{name}.json"
+
+
+def _cached_mask_stats(masks: list[Path], classes: ClassMap, ignore_index: int) -> dict[str, MaskStats]:
+    """:func:`mask_stats` of every mask, reusing the cached entry of a file whose size and mtime are unchanged."""
+    cache = _cache_file(masks, classes, ignore_index)
+    try:
+        old = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        old = {}
+    out, entries, changed = {}, {}, False
+    for path in masks:
+        st = os.stat(path)
+        stamp = [st.st_size, st.st_mtime_ns]
+        entry = old.get(str(path))
+        if entry is not None and entry[0] == stamp:
+            stats = MaskStats(**entry[1])
+            stats.shape = tuple(stats.shape)
+        else:
+            stats, changed = mask_stats(path, classes, ignore_index), True
+        out[str(path)] = stats
+        entries[str(path)] = [stamp, asdict(stats)]
+    if changed or len(entries) != len(old):
         try:
-            m = read_mask_array(masks[stem])
-        except ValueError as e:
-            out.unreadable.append(str(e))
-            continue
-        if m.shape != (h, w):
-            out.size_mismatches.append(f"{rel(masks[stem])}: mask {m.shape[1]}x{m.shape[0]}, image {w}x{h}")
-        values, counts = np.unique(m, return_counts=True)
-        bad = [int(v) for v in values if v != ignore_index and not (0 <= v < k)]
-        if bad:
-            out.out_of_range[rel(masks[stem])] = bad
-        if set(values.tolist()) == {0, 255}:
-            out.binary_0_255.append(rel(masks[stem]))
-        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
-            if 0 <= v < k and v != ignore_index:
-                out.class_pixels[v] += c
-            elif v == ignore_index:
-                out.ignored_pixels += c
+            with atomic_path(cache) as tmp:
+                tmp.write_text(json.dumps(entries))
+        except OSError:  # a read-only cache only costs the next run a full scan
+            pass
+    return out
+
+
+@dataclass
+class CocoCheck:
+    """Findings for one COCO annotation file read as a dataset (file names as the annotation file gives them)."""
+
+    ann_file: str
+    categories: list[str]
+    images: int = 0
+    missing_images: list[str] = field(default_factory=list)
+    bad_annotations: list[str] = field(default_factory=list)  # "annotation ID on FILE: reason"
+    annotations_per_class: list[int] = field(default_factory=list)  # index 0 (background) stays 0
+    images_without_annotations: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing_images and not self.bad_annotations
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+    def format(self, examples: int = 5) -> str:
+        lines = [
+            f"{self.ann_file}: {len(self.categories)} classes ({', '.join(self.categories)}), {self.images} images"
+        ]
+        for what, items in (("image files not found", self.missing_images), ("bad annotations", self.bad_annotations)):
+            if items:
+                more = f" (+{len(items) - examples} more)" if len(items) > examples else ""
+                lines.append(f"  error: {len(items)} {what}{more}")
+                lines += [f"    {x}" for x in items[:examples]]
+        pairs = list(zip(self.categories, self.annotations_per_class, strict=True))[1:]
+        lines.append("  annotations: " + "  ".join(f"{c} {n}" for c, n in pairs))
+        unused = [c for c, n in pairs if n == 0]
+        if unused:
+            lines.append(
+                f"  warning: {len(unused)} categories have no annotation here: {', '.join(unused)} "
+                "(kept, so that every split of the export has the same labels; a model never learns them)"
+            )
+        if self.images_without_annotations:
+            lines.append(f"  note: {self.images_without_annotations} images have no annotation (all background)")
+        lines.append("ok" if self.ok else f"{len(self.missing_images) + len(self.bad_annotations)} problems found")
+        return "\n".join(lines)
+
+
+def check_coco(dataset: Any) -> CocoCheck:
+    """Check a :class:`~fcnseg.data.coco.CocoSegmentation`: image files present, annotations of known categories
+    whose RLE sizes match their images; count annotations per class."""
+    ids = dataset.category_ids
+    out = CocoCheck(str(dataset.ann_file), list(dataset.categories), len(dataset), annotations_per_class=[0] * len(ids))
+    for i in range(len(dataset)):
+        info = dataset.image_info(i)
+        try:
+            dataset.image_path(i)
+        except FileNotFoundError:
+            out.missing_images.append(info["file_name"])
+        anns = dataset.annotations(i)
+        out.images_without_annotations += not anns
+        for a in anns:
+            where = f"annotation {a.get('id')} on {info['file_name']}"
+            seg = a.get("segmentation")
+            if a["category_id"] not in ids:
+                out.bad_annotations.append(f"{where}: category id {a['category_id']} is not in the file's categories")
+                continue
+            if isinstance(seg, dict) and list(seg.get("size", [])) != [info["height"], info["width"]]:
+                size = seg.get("size")
+                out.bad_annotations.append(
+                    f"{where}: RLE size {size} but the image is {info['height']}x{info['width']}"
+                )
+                continue
+            out.annotations_per_class[ids.index(a["category_id"])] += 1
     return out

@@ -16,6 +16,12 @@ Deliberate differences, none of which changes a mask the reference can produce: 
 is decoded instead of crashing in ``frPyObjects``; polygons with fewer than three points, which enclose no pixel
 (and which pycocotools mistakes for a box when first), are skipped; an annotation with an empty segmentation adds
 nothing; an RLE whose size differs from its image is an error naming both.
+
+Any other COCO instances file (an annotation tool's export: CVAT, Label Studio, Roboflow...) is read with the same
+rasterization, but with its own categories: label 0 is ``__background__``, then every category of the file by
+ascending id (ids need not start at 1 or be contiguous, Label Studio's start at 0; unused categories keep their
+label, so every split of an export gets the same labels). Every image is kept, with or without
+annotations. Images are found by their ``file_name`` under the folders :func:`_export_image_roots` lists.
 """
 
 from __future__ import annotations
@@ -32,7 +38,15 @@ from PIL import Image
 from ..imageio import load_image
 from ..weights import VOC_CATEGORIES
 
-__all__ = ["COCO_VOC_CATEGORY_IDS", "CocoSegmentation", "annotation_mask", "coco_target", "filter_and_remap"]
+__all__ = [
+    "COCO_VOC_CATEGORY_IDS",
+    "CocoSegmentation",
+    "annotation_mask",
+    "coco_target",
+    "export_category_ids",
+    "filter_and_remap",
+    "find_coco_annotations",
+]
 
 # COCO category ids of the 20 VOC classes, in VOC order; 0 stands for background (no COCO category has id 0).
 COCO_VOC_CATEGORY_IDS = [0, 5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72]
@@ -40,7 +54,7 @@ COCO_VOC_CATEGORY_IDS = [0, 5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1,
 _SPLITS = {"train": "train2017", "val": "val2017"}
 
 
-def filter_and_remap(anns: list[dict[str, Any]], category_ids: list[int]) -> list[dict[str, Any]]:
+def filter_and_remap(anns: list[dict[str, Any]], category_ids: list[int | None]) -> list[dict[str, Any]]:
     """Annotations of the kept categories, with ``category_id`` replaced by its index in ``category_ids``."""
     kept = [a for a in anns if a["category_id"] in category_ids]
     return [{**a, "category_id": category_ids.index(a["category_id"])} for a in kept]
@@ -75,16 +89,49 @@ def coco_target(anns: list[dict[str, Any]], height: int, width: int) -> np.ndarr
     return target
 
 
+def export_category_ids(data: dict[str, Any]) -> list[int | None]:
+    """Label order of a COCO export: background (``None``: no category of the file), then every category of the
+    file by ascending id (Label Studio numbers them from 0, CVAT from 1)."""
+    return [None, *sorted(c["id"] for c in data.get("categories", []))]
+
+
+def find_coco_annotations(root: str | Path, split: str) -> tuple[Path, bool]:
+    """The annotation file of ``split`` under ``root`` and whether it is COCO 2017 (read with the VOC protocol).
+
+    Tried in order: ``annotations/instances_{split}2017.json`` (COCO 2017, ``split`` train or val), then an
+    export's ``annotations/instances_{split}.json`` (CVAT), ``annotations/{split}.json`` and ``{split}.json``
+    (e.g. Label Studio's ``result.json`` as split ``result``).
+    """
+    root = Path(root)
+    if split in _SPLITS and (root / "annotations" / f"instances_{_SPLITS[split]}.json").is_file():
+        return root / "annotations" / f"instances_{_SPLITS[split]}.json", True
+    tried = [root / "annotations" / f"instances_{split}.json", root / "annotations" / f"{split}.json"]
+    tried.append(root / f"{split}.json")
+    for path in tried:
+        if path.is_file():
+            return path, False
+    names = ", ".join(str(p.relative_to(root)) for p in tried)
+    raise FileNotFoundError(
+        f"{root}: no COCO annotations for split {split!r} (looked for annotations/instances_{split}2017.json, {names})"
+    )
+
+
 class CocoSegmentation:
-    """COCO ``{split}2017`` images with VOC-class masks; yields ``(RGB image, mask)`` or ``transforms(image, mask)``.
+    """COCO images with semantic masks; yields ``(RGB image, mask)`` or ``transforms(image, mask)``.
+
+    ``CocoSegmentation(root, split)`` reads COCO 2017 with the VOC protocol when ``root`` holds
+    ``annotations/instances_{split}2017.json`` and ``{split}2017/``, and otherwise an annotation tool's export
+    laid out as :func:`find_coco_annotations` describes, with every category of the file; :meth:`from_file`
+    reads any annotation file and image folder.
 
     Args:
-        root: folder holding ``annotations/instances_{split}2017.json`` and ``{split}2017/``.
-        split: ``train`` or ``val``.
+        root: the dataset folder (see above).
+        split: ``train`` or ``val`` for COCO 2017; an export's split name otherwise (``default`` for CVAT's).
         transforms: applied to each ``(image, mask)`` pair (e.g. :class:`fcnseg.transforms.SegmentationEval`).
-        category_ids: COCO category ids to keep, in label order (default: background + the 20 VOC classes).
+        category_ids: COCO category ids to keep, in label order (default: background + the 20 VOC classes for
+            COCO 2017, :func:`export_category_ids` for an export).
         remove_images_without_annotations: drop images whose kept annotations cover <= 1000 pixels
-            (default: only for ``train``, as the reference).
+            (default: only for COCO 2017's ``train``, as the reference).
     """
 
     def __init__(
@@ -92,38 +139,66 @@ class CocoSegmentation:
         root: str | Path,
         split: str = "val",
         transforms: Callable[[Image.Image, Image.Image], Any] | None = None,
-        category_ids: list[int] = COCO_VOC_CATEGORY_IDS,
+        category_ids: list[int | None] | None = None,
         remove_images_without_annotations: bool | None = None,
+    ) -> None:
+        root = Path(root)
+        ann_file, is_2017 = find_coco_annotations(root, split)
+        if is_2017:
+            image_roots = [root / _SPLITS[split]]
+            category_ids = COCO_VOC_CATEGORY_IDS if category_ids is None else category_ids
+            if remove_images_without_annotations is None:
+                remove_images_without_annotations = split == "train"
+        else:
+            image_roots = _export_image_roots(ann_file, split)
+        self._load(ann_file, image_roots, transforms, category_ids, bool(remove_images_without_annotations))
+
+    @classmethod
+    def from_file(
+        cls,
+        ann_file: str | Path,
+        images: str | Path | None = None,
+        transforms: Callable[[Image.Image, Image.Image], Any] | None = None,
+    ) -> CocoSegmentation:
+        """Any COCO instances file with every category it lists; images under ``images`` (default: see
+        :func:`_export_image_roots`), every image kept, with or without annotations."""
+        ann_file = Path(ann_file)
+        if not ann_file.is_file():
+            raise FileNotFoundError(f"{ann_file}: no such annotation file")
+        roots = [Path(images)] if images is not None else _export_image_roots(ann_file, None)
+        self = cls.__new__(cls)
+        self._load(ann_file, roots, transforms, None, False)
+        return self
+
+    def _load(
+        self,
+        ann_file: Path,
+        image_roots: list[Path],
+        transforms: Callable[[Image.Image, Image.Image], Any] | None,
+        category_ids: list[int | None] | None,
+        remove_images_without_annotations: bool,
     ) -> None:
         if importlib.util.find_spec("pycocotools") is None:
             raise ModuleNotFoundError("COCO masks need pycocotools: pip install 'fcnseg[coco]'")
-        if split not in _SPLITS:
-            raise ValueError(f"unknown COCO split {split!r}; choose one of {list(_SPLITS)}")
-        self.root = Path(root)
-        self.image_dir = self.root / _SPLITS[split]
-        ann_file = self.root / "annotations" / f"instances_{_SPLITS[split]}.json"
-        if not ann_file.is_file():
-            raise FileNotFoundError(f"{ann_file}: missing (expected ROOT/annotations/instances_{{train,val}}2017.json)")
+        self.ann_file, self.image_roots = ann_file, image_roots
         try:
             data = json.loads(ann_file.read_text())
             self._images = {img["id"]: img for img in data["images"]}
             self._anns: dict[int, list[dict[str, Any]]] = {i: [] for i in self._images}
             for ann in data["annotations"]:
                 self._anns[ann["image_id"]].append(ann)
+            self.category_ids = list(export_category_ids(data) if category_ids is None else category_ids)
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{ann_file}: not a COCO instances file ({type(e).__name__}: {e})") from None
-        self.category_ids = list(category_ids)
         self.categories = VOC_CATEGORIES if self.category_ids == COCO_VOC_CATEGORY_IDS else self._names(data)
         self.transforms = transforms
         self.ids = sorted(self._images)
-        if remove_images_without_annotations is None:
-            remove_images_without_annotations = split == "train"
         if remove_images_without_annotations:
             self.ids = [i for i in self.ids if self._has_valid_annotation(i)]
 
     def _names(self, data: dict[str, Any]) -> list[str]:
         by_id = {c["id"]: c["name"] for c in data.get("categories", [])}
-        return [by_id.get(c, "__background__" if c == 0 else f"coco_{c}") for c in self.category_ids]
+        return ["__background__"] + [by_id.get(c, f"coco_{c}") for c in self.category_ids[1:]]
 
     def _has_valid_annotation(self, image_id: int) -> bool:
         """The reference's training filter: some kept annotation, and their areas sum to more than 1000 pixels."""
@@ -134,7 +209,20 @@ class CocoSegmentation:
         return len(self.ids)
 
     def image_path(self, i: int) -> Path:
-        return self.image_dir / self._images[self.ids[i]]["file_name"]
+        """Image ``i``'s file: its ``file_name`` under the first image folder that holds it."""
+        name = self._images[self.ids[i]]["file_name"]
+        for root in self.image_roots:
+            if (root / name).is_file():
+                return root / name
+        raise FileNotFoundError(f"{name}: not found under {', '.join(map(str, self.image_roots))} (see --images)")
+
+    def image_info(self, i: int) -> dict[str, Any]:
+        """Image ``i``'s entry in the annotation file (``file_name``, ``height``, ``width``...)."""
+        return self._images[self.ids[i]]
+
+    def annotations(self, i: int) -> list[dict[str, Any]]:
+        """Image ``i``'s annotations as the file gives them (every category, ids not remapped)."""
+        return self._anns[self.ids[i]]
 
     def image_size(self, i: int) -> tuple[int, int]:
         """(H, W) of image ``i`` from the annotation file, without decoding it."""
@@ -155,3 +243,12 @@ class CocoSegmentation:
         if self.transforms is not None:
             return self.transforms(image, mask)
         return image, mask
+
+
+def _export_image_roots(ann_file: Path, split: str | None) -> list[Path]:
+    """Where an export's ``file_name`` may be relative to, tried in order: the annotation file's folder (Label
+    Studio writes ``images/x.jpg`` next to ``result.json``), then ``images/`` beside ``annotations/`` (CVAT), with
+    the split's sub-folder first when known."""
+    here, up = ann_file.parent, ann_file.parent.parent
+    roots = [up / "images" / split] if split else []
+    return [*roots, here, up / "images", here / "images", up]

@@ -1,4 +1,7 @@
-"""A plain folder dataset: ``ROOT/classes.txt`` and ``ROOT/{split}/{images,masks}/`` with matching stems."""
+"""A plain folder dataset: ``ROOT/classes.txt`` and ``ROOT/{split}/{images,masks}/`` with matching stems.
+
+``classes.txt`` names the classes and may map mask values or colours to them: see :mod:`fcnseg.data.classes`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from ..imageio import load_image
+from .classes import ClassMap, read_class_map, read_mask_array
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -25,34 +29,18 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 
 
 def read_classes(root: str | Path) -> list[str]:
-    """Class names from ``classes.txt``, one a line; the line number is the class index."""
-    path = Path(root) / "classes.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing (one class name a line, the first being index 0)")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not names:
-        raise ValueError(f"{path}: lists no classes")
-    return names
+    """Class names from ``classes.txt``, by class index (plain or mapped form, see :mod:`fcnseg.data.classes`)."""
+    return list(read_class_map(root).names)
 
 
-def read_mask_array(path: str | Path) -> np.ndarray:
-    """A mask file's raw label values as an (H, W) integer array; palette PNGs give their indices, not colours."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode, a = img.mode, np.asarray(img)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable mask ({e})") from None
-    if mode not in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
-        raise ValueError(
-            f"{path}: mask must be a single-channel index or palette PNG (got mode {mode}); "
-            "colour-coded masks must be converted to class indices"
-        )
-    return a.astype(np.int64)
+def read_mask(path: str | Path, classes: ClassMap | None = None, ignore_index: int = 255) -> Image.Image:
+    """A mask file as an 8-bit label image (mode "L").
 
-
-def read_mask(path: str | Path) -> Image.Image:
-    """A mask PNG as an 8-bit index image (mode "L"); palette PNGs give their indices, not their colours."""
+    Without ``classes``, the raw values (palette PNGs give their indices, not their colours) must fit 0..255;
+    with them, values are mapped to class indices (``ignore_index`` for ignored ones) and unmapped values raise.
+    """
+    if classes is not None:
+        return Image.fromarray(classes.labels(path, ignore_index))
     a = read_mask_array(path)
     if a.size and (a.min() < 0 or a.max() > 255):
         raise ValueError(f"{path}: label values {a.min()}..{a.max()} do not fit 0..255")
@@ -97,6 +85,8 @@ class ImageMaskPairs:
 
     images: list[Path]
     masks: list[Path]
+    classes: ClassMap | None = None  # how mask values map to classes; None: the values are the class indices
+    ignore_index: int = 255
     transforms: Callable[[Image.Image, Image.Image], Any] | None = None
 
     def __len__(self) -> int:
@@ -106,8 +96,13 @@ class ImageMaskPairs:
         """(H, W) of image ``i`` read from its header."""
         return image_header_size(self.images[i])
 
+    def labels(self, i: int) -> np.ndarray:
+        """The (H, W) uint8 label map of item ``i``, reading only its mask (e.g. to count class pixels)."""
+        return np.asarray(read_mask(self.masks[i], self.classes, self.ignore_index))
+
     def __getitem__(self, i: int) -> Any:
-        image, mask = load_image(self.images[i], exif_transpose=False), read_mask(self.masks[i])
+        image = load_image(self.images[i], exif_transpose=False)
+        mask = read_mask(self.masks[i], self.classes, self.ignore_index)
         check_pair_size(image, mask, self.masks[i], self.images[i])
         if self.transforms is not None:
             return self.transforms(image, mask)
@@ -127,8 +122,9 @@ class FolderSegmentation(ImageMaskPairs):
         transforms: Callable[[Image.Image, Image.Image], Any] | None = None,
         ignore_index: int = 255,
     ) -> None:
-        self.root = Path(root)
-        self.categories = read_classes(self.root)
+        self.root, self.split = Path(root), split
+        self.classes = read_class_map(self.root)
+        self.categories = list(self.classes.names)
         self.ignore_index = ignore_index
         self.transforms = transforms
         images = self.root / split / "images"

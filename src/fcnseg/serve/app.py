@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from ..coco_results import coco_rle
 from ..imageio import ImageDecodeError, load_image
 from ..transforms import palette, resized_size
 from .batching import MicroBatcher, QueueFullError
@@ -222,9 +223,10 @@ def create_app(
             mask = rle_encode(result.mask)
         index = {name: i for i, name in enumerate(categories)}
         classes = [
-            {"index": index[name], "name": name, "area": float(share), "pixels": round(share * h * w)}
+            {"index": index[name], "name": name, "area": float(share), "pixels": round(share * h * w),
+             "segmentation": coco_rle(result.mask == index[name])}  # COCO compressed RLE, as every tool reads
             for name, share in result.class_areas().items()  # largest first
-        ]
+        ]  # fmt: skip
         return JSONResponse({"model": info["name"], "width": w, "height": h, "classes": classes, "mask": mask})
 
     @app.post(
