@@ -1,0 +1,65 @@
+"""Warm-up: run the model's paths before the server says it is ready, time them, and decide whether batching pays.
+
+The first call of each path allocates memory, picks kernels and, with ``--fast``, compiles (seconds to
+minutes): paid here, not by the first clients. The timings seed the service-time estimate, and batching is
+kept only when a batch of two costs clearly less per image than one image alone (on a CPU it often does
+not: the cores are already busy with one image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .batching import MicroBatcher
+
+__all__ = ["BATCH_GAIN", "WarmupReport", "warm_up", "warmup_image"]
+
+BATCH_GAIN = 0.9  # batching is kept when an image in a batch of two costs under 90% of an image alone
+REPEATS = 2  # timed calls per path after the first (the minimum is kept: the CPU may be shared)
+
+
+@dataclass
+class WarmupReport:
+    """What warm-up measured: seconds for one image, per image in a batch of two, and the batch limit chosen."""
+
+    pixels: int
+    single_s: float
+    pair_s: float | None
+    max_batch: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def warmup_image(width: int, height: int) -> Image.Image:
+    """A smooth synthetic photo-like image (gradients), so no model path sees an unusual input."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), (x + y) % 256], -1)
+    return Image.fromarray(rgb.astype(np.uint8))
+
+
+async def _fastest(batcher: MicroBatcher, items: list[Any]) -> float:
+    """Seconds of the fastest of ``REPEATS`` calls, after an untimed first call (which may compile)."""
+    await batcher.run_timed(items)
+    return min([await batcher.run_timed(items) for _ in range(REPEATS)])
+
+
+async def warm_up(batcher: MicroBatcher, image: Image.Image, pixels: int, max_batch: int) -> WarmupReport:
+    """Warm every batch size the server will use on ``image`` (``pixels`` model-input pixels); set the estimate
+    and ``batcher.max_batch`` (1 unless batching pays, else ``max_batch``)."""
+    single = await _fastest(batcher, [image])
+    batcher.service.per_pixel = single / pixels
+    pair = None
+    if max_batch > 1:
+        pair = await _fastest(batcher, [image, image]) / 2
+        if pair < BATCH_GAIN * single:
+            for n in range(3, max_batch + 1):  # compiled paths compile per batch size
+                await batcher.run_timed([image] * n)
+        else:
+            max_batch = 1
+    batcher.max_batch = max_batch
+    return WarmupReport(pixels, single, pair, max_batch)
