@@ -16,7 +16,7 @@ __all__ = ["MAX_PIXELS", "ImageDecodeError", "load_image", "to_rgb"]
 
 # About 179 MP: where Pillow itself refuses to open a file (twice its warning level). Above any common camera.
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
-SCALE_ROWS = 256  # rows per band when high-bit-depth pixels are scaled to 8 bits
+SCALE_BAND = 1 << 18  # pixels per band when high-bit-depth pixels are scaled to 8 bits (2 MB in float64)
 
 
 class ImageDecodeError(ValueError):
@@ -37,14 +37,17 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def _scaled_to_8bit(img: Image.Image) -> Image.Image:
     """A 16-bit, 32-bit integer or float image as 8-bit "L": 16-bit by 65535, others by their maximum.
 
-    Scaled a band of rows at a time, so the float64 working copy stays a few MB whatever the image size
-    (a whole 4000x4000 image in float64 would be 128 MB per decode).
+    Scaled a band of rows at a time, in place, so the float64 working copy stays at 2 MB whatever the image
+    size (a whole 4000x4000 image in float64 would be 128 MB per decode, its temporaries as much again).
     """
     a = np.asarray(img)  # its stored dtype: uint16, int32 or float32
     top = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0)
     out = np.empty(a.shape, np.uint8)
-    for r in range(0, a.shape[0], SCALE_ROWS):
-        out[r : r + SCALE_ROWS] = (a[r : r + SCALE_ROWS] / top * 255).round().clip(0, 255)
+    rows = max(1, SCALE_BAND // max(a.shape[1], 1))
+    for r in range(0, a.shape[0], rows):
+        band = a[r : r + rows] / top
+        band *= 255
+        out[r : r + rows] = band.round(out=band).clip(0, 255, out=band)
     return Image.fromarray(out)
 
 
