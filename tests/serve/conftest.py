@@ -70,7 +70,7 @@ def client(app) -> Iterator:
     from fastapi.testclient import TestClient
 
     with TestClient(app, raise_server_exceptions=False) as c:
-        wait_until(lambda: c.get("/readyz").status_code == 200)
+        wait_until(lambda: c.get("/readyz").status_code == 200, timeout=120)
         yield c
 
 
@@ -90,7 +90,7 @@ def live_server(app) -> Iterator[str]:
         time.sleep(0.02)
     url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     try:
-        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200)
+        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout=120)
         yield url
     finally:
         server.should_exit = True

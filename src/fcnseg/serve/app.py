@@ -172,6 +172,7 @@ def create_app(
         description="Semantic segmentation with FCN-ResNet. POST an image to `/v1/segment`; the web page is at `/`.",
         lifespan=lifespan,
         swagger_ui_parameters={"validatorUrl": None},  # Swagger UI's validator badge would call swagger.io
+        redoc_url=None,  # ReDoc's sidebar logo loads from cdn.redoc.ly; Swagger UI at /docs is self-contained
     )
     app.add_middleware(RequestIds)
     app.state.batcher, app.state.admission, app.state.config = batcher, admission, cfg
