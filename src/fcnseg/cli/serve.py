@@ -52,7 +52,7 @@ def build_app(args: argparse.Namespace) -> Any:
         batch_size=max(1, args.max_batch),
         optimize=speed_options_from_args(args),
     )
-    info: dict = {"weights": str(weights) if weights is not None else None}
+    info: dict = {"weights": str(weights) if weights is not None else None, "threads": torch.get_num_threads()}
     if weights is not None:
         from ..models import find_weights
 

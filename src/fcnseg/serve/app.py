@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -384,6 +385,7 @@ def create_app(
         report: WarmupReport | None = app.state.warmup
         body = {
             "status": app.state.status if batcher.running else "starting",
+            "pid": os.getpid(),  # which process answered, behind a balancer or with --workers
             "inflight": admission.inflight,
             "queued": batcher.queued,
             "max_batch": batcher.max_batch,
