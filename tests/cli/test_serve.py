@@ -60,11 +60,11 @@ def test_two_workers_answer(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "fcnseg", "serve", "--weights", str(ckpt), "--size", "0", "--port", str(port),
-           "--device", "cpu", "--workers", "2", "--log-level", "warning"]  # fmt: skip
+           "--device", "cpu", "--workers", "2", "--max-batch", "1", "--log-level", "warning"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         pids: set[int] = set()
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # two processes load torch and warm up on a shared CPU
         while len(pids) < 2 and time.monotonic() < deadline and proc.poll() is None:
             try:
                 r = httpx.get(f"{url}/readyz")  # a new connection each time: either process may accept it
@@ -90,7 +90,7 @@ def test_serve_process_answers(tmp_path):
     ckpt = write_checkpoint(tmp_path / "tiny.pth", ["bg", "fg"])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "fcnseg", "serve", "--weights", str(ckpt), "--size", "0", "--port", "0",
-           "--device", "cpu", "--threads", "1", "--log-level", "info"]  # fmt: skip
+           "--device", "cpu", "--threads", "1", "--max-batch", "1", "--log-level", "info"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         url, deadline, lines = None, time.monotonic() + 120, []
