@@ -40,26 +40,28 @@ def test_service_time_is_a_moving_average():
 
 
 def test_slots_memory_and_deadline():
-    service = ServiceTime()
-    service.per_pixel = 0.001  # 1 s per 1000 pixels
-    adm = Admission(service, max_inflight=3, max_bytes=1000)
+    service, pool = ServiceTime(), ServiceTime()
+    service.per_pixel = 0.001  # the model: 1 s per 1000 units of cost
+    pool.per_pixel = 0.0005  # decoding and encoding: 1 s per 2000 uploaded pixels, on 2 threads
+    adm = Admission(service, pool, pool_workers=2, max_inflight=3, max_bytes=1000)
     now = time.monotonic()
     a, b, c = adm.enter(), adm.enter(), adm.enter()
     with pytest.raises(OverloadError, match="3 requests in flight"):
         adm.enter()
-    adm.charge(a, pixels=4000, nbytes=900, deadline=now - 1)  # an idle server admits whatever the estimate says
+    adm.charge(a, cost=4000, image_pixels=4000, nbytes=900, deadline=now - 1)  # idle: admitted whatever the estimate
     with pytest.raises(OverloadError, match="exceed"):
-        adm.charge(b, pixels=1, nbytes=200, deadline=now + 100)  # 900 + 200 bytes > 1000
+        adm.charge(b, cost=1, image_pixels=1, nbytes=200, deadline=now + 100)  # 900 + 200 bytes > 1000
+    # model (4000 + 1000) * 1 ms = 5 s, pool (4000 + 4000) * 0.5 ms / 2 threads = 2 s: 7 s, x SAFETY, > 3 s
     with pytest.raises(OverloadError, match="after its deadline") as shed:
-        adm.charge(b, pixels=1000, nbytes=10, deadline=now + 3)  # (4000 + 1000) px = 5 s, x SAFETY, > 3 s
-    assert shed.value.retry_after == pytest.approx(SAFETY * 5 - 3, abs=1)  # when the backlog has drained enough
-    adm.charge(b, pixels=1000, nbytes=10, deadline=now + 10)
-    assert (adm.backlog_pixels, adm.held_bytes) == (5000, 910)
-    adm.computed(a)  # the model is done with a: its pixels leave the backlog, its bytes stay until answered
-    assert (adm.backlog_pixels, adm.held_bytes) == (1000, 910)
+        adm.charge(b, cost=1000, image_pixels=4000, nbytes=10, deadline=now + 3)
+    assert shed.value.retry_after == pytest.approx(SAFETY * 7 - 3, abs=1)  # when the backlog has drained enough
+    adm.charge(b, cost=1000, image_pixels=4000, nbytes=10, deadline=now + 10)
+    assert (adm.backlog, adm.pool_backlog, adm.held_bytes) == (5000, 8000, 910)
+    adm.computed(a)  # the model is done with a: its cost leaves the model's backlog, the rest stays until answered
+    assert (adm.backlog, adm.pool_backlog, adm.held_bytes) == (1000, 8000, 910)
     for t in (a, b, c):
         adm.leave(t)
-    assert (adm.inflight, adm.backlog_pixels, adm.held_bytes) == (0, 0, 0)
+    assert (adm.inflight, adm.backlog, adm.pool_backlog, adm.held_bytes) == (0, 0, 0, 0)
 
 
 # -- over HTTP, with a gated model ----------------------------------------------------------------------------
@@ -210,7 +212,7 @@ def test_warm_up_keeps_batching_only_when_it_pays(helpers, per_call, per_image, 
         helpers.wait_until(lambda: c.get("/readyz").json()["warmup"] is not None)
         report = c.get("/readyz").json()["warmup"]
     assert report["max_batch"] == kept and app.state.batcher.max_batch == kept
-    assert report["single_s"] >= 0.06 and report["pixels"] == 32 * 32
+    assert report["single_s"] >= 0.06 and report["pixels"] == 32 * 32 and report["image_pixel_weight"] == 0
     if kept > 1:  # every batch size the server may form was run once
         assert set(range(1, 9)) <= set(fake.calls)
 

@@ -3,11 +3,12 @@
 The idea of Envoy's and gRPC's admission control: refusing early is cheap, timing out late wastes the work.
 
 1. Every request takes a slot (at most ``max_inflight``) before its body is read; none free: 503 at once.
-2. From the image header (nothing decoded yet) its decoded size is charged to a memory budget, and its
-   model-input pixels to the backlog: the pixels of every admitted request the model has not finished.
-3. The backlog's expected time comes from :class:`ServiceTime`, a moving estimate of the model's seconds per
-   input pixel. If the request would finish after its deadline, 503 at once with a ``Retry-After`` of the
-   seconds the backlog needs to drain that far, instead of a 504 a minute later.
+2. From the image header (nothing decoded yet) its decoded size is charged to a memory budget, and its cost
+   to the backlogs of the model (model-input pixels, plus the uploaded pixels the pre- and postprocessing touch)
+   and of the decode/encode pool (uploaded pixels).
+3. The backlogs' expected time comes from :class:`ServiceTime`, moving estimates of seconds per unit of cost.
+   If the request would finish after its deadline, 503 at once with a ``Retry-After`` of the seconds the
+   backlog needs to drain that far, instead of a 504 a minute later.
 
 An idle server (empty backlog) admits any request within the limits: its estimate may be stale, and only
 requests that run can correct it.
@@ -57,28 +58,39 @@ class ServiceTime:
 
 @dataclass
 class Ticket:
-    """What one admitted request holds: its slot, and what it charged to the backlog and the memory budget."""
+    """What one admitted request holds: its slot, and what it charged to the backlogs and the memory budget."""
 
-    pixels: int = 0
+    cost: int = 0  # model cost: model-input pixels, plus uploaded pixels weighted by their share of the work
+    image_pixels: int = 0
     bytes: int = 0
 
 
 class Admission:
     """The server's bookkeeping of admitted work; used from the event loop only, so it needs no lock.
 
+    Two stages can be the bottleneck, so both are estimated: the model (one thread, cost in model pixels) and
+    the pool that decodes uploads and encodes answers (``pool_workers`` threads, cost in uploaded pixels).
+
     Args:
-        service: the model's service-time estimate.
+        service: the model's service-time estimate (seconds per unit of cost).
+        pool: the decode/encode pool's estimate (seconds per uploaded pixel).
+        pool_workers: threads of that pool.
         max_inflight: requests admitted at once (reading, decoding, queued or computing).
         max_bytes: decoded image bytes all admitted requests may hold together.
     """
 
-    def __init__(self, service: ServiceTime, *, max_inflight: int, max_bytes: int) -> None:
-        self.service, self.max_inflight, self.max_bytes = service, max_inflight, max_bytes
-        self.inflight = self.backlog_pixels = self.held_bytes = 0
+    def __init__(
+        self, service: ServiceTime, pool: ServiceTime, *, pool_workers: int, max_inflight: int, max_bytes: int
+    ) -> None:
+        self.service, self.pool, self.pool_workers = service, pool, pool_workers
+        self.max_inflight, self.max_bytes = max_inflight, max_bytes
+        self.inflight = self.backlog = self.pool_backlog = self.held_bytes = 0
 
-    def backlog_seconds(self) -> float:
-        """Expected seconds until the model has finished every admitted request (with the safety factor)."""
-        return SAFETY * self.service.seconds(self.backlog_pixels)
+    def backlog_seconds(self, cost: int = 0, image_pixels: int = 0) -> float:
+        """Expected seconds until every admitted request (plus one of ``cost`` and ``image_pixels``) is done,
+        with the safety factor."""
+        pool = self.pool.seconds(self.pool_backlog + image_pixels) / self.pool_workers
+        return SAFETY * (self.service.seconds(self.backlog + cost) + pool)
 
     def enter(self) -> Ticket:
         """Take a slot, before the body is read; :class:`OverloadError` when all are taken."""
@@ -88,34 +100,34 @@ class Admission:
         self.inflight += 1
         return Ticket()
 
-    def charge(self, ticket: Ticket, *, pixels: int, nbytes: int, deadline: float) -> None:
-        """Charge model pixels and decoded bytes, or raise :class:`OverloadError` if it cannot finish in time.
-
-        ``deadline`` is on :func:`time.monotonic`'s clock.
-        """
-        idle = self.backlog_pixels == 0
+    def charge(self, ticket: Ticket, *, cost: int, image_pixels: int, nbytes: int, deadline: float) -> None:
+        """Charge the model cost, uploaded pixels and decoded bytes of a request, or raise :class:`OverloadError`
+        if it cannot finish before ``deadline`` (on :func:`time.monotonic`'s clock)."""
+        idle = self.backlog == 0 and self.pool_backlog == 0
         if not idle and self.held_bytes + nbytes > self.max_bytes:
             limit = f"decoded images in flight would exceed {self.max_bytes >> 20} MB"
             raise OverloadError(limit, _ceil(self.backlog_seconds()))
-        finish = time.monotonic() + SAFETY * self.service.seconds(self.backlog_pixels + pixels)
+        finish = time.monotonic() + self.backlog_seconds(cost, image_pixels)
         if not idle and finish > deadline:
             raise OverloadError(
                 f"expected to finish {finish - deadline:.1f} s after its deadline", _ceil(finish - deadline)
             )
-        ticket.pixels, ticket.bytes = pixels, nbytes
-        self.backlog_pixels += pixels
+        ticket.cost, ticket.image_pixels, ticket.bytes = cost, image_pixels, nbytes
+        self.backlog += cost
+        self.pool_backlog += image_pixels
         self.held_bytes += nbytes
 
     def computed(self, ticket: Ticket) -> None:
-        """The model is done with this request: its pixels leave the backlog (its bytes stay until it is answered)."""
-        self.backlog_pixels -= ticket.pixels
-        ticket.pixels = 0
+        """The model is done with this request: its cost leaves the model's backlog."""
+        self.backlog -= ticket.cost
+        ticket.cost = 0
 
     def leave(self, ticket: Ticket) -> None:
         """The request is answered: give back its slot and everything it still holds."""
         self.computed(ticket)
+        self.pool_backlog -= ticket.image_pixels
         self.held_bytes -= ticket.bytes
-        ticket.bytes = 0
+        ticket.image_pixels = ticket.bytes = 0
         self.inflight -= 1
 
 

@@ -122,9 +122,12 @@ def create_app(
     from .. import __version__
 
     cfg = config or ServeConfig()
-    service = ServiceTime()
+    service, pool_time = ServiceTime(), ServiceTime()
     batcher = MicroBatcher(segmenter.predict_batch, max_batch=cfg.max_batch, service=service)
-    admission = Admission(service, max_inflight=cfg.max_inflight, max_bytes=cfg.max_decoded_mb << 20)
+    admission = Admission(
+        service, pool_time, pool_workers=cfg.decode_workers, max_inflight=cfg.max_inflight,
+        max_bytes=cfg.max_decoded_mb << 20,
+    )  # fmt: skip
     categories = list(segmenter.categories)
     input_size = getattr(getattr(segmenter, "preprocess", None), "resize_size", None)
     info = {
@@ -141,11 +144,17 @@ def create_app(
         h, w = resized_size(height, width, input_size) if input_size is not None else (height, width)
         return h * w
 
+    def model_cost(width: int, height: int) -> int:
+        """The model thread's work for an upload, in model-input pixels (see :class:`.warmup.WarmupReport`)."""
+        weight = app.state.warmup.image_pixel_weight if app.state.warmup else 0.0
+        return model_pixels(width, height) + round(weight * width * height)
+
     async def warm() -> None:
         """Warm up and time the model; the server is ready once one image fits well within the timeout."""
         side = cfg.warmup_side or input_size or NATIVE_WARMUP_SIDE
+        large = warmup_image(4 * side, 4 * side) if input_size else None  # the same model input, 16x the pixels
         try:
-            report = await warm_up(batcher, warmup_image(side, side), model_pixels(side, side), cfg.max_batch)
+            report = await warm_up(batcher, warmup_image(side, side), model_pixels(side, side), cfg.max_batch, large)
         except Exception:
             logger.exception("warm-up failed: the server stays unready")
             app.state.status = "warm-up failed"
@@ -184,9 +193,14 @@ def create_app(
         rid = request.state.request_id
         return JSONResponse(error_body(exc.detail, rid), status_code=exc.status, headers=exc.headers)
 
-    async def offload(fn: Any, *args: Any) -> Any:
-        """``fn(*args)`` in the bounded decode/encode pool."""
-        return await asyncio.get_running_loop().run_in_executor(app.state.pool, fn, *args)
+    async def offload(fn: Any, *args: Any) -> tuple[Any, float]:
+        """``fn(*args)`` in the bounded decode/encode pool; returns its result and the seconds it ran."""
+
+        def timed() -> tuple[Any, float]:
+            t = time.perf_counter()
+            return fn(*args), time.perf_counter() - t
+
+        return await asyncio.get_running_loop().run_in_executor(app.state.pool, timed)
 
     async def read_capped(request: Request) -> bytes:
         """The body, refusing (413) as soon as it is known to exceed the limit: from Content-Length or while read."""
@@ -242,8 +256,8 @@ def create_app(
             raise HTTPError(413, f"upload of {len(data)} bytes exceeds the {cfg.max_upload_bytes} byte limit")
         return data
 
-    def checked_pixels(size: tuple[int, int], name: str) -> int:
-        """The model-input pixels of an image of ``size``; 413 when it or the model's input is over the limits."""
+    def checked_pixels(size: tuple[int, int], name: str) -> None:
+        """413 when an image of ``size``, or the model's input for it, is over the limits."""
         w, h = size
         if w * h > cfg.max_pixels:
             raise HTTPError(413, f"{name}: image has {w * h} pixels, over the {cfg.max_pixels} limit; not decoded")
@@ -253,7 +267,6 @@ def create_app(
                 413, f"{name}: {w}x{h} is {pixels} pixels for the model, over the {cfg.max_model_pixels} pixel "
                 "limit (image too large, or aspect ratio too extreme)",
             )  # fmt: skip
-        return pixels
 
     def decode(data: bytes, name: str) -> Image.Image:
         try:
@@ -278,9 +291,9 @@ def create_app(
         ]
         return JSONResponse({"model": info["name"], "width": w, "height": h, "classes": classes, "mask": mask})
 
-    async def infer(request: Request, image: Image.Image, pixels: int, deadline: float) -> Any:
+    async def infer(request: Request, image: Image.Image, cost: int, deadline: float) -> Any:
         """The model's result for ``image``, unless the client leaves first or the deadline passes."""
-        work = asyncio.ensure_future(batcher.submit(image, cost=pixels, deadline=deadline))
+        work = asyncio.ensure_future(batcher.submit(image, cost=cost, deadline=deadline))
         gone = asyncio.ensure_future(_until_disconnect(request))
         try:
             await asyncio.wait({work, gone}, timeout=deadline - time.monotonic(), return_when="FIRST_COMPLETED")
@@ -357,16 +370,19 @@ def create_app(
             data, name = await upload(request)
             size = _header_size(data)
             if size is not None:  # else decoding says what is wrong
-                pixels = checked_pixels(size, name)
+                checked_pixels(size, name)
                 try:
-                    admission.charge(ticket, pixels=pixels, nbytes=4 * size[0] * size[1], deadline=deadline)
+                    admission.charge(ticket, cost=model_cost(*size), image_pixels=size[0] * size[1],
+                                     nbytes=4 * size[0] * size[1], deadline=deadline)  # fmt: skip
                 except OverloadError as e:
                     raise HTTPError(503, f"server busy: {e.reason}", {"Retry-After": str(e.retry_after)}) from None
-            image = await offload(decode, data, name)
+            image, decode_s = await offload(decode, data, name)
             del data
-            result = await infer(request, image, model_pixels(image.width, image.height), deadline)
+            result = await infer(request, image, model_cost(image.width, image.height), deadline)
             admission.computed(ticket)
-            return await offload(render, result, format, mask_encoding, alpha)
+            response, render_s = await offload(render, result, format, mask_encoding, alpha)
+            pool_time.observe(decode_s + render_s, image.width * image.height)
+            return response
         finally:
             admission.leave(ticket)
 
@@ -393,7 +409,8 @@ def create_app(
             "items": batcher.stats.items,
             "expired": batcher.stats.expired,
             "abandoned": batcher.stats.abandoned,
-            "seconds_per_megapixel": None if service.per_pixel is None else round(service.per_pixel * 1e6, 4),
+            "model_s_per_megapixel": None if service.per_pixel is None else round(service.per_pixel * 1e6, 4),
+            "pool_s_per_megapixel": None if pool_time.per_pixel is None else round(pool_time.per_pixel * 1e6, 4),
             "warmup": report.as_dict() if report else None,
         }
         return JSONResponse(body, status_code=200 if ready else 503)

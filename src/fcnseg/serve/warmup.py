@@ -24,12 +24,14 @@ REPEATS = 2  # timed calls per path after the first (the minimum is kept: the CP
 
 @dataclass
 class WarmupReport:
-    """What warm-up measured: seconds for one image, per image in a batch of two, and the batch limit chosen."""
+    """What warm-up measured: seconds for one image and per image in a batch of two, the batch limit chosen, and
+    what one uploaded pixel costs in model-input pixels (resizing it, upsampling the mask to it)."""
 
     pixels: int
     single_s: float
     pair_s: float | None
     max_batch: int
+    image_pixel_weight: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,11 +50,23 @@ async def _fastest(batcher: MicroBatcher, items: list[Any]) -> float:
     return min([await batcher.run_timed(items) for _ in range(REPEATS)])
 
 
-async def warm_up(batcher: MicroBatcher, image: Image.Image, pixels: int, max_batch: int) -> WarmupReport:
+async def warm_up(
+    batcher: MicroBatcher, image: Image.Image, pixels: int, max_batch: int, large: Image.Image | None = None
+) -> WarmupReport:
     """Warm every batch size the server will use on ``image`` (``pixels`` model-input pixels); set the estimate
-    and ``batcher.max_batch`` (1 unless batching pays, else ``max_batch``)."""
+    and ``batcher.max_batch`` (1 unless batching pays, else ``max_batch``).
+
+    ``large``, an image the model sees at the same size as ``image`` but with more pixels, prices the work done
+    per uploaded pixel (without it, that work is taken to be part of the model's pixels: native resolution).
+    """
     single = await _fastest(batcher, [image])
-    batcher.service.per_pixel = single / pixels
+    weight = 0.0
+    if large is not None:
+        small_px, large_px = image.width * image.height, large.width * large.height
+        per_upload_px = max(await _fastest(batcher, [large]) - single, 0.0) / (large_px - small_px)
+        per_model_px = max(single - per_upload_px * small_px, single / 10) / pixels
+        weight = per_upload_px / per_model_px
+    batcher.service.per_pixel = single / (pixels + weight * image.width * image.height)
     pair = None
     if max_batch > 1:
         pair = await _fastest(batcher, [image, image]) / 2
@@ -62,4 +76,4 @@ async def warm_up(batcher: MicroBatcher, image: Image.Image, pixels: int, max_ba
         else:
             max_batch = 1
     batcher.max_batch = max_batch
-    return WarmupReport(pixels, single, pair, max_batch)
+    return WarmupReport(pixels, single, pair, max_batch, weight)
