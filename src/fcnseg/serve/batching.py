@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .admission import ServiceTime
+from .admission import SAFETY, ServiceTime
 
 __all__ = ["BatchStats", "DeadlineExceededError", "MicroBatcher"]
 
@@ -124,7 +124,7 @@ class MicroBatcher:
         if item.future.done():
             self.stats.abandoned += 1
             return False
-        expected = 0.0 if idle else self.service.seconds(item.cost)
+        expected = 0.0 if idle else SAFETY * self.service.seconds(item.cost)
         if time.monotonic() + expected > item.deadline:
             self.stats.expired += 1
             item.future.set_exception(DeadlineExceededError("not started in time to finish before the deadline"))
