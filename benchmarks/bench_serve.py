@@ -3,8 +3,8 @@
 Each server is its own process (``python -m fcnseg serve``, 127.0.0.1, ephemeral port, its tree's ``src`` first on
 PYTHONPATH), with the same model, input size, threads and timeout. Then, for each server in turn:
 
-1. capacity: one client sends photos back to back for ``--capacity-s`` seconds (requests/s of this tree's server
-   is the capacity C every load level is relative to);
+1. capacity: four clients send photos back to back for ``--capacity-s`` seconds, enough to keep the model busy
+   while the next uploads decode (requests/s of this tree's server is the capacity C every level is relative to);
 2. closed-loop load at 1x, 2x and 4x C: ``--clients`` clients (40+), each sending a photo then thinking for
    ``clients / (f * C)`` seconds minus its last latency, for ``--phase-s`` seconds; photos are scikit-image's
    samples of mixed sizes (300x451 to 427x640); a phase lasts at least one think time, so that every client
@@ -209,7 +209,7 @@ def main() -> int:
             results[name]["ready_s"] = round(asyncio.run(wait_ready(url)), 1)
         capacity = {}
         for name, (_, url) in servers.items():
-            runs = asyncio.run(closed_loop(url, bodies, clients=1, think_s=0, phase_s=args.capacity_s,
+            runs = asyncio.run(closed_loop(url, bodies, clients=4, think_s=0, phase_s=args.capacity_s,
                                            timeout=args.timeout, seed=0))  # fmt: skip
             capacity[name] = sum(s == 200 for s, _ in runs) / args.capacity_s
         c = capacity["this branch"]

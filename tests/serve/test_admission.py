@@ -31,12 +31,17 @@ def good(helpers):
 # -- the bookkeeping alone ------------------------------------------------------------------------------------
 
 
-def test_service_time_is_a_moving_average():
-    s = ServiceTime(alpha=0.5)
+def test_service_time_is_a_moving_average_plus_jitter():
+    s = ServiceTime(alpha=0.5, beta=0.5, k=2)
     assert s.per_pixel is None and s.seconds(1000) == 0.0
-    s.observe(2.0, 1000)  # 2 ms per pixel
-    s.observe(1.0, 1000)  # 1 ms per pixel: halfway with alpha 0.5
-    assert s.per_pixel == pytest.approx(1.5e-3) and s.seconds(2000) == pytest.approx(3.0)
+    s.observe(2.0, 1000)  # 2 ms per pixel; the first deviation is half the rate: 1 ms
+    assert s.seconds(1000) == pytest.approx(2.0 + 2 * 1.0)
+    s.observe(1.0, 1000)  # 1 ms per pixel: the mean goes halfway, the deviation towards |1 - 2| = 1 ms
+    assert s.per_pixel == pytest.approx(1.5e-3) and s.deviation == pytest.approx(1e-3)
+    assert s.seconds(2000) == pytest.approx(2 * (1.5 + 2 * 1.0))
+    for _ in range(30):  # a steady rate: the jitter margin fades
+        s.observe(1.0, 1000)
+    assert s.seconds(1000) == pytest.approx(1.0, rel=1e-3)
 
 
 def test_slots_memory_and_deadline():
@@ -57,8 +62,9 @@ def test_slots_memory_and_deadline():
     assert shed.value.retry_after == pytest.approx(SAFETY * 7 - 3, abs=1)  # when the backlog has drained enough
     adm.charge(b, cost=1000, image_pixels=4000, nbytes=10, deadline=now + 10)
     assert (adm.backlog, adm.pool_backlog, adm.held_bytes) == (5000, 8000, 910)
-    adm.computed(a)  # the model is done with a: its cost leaves the model's backlog, the rest stays until answered
-    assert (adm.backlog, adm.pool_backlog, adm.held_bytes) == (1000, 8000, 910)
+    adm.decoded(a)  # a is decoded: its pixels leave the pool's backlog
+    adm.computed(a)  # the model is done with a: its cost leaves the model's backlog, its bytes stay until answered
+    assert (adm.backlog, adm.pool_backlog, adm.held_bytes) == (1000, 4000, 910)
     for t in (a, b, c):
         adm.leave(t)
     assert (adm.inflight, adm.backlog, adm.pool_backlog, adm.held_bytes) == (0, 0, 0, 0)

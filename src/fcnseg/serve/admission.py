@@ -34,26 +34,39 @@ class OverloadError(Exception):
 
 
 class ServiceTime:
-    """Exponentially weighted moving average of the model's seconds per input pixel, over finished batches.
+    """Moving estimate of seconds per unit of work (a pixel), made pessimistic by its own jitter.
+
+    Like TCP's retransmission timer (RFC 6298): a moving mean of the observed rate and a moving mean of its
+    deviation; :meth:`seconds` uses mean + ``k`` deviations, so on a noisy (shared) CPU the estimate covers most
+    observations instead of half of them.
 
     Args:
-        alpha: weight of the newest batch (0.3: a change in load shows within a few batches).
+        alpha: weight of the newest observation in the mean (0.3: a change in load shows within a few batches).
+        beta: the same for the deviation.
+        k: deviations added to the mean.
     """
 
-    def __init__(self, alpha: float = 0.3) -> None:
-        self.alpha = alpha
-        self.per_pixel: float | None = None  # None until a batch was timed
+    def __init__(self, alpha: float = 0.3, beta: float = 0.25, k: float = 2.0) -> None:
+        self.alpha, self.beta, self.k = alpha, beta, k
+        self.per_pixel: float | None = None  # the mean; None until something was timed
+        self.deviation = 0.0
 
     def observe(self, seconds: float, pixels: int) -> None:
-        """Fold in one batch that took ``seconds`` for ``pixels`` model-input pixels in all."""
+        """Fold in one observation: ``seconds`` for ``pixels`` units of work in all."""
         if pixels <= 0:
             return
         rate = seconds / pixels
-        self.per_pixel = rate if self.per_pixel is None else self.per_pixel + self.alpha * (rate - self.per_pixel)
+        if self.per_pixel is None:
+            self.per_pixel, self.deviation = rate, rate / 2
+            return
+        self.deviation += self.beta * (abs(rate - self.per_pixel) - self.deviation)
+        self.per_pixel += self.alpha * (rate - self.per_pixel)
 
     def seconds(self, pixels: int) -> float:
-        """Expected model time for ``pixels`` (0 while nothing was measured)."""
-        return pixels * (self.per_pixel or 0.0)
+        """Expected (pessimistic) seconds for ``pixels`` units of work; 0 while nothing was measured."""
+        if self.per_pixel is None:
+            return 0.0
+        return pixels * (self.per_pixel + self.k * self.deviation)
 
 
 @dataclass
@@ -117,6 +130,12 @@ class Admission:
         self.pool_backlog += image_pixels
         self.held_bytes += nbytes
 
+    def decoded(self, ticket: Ticket) -> None:
+        """The pool has decoded this request: its pixels leave the pool's backlog (the estimate per pixel
+        includes encoding the answer later, so decoded requests need not be counted again)."""
+        self.pool_backlog -= ticket.image_pixels
+        ticket.image_pixels = 0
+
     def computed(self, ticket: Ticket) -> None:
         """The model is done with this request: its cost leaves the model's backlog."""
         self.backlog -= ticket.cost
@@ -124,10 +143,10 @@ class Admission:
 
     def leave(self, ticket: Ticket) -> None:
         """The request is answered: give back its slot and everything it still holds."""
+        self.decoded(ticket)
         self.computed(ticket)
-        self.pool_backlog -= ticket.image_pixels
         self.held_bytes -= ticket.bytes
-        ticket.image_pixels = ticket.bytes = 0
+        ticket.bytes = 0
         self.inflight -= 1
 
 

@@ -377,6 +377,7 @@ def create_app(
                 except OverloadError as e:
                     raise HTTPError(503, f"server busy: {e.reason}", {"Retry-After": str(e.retry_after)}) from None
             image, decode_s = await offload(decode, data, name)
+            admission.decoded(ticket)
             del data
             result = await infer(request, image, model_cost(image.width, image.height), deadline)
             admission.computed(ticket)

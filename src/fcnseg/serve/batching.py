@@ -115,8 +115,9 @@ class MicroBatcher:
         self._queue.put_nowait(_Item(item, future, cost, deadline))
         return await future
 
-    def _runnable(self, item: _Item, *, idle: bool = False) -> bool:
-        """False for an item to drop: its request is gone, or it cannot finish before its deadline.
+    def _runnable(self, item: _Item, *, ahead: int = 0, idle: bool = False) -> bool:
+        """False for an item to drop: its request is gone, or it cannot finish before its deadline, after the
+        ``ahead`` units of work put before it in the same batch.
 
         An item that reached an idle model runs unless its deadline has passed, whatever the estimate says:
         a stale estimate is corrected only by items that run.
@@ -124,7 +125,7 @@ class MicroBatcher:
         if item.future.done():
             self.stats.abandoned += 1
             return False
-        expected = 0.0 if idle else SAFETY * self.service.seconds(item.cost)
+        expected = 0.0 if idle else SAFETY * self.service.seconds(ahead + item.cost)
         if time.monotonic() + expected > item.deadline:
             self.stats.expired += 1
             item.future.set_exception(DeadlineExceededError("not started in time to finish before the deadline"))
@@ -142,7 +143,7 @@ class MicroBatcher:
                 batch.append(item)
         while len(batch) < self.max_batch and not self._queue.empty():
             item = self._queue.get_nowait()
-            if self._runnable(item):
+            if self._runnable(item, ahead=sum(it.cost for it in batch)):
                 batch.append(item)
         return batch
 

@@ -44,10 +44,13 @@ def warmup_image(width: int, height: int) -> Image.Image:
     return Image.fromarray(rgb.astype(np.uint8))
 
 
-async def _fastest(batcher: MicroBatcher, items: list[Any]) -> float:
-    """Seconds of the fastest of ``REPEATS`` calls, after an untimed first call (which may compile)."""
-    await batcher.run_timed(items)
-    return min([await batcher.run_timed(items) for _ in range(REPEATS)])
+async def _fastest(batcher: MicroBatcher, *calls: list[Any]) -> list[float]:
+    """Per call in ``calls``: seconds of the fastest of ``REPEATS`` runs, after an untimed first run of each (which
+    may compile). The calls take turns, so load from other jobs on a shared CPU hits each alike."""
+    for items in calls:
+        await batcher.run_timed(items)
+    times = [[await batcher.run_timed(items) for items in calls] for _ in range(REPEATS)]
+    return [min(column) for column in zip(*times, strict=True)]
 
 
 async def warm_up(
@@ -59,21 +62,21 @@ async def warm_up(
     ``large``, an image the model sees at the same size as ``image`` but with more pixels, prices the work done
     per uploaded pixel (without it, that work is taken to be part of the model's pixels: native resolution).
     """
-    single = await _fastest(batcher, [image])
+    pair_call = [[image, image]] if max_batch > 1 else []
+    large_call = [[large]] if large is not None else []
+    single, *rest = await _fastest(batcher, [image], *pair_call, *large_call)
+    pair = rest.pop(0) / 2 if pair_call else None
     weight = 0.0
     if large is not None:
         small_px, large_px = image.width * image.height, large.width * large.height
-        per_upload_px = max(await _fastest(batcher, [large]) - single, 0.0) / (large_px - small_px)
+        per_upload_px = max(rest.pop(0) - single, 0.0) / (large_px - small_px)
         per_model_px = max(single - per_upload_px * small_px, single / 10) / pixels
         weight = per_upload_px / per_model_px
-    batcher.service.per_pixel = single / (pixels + weight * image.width * image.height)
-    pair = None
-    if max_batch > 1:
-        pair = await _fastest(batcher, [image, image]) / 2
-        if pair < BATCH_GAIN * single:
-            for n in range(3, max_batch + 1):  # compiled paths compile per batch size
-                await batcher.run_timed([image] * n)
-        else:
-            max_batch = 1
+    batcher.service.observe(single, round(pixels + weight * image.width * image.height))
+    if pair is not None and pair < BATCH_GAIN * single:
+        for n in range(3, max_batch + 1):  # compiled paths compile per batch size
+            await batcher.run_timed([image] * n)
+    elif max_batch > 1:
+        max_batch = 1
     batcher.max_batch = max_batch
     return WarmupReport(pixels, single, pair, max_batch, weight)
