@@ -3,7 +3,7 @@
 Each server is its own process (``python -m fcnseg serve``, 127.0.0.1, ephemeral port, its tree's ``src`` first on
 PYTHONPATH), with the same model, input size, threads and timeout. Then, for each server in turn:
 
-1. capacity: four clients send photos back to back for ``--capacity-s`` seconds, enough to keep the model busy
+1. capacity: eight clients send photos back to back for ``--capacity-s`` seconds, enough to keep the model busy
    while the next uploads decode (requests/s of this tree's server is the capacity C every level is relative to);
 2. closed-loop load at 1x, 2x and 4x C: ``--clients`` clients (40+), each sending a photo then thinking for
    ``clients / (f * C)`` seconds minus its last latency, for ``--phase-s`` seconds; photos are scikit-image's
@@ -190,7 +190,9 @@ def main() -> int:
     p.add_argument("--model", default="fcn_resnet50")
     p.add_argument("--input-size", type=int, default=64, help="model's shorter side (default 64: short runs)")
     p.add_argument("--threads", type=int, default=2, help="torch threads in each server (default 2)")
-    p.add_argument("--timeout", type=float, default=10.0, help="server's per-request timeout (default 10 s)")
+    p.add_argument("--timeout", type=float, default=2.0,
+                   help="server's per-request timeout (default 2 s: some 20 single-image times at input 64, as 60 s "
+                   "is some 10 at 520)")  # fmt: skip
     p.add_argument("--clients", type=int, default=40, help="concurrent clients in the load phases (default 40)")
     p.add_argument("--capacity-s", type=float, default=10.0, help="seconds of the capacity run (default 10)")
     p.add_argument("--phase-s", type=float, default=15.0, help="seconds per load phase, at least (default 15)")
@@ -209,7 +211,7 @@ def main() -> int:
             results[name]["ready_s"] = round(asyncio.run(wait_ready(url)), 1)
         capacity = {}
         for name, (_, url) in servers.items():
-            runs = asyncio.run(closed_loop(url, bodies, clients=4, think_s=0, phase_s=args.capacity_s,
+            runs = asyncio.run(closed_loop(url, bodies, clients=8, think_s=0, phase_s=args.capacity_s,
                                            timeout=args.timeout, seed=0))  # fmt: skip
             capacity[name] = sum(s == 200 for s, _ in runs) / args.capacity_s
         c = capacity["this branch"]
