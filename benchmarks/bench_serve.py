@@ -1,13 +1,25 @@
-"""Load test of ``fcnseg serve``: K concurrent clients, with micro-batching off (baseline) and on.
+"""Overload test of ``fcnseg serve``: this tree's server against another tree's (today's main), in one run.
 
-Each mode has its own server process (``python -m fcnseg serve``, 127.0.0.1, ephemeral port), warmed up.
-The modes then take turns (A B B A ..., ``--rounds`` phases each, so drifting load from other jobs on a shared
-CPU hits both alike): in each phase K asyncio clients POST the same small photo (scikit-image's astronaut,
-resized) until the phase's share of ``--requests`` is sent or of ``--time-limit`` has passed. Reported per mode:
-requests/s, p50/p95 latency, errors (anything but 200) and the mean batch size the server formed (from
-``/readyz``). Loopback only; the ratio line compares the two modes measured in the same run.
+Each server is its own process (``python -m fcnseg serve``, 127.0.0.1, ephemeral port, its tree's ``src`` first on
+PYTHONPATH), with the same model, input size, threads and timeout. Then, for each server in turn:
 
-    PYTHONPATH=src python benchmarks/bench_serve.py --clients 8 --json benchmarks/results/bench_serve.json
+1. capacity: eight clients send photos back to back for ``--capacity-s`` seconds, enough to keep the model busy
+   while the next uploads decode (requests/s of this tree's server is the capacity C every level is relative to);
+2. closed-loop load at 1x, 2x and 4x C: ``--clients`` clients (40+), each sending a photo then thinking for
+   ``clients / (f * C)`` seconds minus its last latency, for ``--phase-s`` seconds; photos are scikit-image's
+   samples of mixed sizes (300x451 to 427x640); a phase lasts at least one think time, so that every client
+   sends. Reported: goodput (200/s), p50/p99 latency of the 200s, the
+   share of 503 (shed) and their p50/max latency ("time to a 503"), the count of 504 and other errors, and the
+   server's peak RSS during the phase (VmHWM, reset before each phase through /proc/PID/clear_refs);
+3. a flood of ``--flood`` concurrent uploads of a 16-bit 4000x4000 grayscale PNG (a few tens of KB): status
+   counts and peak RSS. The other tree's flood uses ``--flood-other`` uploads: main decodes each to float64
+   (about 384 MB a decode), and a 40-upload flood would take about 15 GB of a machine others share.
+
+Load levels alternate between the servers (ours 1x, theirs 1x, ours 2x...), so drifting load from other jobs
+on a shared CPU hits both alike. Everything runs on loopback; every loop is bounded by time.
+
+    git worktree add /tmp/base239 239b6b3
+    PYTHONPATH=src python benchmarks/bench_serve.py --other /tmp/base239 --json benchmarks/results/bench_serve.json
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ import io
 import json
 import os
 import platform
+import random
 import re
 import subprocess
 import sys
@@ -28,155 +41,229 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+HERE = Path(__file__).resolve().parents[1]
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "cat")  # 300x451 to 427x640
 
 
-def photo(side: int) -> bytes:
-    """A real photo (scikit-image's astronaut) resized to ``side`` x ``side``, as PNG bytes."""
-    try:
-        from skimage import data
+def photos() -> list[bytes]:
+    """scikit-image's sample photos (mixed sizes), as PNG bytes."""
+    from skimage import data
 
-        image = Image.fromarray(data.astronaut())
-    except ImportError:  # a smooth synthetic picture keeps the benchmark runnable without scikit-image
-        y, x = np.mgrid[0:512, 0:512]
-        image = Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8))
+    out = []
+    for name in PHOTOS:
+        buf = io.BytesIO()
+        Image.fromarray(getattr(data, name)()).save(buf, format="PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def png16(side: int = 4000) -> bytes:
+    """A smooth 16-bit grayscale PNG of ``side`` x ``side``: tiny on the wire, 16 MP to decode."""
+    y, x = np.mgrid[0:side, 0:side]
     buf = io.BytesIO()
-    image.resize((side, side), Image.BILINEAR).save(buf, format="PNG")
+    Image.fromarray(((x + y) * 65535 // (2 * side)).astype(np.uint16)).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+def start_server(tree: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    """``fcnseg serve`` from ``tree``'s sources; returns the process and its URL once it listens."""
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
     cmd = [
-        sys.executable, "-m", "fcnseg", "serve", "--model", args.model, "--weights", args.weights,
-        "--size", str(args.input_size), "--device", args.device, "--threads", str(args.threads),
-        "--host", "127.0.0.1", "--port", "0", "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms),
-        "--max-queue", str(4 * args.clients), "--timeout", "120", "--log-level", "info",
+        sys.executable, "-m", "fcnseg", "serve", "--model", args.model, "--weights", "none",
+        "--size", str(args.input_size), "--device", "cpu", "--threads", str(args.threads),
+        "--host", "127.0.0.1", "--port", "0", "--timeout", str(args.timeout), "--log-level", "info",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    deadline = time.monotonic() + 180
-    lines = []
+    deadline, lines = time.monotonic() + 300, []
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         lines.append(line)
         m = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
-        if m:  # keep draining the access log, or a full pipe would stall the server
+        if m:  # keep draining the log, or a full pipe would stall the server
             threading.Thread(target=proc.stdout.read, daemon=True).start()
             return proc, m.group(1)
     proc.kill()
-    raise RuntimeError("server did not start:\n" + "".join(lines))
+    raise RuntimeError(f"server from {tree} did not start:\n" + "".join(lines))
 
 
-async def load(url: str, body: bytes, clients: int, requests: int, time_limit: float) -> dict:
-    """One load phase: ``clients`` tasks POST ``body`` until ``requests`` are sent or ``time_limit`` passes."""
+async def wait_ready(url: str, limit_s: float = 600) -> float:
+    """Seconds until ``/readyz`` answers 200 (warm-up done)."""
     import httpx
 
-    latencies: list[float] = []
-    errors = sent = 0
-    stop_at = time.monotonic() + time_limit
-    headers = {"content-type": "image/png"}
+    t = time.monotonic()
+    async with httpx.AsyncClient(timeout=10) as client:
+        while (await client.get(f"{url}/readyz")).status_code != 200:
+            if time.monotonic() - t > limit_s:
+                raise RuntimeError(f"{url} not ready after {limit_s} s")
+            await asyncio.sleep(0.2)
+    return time.monotonic() - t
 
-    async with httpx.AsyncClient(timeout=180, limits=httpx.Limits(max_connections=clients)) as client:
-        before = (await client.get(f"{url}/readyz")).json()
 
-        async def worker() -> None:
-            nonlocal errors, sent
-            while sent < requests and time.monotonic() < stop_at:
-                sent += 1
+def reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM (Linux >= 4.0)
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+async def closed_loop(url: str, bodies: list[bytes], *, clients: int, think_s: float, phase_s: float,
+                      timeout: float, seed: int) -> list[tuple[int, float]]:  # fmt: skip
+    """``clients`` clients for ``phase_s`` seconds, each: send, wait, think; returns (status, latency) per request."""
+    import httpx
+
+    rng = random.Random(seed)
+    out: list[tuple[int, float]] = []
+    stop_at = time.monotonic() + phase_s
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(timeout=timeout + 30, limits=limits) as client:
+
+        async def one(k: int) -> None:
+            await asyncio.sleep(rng.uniform(0, think_s))  # staggered starts: no synchronized burst
+            while time.monotonic() < stop_at:
+                body = bodies[rng.randrange(len(bodies))]
                 t = time.perf_counter()
-                r = await client.post(f"{url}/v1/segment?format=png", content=body, headers=headers)
-                latencies.append(time.perf_counter() - t)
-                errors += r.status_code != 200
+                try:
+                    r = await client.post(f"{url}/v1/segment?format=png", content=body,
+                                          headers={"content-type": "image/png"})  # fmt: skip
+                    status = r.status_code
+                except httpx.HTTPError:
+                    status = -1
+                latency = time.perf_counter() - t
+                out.append((status, latency))
+                await asyncio.sleep(max(0.0, think_s - latency))
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        wall = time.perf_counter() - t0
-        after = (await client.get(f"{url}/readyz")).json()
+        await asyncio.gather(*(one(k) for k in range(clients)))
+    return out
+
+
+def summarize(results: list[tuple[int, float]], wall_s: float) -> dict:
+    ok = np.array([lat for s, lat in results if s == 200]) * 1000
+    shed = np.array([lat for s, lat in results if s == 503]) * 1000
+    n = max(len(results), 1)
+
+    def pct(a: np.ndarray, q: float) -> float | None:
+        return round(float(np.percentile(a, q)), 1) if a.size else None
+
     return {
-        "latencies": latencies,
-        "errors": errors,
-        "wall_s": wall,
-        "batches": after["batches"] - before["batches"],
-        "items": after["items"] - before["items"],
+        "requests": len(results),
+        "ok": int(ok.size),
+        "goodput_rps": round(ok.size / wall_s, 3),
+        "p50_ms": pct(ok, 50),
+        "p99_ms": pct(ok, 99),
+        "shed": int(shed.size),
+        "shed_share": round(shed.size / n, 3),
+        "shed_p50_ms": pct(shed, 50),
+        "shed_max_ms": pct(shed, 100),
+        "timeouts_504": sum(s == 504 for s, _ in results),
+        "other": sum(s not in (200, 503, 504) for s, _ in results),
     }
 
 
-async def warm_up(url: str, body: bytes) -> None:
-    """First forward passes allocate memory and pick kernels; keep them out of the timings."""
+async def flood(url: str, body: bytes, n: int, timeout: float) -> dict:
+    """``n`` concurrent uploads of ``body``; status counts and the wall time."""
     import httpx
 
-    async with httpx.AsyncClient(timeout=180) as client:
-        for _ in range(2):
-            await client.post(f"{url}/v1/segment?format=png", content=body, headers={"content-type": "image/png"})
+    async with httpx.AsyncClient(timeout=timeout + 60, limits=httpx.Limits(max_connections=n)) as client:
 
+        async def one() -> int:
+            try:
+                r = await client.post(f"{url}/v1/segment?format=png", content=body,
+                                      headers={"content-type": "image/png"})  # fmt: skip
+                return r.status_code
+            except httpx.HTTPError:
+                return -1
 
-def summarize(phases: list[dict]) -> dict:
-    lat = np.array([x for ph in phases for x in ph["latencies"]]) * 1000
-    wall = sum(ph["wall_s"] for ph in phases)
-    return {
-        "requests": int(lat.size),
-        "errors": sum(ph["errors"] for ph in phases),
-        "wall_s": round(wall, 2),
-        "rps": round(lat.size / wall, 2),
-        "p50_ms": round(float(np.percentile(lat, 50)), 1),
-        "p95_ms": round(float(np.percentile(lat, 95)), 1),
-        "mean_batch": round(sum(ph["items"] for ph in phases) / max(sum(ph["batches"] for ph in phases), 1), 2),
-    }
+        t = time.perf_counter()
+        codes = await asyncio.gather(*(one() for _ in range(n)))
+    return {"uploads": n, "codes": {str(c): codes.count(c) for c in sorted(set(codes))},
+            "wall_s": round(time.perf_counter() - t, 1)}  # fmt: skip
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--other", type=Path, required=True, help="the tree to compare with (a main checkout)")
     p.add_argument("--model", default="fcn_resnet50")
-    p.add_argument("--weights", default="none", help="weights name/path, or 'none' (speed does not depend on values)")
-    p.add_argument("--image-size", type=int, default=96, help="side of the square test photo (default 96)")
-    p.add_argument("--input-size", type=int, default=0, help="model's shorter side; 0 = native (default)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2, help="torch threads in the server (default 2)")
-    p.add_argument("--clients", type=int, default=8, help="concurrent clients K (default 8)")
-    p.add_argument("--requests", type=int, default=48, help="requests per mode, all rounds (default 48)")
-    p.add_argument("--time-limit", type=float, default=30.0, help="seconds per mode at most, all rounds (default 30)")
-    p.add_argument("--rounds", type=int, default=4, help="alternating load phases per mode (default 4)")
-    p.add_argument("--max-batch", type=int, default=8, help="micro-batch limit of the batched mode (default 8)")
-    p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--input-size", type=int, default=64, help="model's shorter side (default 64: short runs)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads in each server (default 2)")
+    p.add_argument("--timeout", type=float, default=2.0,
+                   help="server's per-request timeout (default 2 s: some 20 single-image times at input 64, as 60 s "
+                   "is some 10 at 520)")  # fmt: skip
+    p.add_argument("--clients", type=int, default=40, help="concurrent clients in the load phases (default 40)")
+    p.add_argument("--capacity-s", type=float, default=10.0, help="seconds of the capacity run (default 10)")
+    p.add_argument("--phase-s", type=float, default=15.0, help="seconds per load phase, at least (default 15)")
+    p.add_argument("--levels", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    p.add_argument("--flood", type=int, default=40, help="concurrent 16-bit 4000x4000 uploads (default 40)")
+    p.add_argument("--flood-other", type=int, default=8, help="the same for the other tree (default 8; see above)")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args()
 
-    body = photo(args.image_size)
-    modes = {"no batching": 1, f"micro-batching (max {args.max_batch})": args.max_batch}
-    servers = {mode: start_server(args, max_batch) for mode, max_batch in modes.items()}  # idle until loaded
-    phases: dict[str, list[dict]] = {mode: [] for mode in modes}
+    bodies, deep = photos(), png16()
+    trees = {"this branch": HERE, "main": args.other.resolve()}
+    servers = {name: start_server(tree, args) for name, tree in trees.items()}
+    results: dict[str, dict] = {name: {} for name in trees}
     try:
-        for _, url in servers.values():
-            asyncio.run(warm_up(url, body))
-        # A B B A ...: alternating the order cancels slow drifts of a CPU shared with other jobs
-        per_phase, limit = -(-args.requests // args.rounds), args.time_limit / args.rounds
-        for r in range(args.rounds):
-            for mode in list(modes) if r % 2 == 0 else list(modes)[::-1]:
-                phases[mode].append(asyncio.run(load(servers[mode][1], body, args.clients, per_phase, limit)))
+        for name, (_, url) in servers.items():
+            results[name]["ready_s"] = round(asyncio.run(wait_ready(url)), 1)
+        capacity = {}
+        for name, (_, url) in servers.items():
+            runs = asyncio.run(closed_loop(url, bodies, clients=8, think_s=0, phase_s=args.capacity_s,
+                                           timeout=args.timeout, seed=0))  # fmt: skip
+            capacity[name] = sum(s == 200 for s, _ in runs) / args.capacity_s
+        c = capacity["this branch"]
+        for i, f in enumerate(args.levels):
+            order = list(servers.items()) if i % 2 == 0 else list(servers.items())[::-1]
+            think = args.clients / (f * c)
+            for name, (proc, url) in order:
+                reset_peak_rss(proc.pid)
+                t = time.perf_counter()
+                load = closed_loop(url, bodies, clients=args.clients, think_s=think,
+                                   phase_s=max(args.phase_s, think), timeout=args.timeout, seed=i)  # fmt: skip
+                runs = asyncio.run(load)
+                row = summarize(runs, time.perf_counter() - t)
+                row["peak_rss_mb"] = round(peak_rss_mb(proc.pid))
+                results[name][f"{f:g}x"] = row
+                print(f"{name} {f:g}x: {row}", flush=True)
+        for name, (proc, url) in servers.items():
+            reset_peak_rss(proc.pid)
+            n = args.flood if name == "this branch" else args.flood_other
+            row = asyncio.run(flood(url, deep, n, args.timeout))
+            row["peak_rss_mb"] = round(peak_rss_mb(proc.pid))
+            results[name]["flood16"] = row
+            print(f"{name} flood: {row}", flush=True)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
-            proc.wait(timeout=30)
-    rows = {mode: summarize(ph) for mode, ph in phases.items()}
+            proc.wait(timeout=60)
 
-    cpu = f"{platform.machine()}, {os.cpu_count()} CPUs shared with other jobs"
-    print(f"\n{args.model}, {args.image_size}x{args.image_size} PNG, K={args.clients} clients, {args.device}, "
-          f"{args.threads} threads, {cpu}")  # fmt: skip
-    print(f"{'mode':28} {'requests':>8} {'errors':>6} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'batch':>6}")
-    for mode, r in rows.items():
-        print(f"{mode:28} {r['requests']:>8} {r['errors']:>6} {r['rps']:>7.2f} {r['p50_ms']:>8.1f} "
-              f"{r['p95_ms']:>8.1f} {r['mean_batch']:>6.2f}")  # fmt: skip
-    base, batched = rows.values()
-    ratio = batched["rps"] / base["rps"] if base["rps"] else float("nan")
-    print(f"throughput ratio batched / unbatched: {ratio:.2f}x")
-    result = {"config": vars(args) | {"json": str(args.json)}, "results": rows, "throughput_ratio": round(ratio, 3)}
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs shared with other jobs"
+    print(f"\n{args.model} at shorter side {args.input_size}, fp32 random weights, {args.threads} threads, "
+          f"timeout {args.timeout:g} s, {args.clients} clients; capacity C = {c:.2f} req/s (this branch), "
+          f"{capacity['main']:.2f} (main); {machine}")  # fmt: skip
+    head = f"{'server':12} {'load':>5} {'goodput/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'shed':>6} {'503 p50/max ms':>15} "
+    print(head + f"{'504':>4} {'other':>5} {'RSS MB':>7}")
+    for f in args.levels:
+        for name in trees:
+            r = results[name][f"{f:g}x"]
+            shed_ms = f"{r['shed_p50_ms'] or 0:.0f}/{r['shed_max_ms'] or 0:.0f}"
+            print(f"{name:12} {f:>4g}x {r['goodput_rps']:>9.2f} {r['p50_ms'] or 0:>8.0f} {r['p99_ms'] or 0:>8.0f} "
+                  f"{r['shed_share']:>6.0%} {shed_ms:>15} {r['timeouts_504']:>4} {r['other']:>5} "
+                  f"{r['peak_rss_mb']:>7}")  # fmt: skip
+    for name in trees:
+        r = results[name]["flood16"]
+        print(f"{name:12} 16-bit 4000x4000 flood: {r['uploads']} uploads, codes {r['codes']}, {r['wall_s']} s, "
+              f"peak RSS {r['peak_rss_mb']} MB")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        payload = {"config": config, "capacity_rps": capacity, "results": results, "machine": machine}
+        args.json.write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
-    return 0 if all(r["errors"] == 0 for r in rows.values()) else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ read the same way everywhere and every failure is an :class:`ImageDecodeError` w
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ __all__ = ["MAX_PIXELS", "ImageDecodeError", "load_image", "to_rgb"]
 
 # About 179 MP: where Pillow itself refuses to open a file (twice its warning level). Above any common camera.
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+SCALE_BAND = 1 << 18  # pixels per band when high-bit-depth pixels are scaled to 8 bits (2 MB in float64)
 
 
 class ImageDecodeError(ValueError):
@@ -26,14 +26,29 @@ class ImageDecodeError(ValueError):
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode as 8-bit RGB: 16-bit and float scaled down, alpha composited on white, CMYK converted."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0)
-        img = Image.fromarray((a / top * 255).round().clip(0, 255).astype(np.uint8))
+        img = _scaled_to_8bit(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(canvas, rgba)
     return img.convert("RGB")
+
+
+def _scaled_to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float image as 8-bit "L": 16-bit by 65535, others by their maximum.
+
+    Scaled a band of rows at a time, in place, so the float64 working copy stays at 2 MB whatever the image
+    size (a whole 4000x4000 image in float64 would be 128 MB per decode, its temporaries as much again).
+    """
+    a = np.asarray(img)  # its stored dtype: uint16, int32 or float32
+    top = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0)
+    out = np.empty(a.shape, np.uint8)
+    rows = max(1, SCALE_BAND // max(a.shape[1], 1))
+    for r in range(0, a.shape[0], rows):
+        band = a[r : r + rows] / top
+        band *= 255
+        out[r : r + rows] = band.round(out=band).clip(0, 255, out=band)
+    return Image.fromarray(out)
 
 
 def load_image(
@@ -53,19 +68,16 @@ def load_image(
         raise ImageDecodeError(f"{label}: cannot open ({e.strerror or e})") from None
     with fp:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels below decides
-                img = Image.open(fp)
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise ImageDecodeError(
-                        f"{label}: {w}x{h} = {w * h / 1e6:.0f} MP exceeds the {max_pixels / 1e6:.0f} MP limit; "
-                        "not decoded"
-                    )
-                img.seek(0)
-                img.load()
-                if exif_transpose:
-                    img = ImageOps.exif_transpose(img)
+            img = Image.open(fp)  # Pillow may warn above 89 MP: catch_warnings is not thread-safe, so let it
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageDecodeError(
+                    f"{label}: {w}x{h} = {w * h / 1e6:.0f} MP exceeds the {max_pixels / 1e6:.0f} MP limit; not decoded"
+                )
+            img.seek(0)
+            img.load()
+            if exif_transpose:
+                img = ImageOps.exif_transpose(img)
         except ImageDecodeError:
             raise
         except UnidentifiedImageError:

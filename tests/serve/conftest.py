@@ -16,6 +16,7 @@ from PIL import Image
 
 from fcnseg.models import fcn_resnet50
 from fcnseg.predict import Segmenter
+from fcnseg.serve import ServeConfig
 
 CATEGORIES = ["background", "road", "tree"]
 
@@ -58,9 +59,25 @@ class GatedSegmenter:
         return self.inner.predict_batch(images)
 
 
+def config(**kw) -> ServeConfig:
+    """Server settings for tests: warm-up on a 32-pixel image, so it costs a fraction of a second."""
+    return ServeConfig(**{"warmup_side": 32, **kw})
+
+
+@contextmanager
+def client(app) -> Iterator:
+    """A TestClient with the app's lifespan running, once ``/readyz`` says ready (warm-up done)."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        wait_until(lambda: c.get("/readyz").status_code == 200, timeout=120)
+        yield c
+
+
 @contextmanager
 def live_server(app) -> Iterator[str]:
-    """Run ``app`` on uvicorn at 127.0.0.1 with an ephemeral port; yields the base URL."""
+    """Run ``app`` on uvicorn at 127.0.0.1 with an ephemeral port, until ready; yields the base URL."""
+    import httpx
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
@@ -71,9 +88,10 @@ def live_server(app) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout=120)
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -91,5 +109,6 @@ def wait_until(predicate, timeout: float = 20.0) -> None:
 @pytest.fixture(scope="session")
 def helpers() -> SimpleNamespace:
     return SimpleNamespace(
-        make_image=make_image, encode=encode, live_server=live_server, wait_until=wait_until, Gated=GatedSegmenter
-    )
+        make_image=make_image, encode=encode, live_server=live_server, wait_until=wait_until, Gated=GatedSegmenter,
+        config=config, client=client,
+    )  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import shutil
 
 import numpy as np
@@ -30,8 +31,13 @@ pytestmark = [
 def page_url(segmenter, helpers):
     from fcnseg.serve import create_app
 
-    with helpers.live_server(create_app(segmenter)) as url:
+    with helpers.live_server(create_app(segmenter, config=helpers.config(max_batch=1))) as url:
         yield url
+
+
+def on_this_server(urls: list[str], base: str) -> list[str]:
+    """The requested URLs that went anywhere but ``base`` (data: and blob: URLs stay in the page)."""
+    return [u for u in urls if not u.startswith((base + "/", "data:", "blob:"))]
 
 
 def test_upload_overlay_legend_download(page_url, segmenter, helpers, tmp_path):
@@ -48,10 +54,24 @@ def test_upload_overlay_legend_download(page_url, segmenter, helpers, tmp_path):
             page = browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            failed: list[str] = []
+            page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
             page.goto(page_url + "/")
             page.wait_for_function("document.getElementById('model').textContent.includes('3 classes')")
+
+            # before any upload: no result panel (no broken image, empty legend or dead download link)
+            page.screenshot(path=str(tmp_path / "before_upload.png"), full_page=True)
+            assert not page.is_visible("#result") and not page.is_visible("#photo")
+            assert page.eval_on_selector("#result", "e => getComputedStyle(e).display") == "none"
+            assert page.is_visible("#drop") and page.text_content("#status") == ""
+
             page.set_input_files("#file", str(photo))
             page.wait_for_selector("#overlay[data-ready='true']", timeout=60_000)
+            page.screenshot(path=str(tmp_path / "after_upload.png"), full_page=True)
+            assert page.is_visible("#result") and page.is_visible("#overlay") and page.is_visible("#legend")
+            assert page.eval_on_selector("#result", "e => getComputedStyle(e).display") == "flex"
 
             # legend: the classes present, largest first, with their area share
             rows = page.locator("#legend li")
@@ -110,7 +130,30 @@ def test_upload_overlay_legend_download(page_url, segmenter, helpers, tmp_path):
             bad.write_bytes(b"not really a png")
             page.set_input_files("#file", str(bad))
             page.wait_for_function("document.getElementById('status').classList.contains('error')")
-            assert "400" in page.text_content("#status")
-            assert errors == []
+            status = page.text_content("#status")
+            assert "400" in status and re.search(r"\(request [0-9a-f]{16}\)", status)
+            assert errors == [] and on_this_server(requests, page_url) == []
+            assert [u for u in failed if not u.endswith("/v1/segment?format=json&mask_encoding=png")] == []
         finally:
             browser.close()
+
+
+def test_docs_render_offline(page_url):
+    """Swagger UI renders the API from local files; Chromium requests nothing from another host."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            requests: list[str] = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(page_url + "/docs")
+            page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+            assert "fcnseg" in page.text_content(".swagger-ui .info .title")
+            page.click("#operations-default-segment_v1_segment_post")  # expand the upload operation
+            page.wait_for_selector(".opblock-body")
+            page.wait_for_load_state("networkidle")
+        finally:
+            browser.close()
+    assert on_this_server(requests, page_url) == [], requests
+    assert page_url + "/openapi.json" in requests

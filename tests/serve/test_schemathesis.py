@@ -8,7 +8,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from fcnseg.serve import ServeConfig, create_app  # noqa: E402
+from fcnseg.serve import create_app  # noqa: E402
 
 EXAMPLES = {"POST /v1/segment": 80}  # others are plain GETs without parameters
 DEFAULT_EXAMPLES = 5
@@ -40,7 +40,7 @@ def fuzz(op, url: str, helpers, statuses: dict[str, set[int]]) -> None:
 
 @pytest.mark.slow
 def test_no_server_errors(segmenter, helpers):
-    app = create_app(segmenter, config=ServeConfig(max_pixels=50_000, max_upload_bytes=200_000))
+    app = create_app(segmenter, config=helpers.config(max_pixels=50_000, max_upload_bytes=200_000, max_batch=1))
     with helpers.live_server(app) as url:
         schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
         operations = [op.ok() for op in schema.get_all_operations()]

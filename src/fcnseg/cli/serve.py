@@ -1,13 +1,23 @@
-"""``fcnseg serve``: the HTTP API and web page on uvicorn, bound to loopback unless told otherwise."""
+"""``fcnseg serve``: the HTTP API and web page on uvicorn, bound to loopback unless told otherwise.
+
+``--workers N`` runs N server processes on one port (uvicorn's process manager; the kernel spreads
+connections over them). Each loads its own model and uses ``cores / N`` torch threads, so the processes do
+not fight over the cores; each has its own queue, admission control and warm-up.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
+import os
 import sys
+from typing import Any
 
 from ..optimize import add_speed_arguments
 from . import add_model_arguments
+
+WORKER_ARGS = "FCNSEG_SERVE_ARGS"  # how the parent hands its parsed arguments to uvicorn's worker processes
 
 
 def _is_loopback(host: str) -> bool:
@@ -19,16 +29,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _threads(args: argparse.Namespace) -> int:
+    """Torch threads per server process: ``--threads``, else this process's cores shared among the workers."""
+    return args.threads or max(1, len(os.sched_getaffinity(0)) // args.workers)
+
+
+def build_app(args: argparse.Namespace) -> Any:
+    """The FastAPI app for parsed ``fcnseg serve`` arguments: the model loaded, the limits set."""
     import torch
-    import uvicorn
 
     from ..optimize import speed_options_from_args
     from ..predict import Segmenter
     from ..serve import ServeConfig, create_app
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(_threads(args))
     weights = args.weights
     segmenter = Segmenter(
         args.model,
@@ -38,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
         batch_size=max(1, args.max_batch),
         optimize=speed_options_from_args(args),
     )
-    info: dict = {"weights": str(weights) if weights is not None else None}
+    info: dict = {"weights": str(weights) if weights is not None else None, "threads": torch.get_num_threads()}
     if weights is not None:
         from ..models import find_weights
 
@@ -49,14 +63,29 @@ def _serve(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=int(args.max_pixels),
         max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms,
-        max_queue=args.max_queue,
+        max_inflight=args.max_inflight,
+        max_decoded_mb=args.max_decoded_mb,
         timeout_s=args.timeout,
     )
+    return create_app(segmenter, config=config, model_info=info)
+
+
+def worker_app() -> Any:
+    """uvicorn's app factory in each ``--workers`` process: the parent's arguments, from the environment."""
+    return build_app(argparse.Namespace(**json.loads(os.environ[WORKER_ARGS])))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
     if not _is_loopback(args.host):
         print(f"fcnseg serve: warning: listening on {args.host}, reachable from other machines", file=sys.stderr)
-    app = create_app(segmenter, config=config, model_info=info)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    where = {"host": args.host, "port": args.port, "log_level": args.log_level}
+    if args.workers == 1:
+        uvicorn.run(build_app(args), **where)
+        return 0
+    os.environ[WORKER_ARGS] = json.dumps({k: v for k, v in vars(args).items() if k != "func"})
+    uvicorn.run("fcnseg.cli.serve:worker_app", factory=True, workers=args.workers, **where)
     return 0
 
 
@@ -65,19 +94,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve the model over HTTP (JSON API + web page)",
         description="FastAPI + uvicorn server: POST /v1/segment, GET /v1/models, /healthz, /readyz, /docs, "
-        "and a web page at /. Binds to 127.0.0.1 by default.",
+        "and a web page at /. Binds to 127.0.0.1 by default. Requests that cannot be answered before --timeout "
+        "are refused at once with 503 and Retry-After.",
     )
     add_model_arguments(p)
     add_speed_arguments(p)
     p.add_argument("--size", type=int, default=520, help="shorter side fed to the model; 0 = native (default 520)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--workers", type=int, default=1, help="server processes on the port, each with its own model")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest accepted upload (default: 20 MB)")
     p.add_argument("--max-pixels", type=float, default=16e6, help="largest accepted image in pixels (default 16e6)")
-    p.add_argument("--max-batch", type=int, default=8, help="micro-batch size limit; 1 disables batching")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for more requests to batch (default: 5)")
-    p.add_argument("--max-queue", type=int, default=32, help="waiting requests before answering 503 (default: 32)")
-    p.add_argument("--timeout", type=float, default=60.0, help="per-request timeout in seconds (default: 60)")
-    p.add_argument("--threads", type=int, default=0, help="limit CPU threads (0: torch default)")
+    p.add_argument("--max-batch", type=int, default=8, help="micro-batch limit, used only if batching pays (default 8)")
+    p.add_argument("--max-inflight", type=int, default=32, help="requests admitted at once per process (default 32)")
+    p.add_argument("--max-decoded-mb", type=int, default=1024, help="decoded images held at once (default 1024 MB)")
+    p.add_argument("--timeout", type=float, default=60.0, help="per-request deadline in seconds (default: 60)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / workers)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=_serve)

@@ -2,10 +2,13 @@
 
 Imported only by ``fcnseg serve`` and users of :mod:`fcnseg.serve`, so FastAPI stays an optional dependency.
 
-Request path: body read with a size cap -> media type checked -> image header checked for its pixel
-count (nothing decoded yet) -> decoded off the event loop by :func:`fcnseg.imageio.load_image` ->
-queued for the micro-batching worker (:mod:`.batching`) -> encoded (PNG / overlay / JSON) off the loop.
-Every bad input has its own 4xx status and a JSON ``{"detail": ...}`` body.
+Request path, cheapest refusals first (:mod:`.admission`): a slot is taken before the body is read ->
+body read with a size cap -> media type checked -> the image header gives the pixel count (nothing decoded
+yet), checked against the limits, charged to the memory budget and the backlog, refused with 503 when it
+cannot finish before its deadline -> decoded in a small bounded pool by :func:`fcnseg.imageio.load_image` ->
+queued for the micro-batching worker (:mod:`.batching`), dropped there if the client left or the deadline can
+no longer be met -> encoded (PNG / overlay / JSON) in the same pool. Every bad input has its own 4xx status;
+every error body is ``{"detail": ..., "request_id": ...}`` (:mod:`.errors`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,39 +30,39 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from starlette.concurrency import run_in_threadpool
 
 from ..coco_results import coco_rle
 from ..imageio import ImageDecodeError, load_image
 from ..transforms import palette, resized_size
-from .batching import MicroBatcher, QueueFullError
+from .admission import SAFETY, Admission, OverloadError, ServiceTime
+from .batching import DeadlineExceededError, MicroBatcher
+from .errors import HTTPError, RequestIds, error_body, logger
+from .warmup import WarmupReport, warm_up, warmup_image
 
 __all__ = ["ServeConfig", "create_app", "rle_decode", "rle_encode"]
 
 STATIC = Path(__file__).parent / "static"
 RAW_TYPES = ("application/octet-stream",)  # besides image/*
+NATIVE_WARMUP_SIDE = 256  # warm-up image side when the model runs at each image's native size
+# memory an upload holds per pixel: RGB (3) and mask (1), plus the float32 RGB copy preprocessing makes (12);
+# measured: five 16-bit 4000x4000 uploads in flight raised peak RSS by about 300 MB each
+BYTES_PER_PIXEL = 16
 
 
 @dataclass
 class ServeConfig:
-    """Limits and batching knobs of the server (the flags of ``fcnseg serve``)."""
+    """Limits, admission and batching knobs of the server (the flags of ``fcnseg serve``)."""
 
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 16_000_000  # of the uploaded image, checked from its header before decoding
-    max_model_pixels: int = 4_000_000  # of the image resized for the model (refuses extreme aspect ratios)
-    max_batch: int = 8
-    max_wait_ms: float = 5.0
-    max_queue: int = 32
-    timeout_s: float = 60.0
-    retry_after_s: int = 1
-
-
-class HTTPError(Exception):
-    """An expected failure, answered as ``{"detail": ...}`` with its status."""
-
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.detail, self.headers = status, detail, headers
+    max_model_pixels: int = 4_000_000  # of the image as the model sees it (resized, or native with size None)
+    max_batch: int = 8  # upper bound; warm-up keeps 1 unless batching raises throughput
+    max_inflight: int = 32  # requests admitted at once; more are answered 503 before their body is read
+    max_decoded_mb: int = 1024  # memory all admitted requests' images may hold (BYTES_PER_PIXEL a pixel)
+    decode_workers: int = 2  # threads decoding uploads and encoding answers
+    timeout_s: float = 60.0  # each request's deadline, from its arrival
+    warmup: bool = True  # warm up and time the model before /readyz says ready (tests of fakes turn it off)
+    warmup_side: int | None = None  # warm-up image side; None: the model's input size, else 256
 
 
 def rle_encode(mask: np.ndarray) -> dict[str, Any]:
@@ -80,15 +87,25 @@ def _png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _header_pixels(data: bytes) -> int | None:
-    """Pixel count from the image header alone (PIL opens lazily); None when unreadable (decoding will say why)."""
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the image header alone (PIL opens lazily); None when unreadable (decoding says why).
+
+    A file so large that Pillow refuses to open it comes back as (its pixel count, 1): only the count is known.
+    """
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return im.width * im.height
-    except Image.DecompressionBombError:
-        return 1 << 62
+            return im.size
+    except Image.DecompressionBombError as e:  # Pillow refuses to open it at all; its message has the count
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        return (int(m.group(1)), 1) if m else (Image.MAX_IMAGE_PIXELS * 2 + 1, 1)
     except Exception:
         return None
+
+
+async def _until_disconnect(request: Request) -> None:
+    """Returns when the client has closed the connection (the body is already read, so nothing else arrives)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def create_app(
@@ -101,15 +118,20 @@ def create_app(
 
     Args:
         segmenter: anything with ``predict_batch(list_of_PIL) -> results`` and ``categories``.
-        config: limits and batching; defaults to :class:`ServeConfig()`.
+        config: limits, admission and batching; defaults to :class:`ServeConfig()`.
         model_info: extra fields for ``GET /v1/models`` (name, weights, metrics...).
     """
+    from fastapi_offline import FastAPIOffline
+
     from .. import __version__
 
     cfg = config or ServeConfig()
-    batcher = MicroBatcher(
-        segmenter.predict_batch, max_batch=cfg.max_batch, max_wait=cfg.max_wait_ms / 1000, max_queue=cfg.max_queue
-    )
+    service, pool_time = ServiceTime(), ServiceTime()
+    batcher = MicroBatcher(segmenter.predict_batch, max_batch=cfg.max_batch, service=service)
+    admission = Admission(
+        service, pool_time, pool_workers=cfg.decode_workers, max_inflight=cfg.max_inflight,
+        max_bytes=cfg.max_decoded_mb << 20,
+    )  # fmt: skip
     categories = list(segmenter.categories)
     input_size = getattr(getattr(segmenter, "preprocess", None), "resize_size", None)
     info = {
@@ -121,24 +143,68 @@ def create_app(
         **(model_info or {}),
     }
 
+    def model_pixels(width: int, height: int) -> int:
+        """Pixels the model computes for a ``width`` x ``height`` image."""
+        h, w = resized_size(height, width, input_size) if input_size is not None else (height, width)
+        return h * w
+
+    def model_cost(width: int, height: int) -> int:
+        """The model thread's work for an upload, in model-input pixels (see :class:`.warmup.WarmupReport`)."""
+        weight = app.state.warmup.image_pixel_weight if app.state.warmup else 0.0
+        return model_pixels(width, height) + round(weight * width * height)
+
+    async def warm() -> None:
+        """Warm up and time the model; the server is ready once one image fits well within the timeout."""
+        side = cfg.warmup_side or input_size or NATIVE_WARMUP_SIDE
+        large = warmup_image(4 * side, 4 * side) if input_size else None  # the same model input, 16x the pixels
+        try:
+            report = await warm_up(batcher, warmup_image(side, side), model_pixels(side, side), cfg.max_batch, large)
+        except Exception:
+            logger.exception("warm-up failed: the server stays unready")
+            app.state.status = "warm-up failed"
+            return
+        app.state.warmup = report
+        slow = report.single_s * SAFETY > cfg.timeout_s
+        app.state.status = "too slow for the timeout" if slow else "ready"
+        logger.info("warm-up: %s", report)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.pool = ThreadPoolExecutor(cfg.decode_workers, thread_name_prefix="fcnseg-decode")
         batcher.start()
+        warming = asyncio.get_running_loop().create_task(warm()) if cfg.warmup else None
+        app.state.status = "warming up" if cfg.warmup else "ready"
         yield
+        if warming is not None:
+            warming.cancel()
         await batcher.stop()
+        app.state.pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="fcnseg",
         version=__version__,
         description="Semantic segmentation with FCN-ResNet. POST an image to `/v1/segment`; the web page is at `/`.",
         lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},  # Swagger UI's validator badge would call swagger.io
+        redoc_url=None,  # ReDoc's sidebar logo loads from cdn.redoc.ly; Swagger UI at /docs is self-contained
     )
-    app.state.batcher = batcher
-    app.state.config = cfg
+    app.add_middleware(RequestIds)
+    app.state.batcher, app.state.admission, app.state.config = batcher, admission, cfg
+    app.state.status, app.state.warmup = "starting", None
 
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, exc: HTTPError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+        rid = request.state.request_id
+        return JSONResponse(error_body(exc.detail, rid), status_code=exc.status, headers=exc.headers)
+
+    async def offload(fn: Any, *args: Any) -> tuple[Any, float]:
+        """``fn(*args)`` in the bounded decode/encode pool; returns its result and the seconds it ran."""
+
+        def timed() -> tuple[Any, float]:
+            t = time.perf_counter()
+            return fn(*args), time.perf_counter() - t
+
+        return await asyncio.get_running_loop().run_in_executor(app.state.pool, timed)
 
     async def read_capped(request: Request) -> bytes:
         """The body, refusing (413) as soon as it is known to exceed the limit: from Content-Length or while read."""
@@ -176,7 +242,7 @@ def create_app(
         try:
             form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
         except Exception as e:  # starlette's MultiPartException and parser errors
-            raise HTTPError(400, f"malformed multipart body: {getattr(e, 'message', e)}") from None
+            raise HTTPError(400, f"malformed multipart body: {getattr(e, 'message', 'cannot parse')}") from None
         try:
             file = form.get("file")
             if file is None or isinstance(file, str):
@@ -194,22 +260,23 @@ def create_app(
             raise HTTPError(413, f"upload of {len(data)} bytes exceeds the {cfg.max_upload_bytes} byte limit")
         return data
 
+    def checked_pixels(size: tuple[int, int], name: str) -> None:
+        """413 when an image of ``size``, or the model's input for it, is over the limits."""
+        w, h = size
+        if w * h > cfg.max_pixels:
+            raise HTTPError(413, f"{name}: image has {w * h} pixels, over the {cfg.max_pixels} limit; not decoded")
+        pixels = model_pixels(w, h)
+        if pixels > cfg.max_model_pixels:
+            raise HTTPError(
+                413, f"{name}: {w}x{h} is {pixels} pixels for the model, over the {cfg.max_model_pixels} pixel "
+                "limit (image too large, or aspect ratio too extreme)",
+            )  # fmt: skip
+
     def decode(data: bytes, name: str) -> Image.Image:
-        pixels = _header_pixels(data)
-        if pixels is not None and pixels > cfg.max_pixels:
-            raise HTTPError(413, f"{name}: image has {pixels} pixels, over the {cfg.max_pixels} limit; not decoded")
         try:
-            image = load_image(data, max_pixels=cfg.max_pixels, name=name)
+            return load_image(data, max_pixels=cfg.max_pixels, name=name)
         except ImageDecodeError as e:
             raise HTTPError(400, str(e)) from None
-        if input_size is not None:
-            h, w = resized_size(image.height, image.width, input_size)
-            if h * w > cfg.max_model_pixels:
-                raise HTTPError(
-                    413, f"{name}: {image.width}x{image.height} resizes to {w}x{h} for the model, over the "
-                    f"{cfg.max_model_pixels} pixel limit (aspect ratio too extreme)",
-                )  # fmt: skip
-        return image
 
     def render(result: Any, fmt: str, mask_encoding: str, alpha: float) -> Response:
         if fmt == "png":
@@ -229,6 +296,28 @@ def create_app(
         ]  # fmt: skip
         return JSONResponse({"model": info["name"], "width": w, "height": h, "classes": classes, "mask": mask})
 
+    async def infer(request: Request, image: Image.Image, cost: int, deadline: float) -> Any:
+        """The model's result for ``image``, unless the client leaves first or the deadline passes."""
+        work = asyncio.ensure_future(batcher.submit(image, cost=cost, deadline=deadline))
+        gone = asyncio.ensure_future(_until_disconnect(request))
+        try:
+            await asyncio.wait({work, gone}, timeout=deadline - time.monotonic(), return_when="FIRST_COMPLETED")
+        finally:
+            gone.cancel()
+        if not work.done():
+            work.cancel()  # dropped if still queued; a running batch finishes without it
+            if gone.done():
+                raise HTTPError(503, "client went away")  # nobody reads this; the log shows it
+            raise HTTPError(504, f"no result within {cfg.timeout_s:g} s")
+        try:
+            return work.result()
+        except DeadlineExceededError:
+            retry = {"Retry-After": str(max(1, round(admission.backlog_seconds())))}
+            raise HTTPError(503, "server busy: the request waited too long to finish in time", retry) from None
+        except Exception:  # the model itself failed (e.g. out of memory): the server goes on
+            logger.exception("request %s: inference failed", request.state.request_id)
+            raise HTTPError(503, "inference failed; see the server log", {"Retry-After": "1"}) from None
+
     @app.post(
         "/v1/segment",
         summary="Segment one image",
@@ -241,7 +330,8 @@ def create_app(
             400: {"description": "Not an image, corrupt, or a malformed multipart body"},
             413: {"description": "Upload too large, or too many pixels"},
             415: {"description": "Unsupported media type"},
-            503: {"description": "Queue full or inference failed; retry after the Retry-After header"},
+            503: {"description": "Busy (it could not be answered in time), warming up, or inference failed; "
+                  "retry after the Retry-After header"},
             504: {"description": "Timed out waiting for the model"},
         },
         openapi_extra={
@@ -261,7 +351,7 @@ def create_app(
                 },
             }
         },
-    )
+    )  # fmt: skip
     async def segment(
         request: Request,
         format: Literal["json", "png", "overlay"] | None = Query(
@@ -271,21 +361,36 @@ def create_app(
         alpha: float = Query(0.5, ge=0.0, le=1.0, description="Overlay opacity"),
     ) -> Response:
         """Upload an image (multipart field ``file``, or the raw image as the body) and get its segmentation."""
+        deadline = time.monotonic() + cfg.timeout_s
         if format is None:
             accept = request.headers.get("accept", "")
             format = "png" if "image/png" in accept and "application/json" not in accept else "json"
-        data, name = await upload(request)
-        image = await run_in_threadpool(decode, data, name)
-        retry = {"Retry-After": str(cfg.retry_after_s)}
+        if app.state.status != "ready":
+            raise HTTPError(503, f"not ready: {app.state.status}", {"Retry-After": "1"})
         try:
-            result = await batcher.submit(image, timeout=cfg.timeout_s)
-        except QueueFullError as e:
-            raise HTTPError(503, f"server busy: {e}", retry) from None
-        except asyncio.TimeoutError:
-            raise HTTPError(504, f"no result within {cfg.timeout_s:g} s") from None
-        except Exception as e:  # the model itself failed (e.g. out of memory): the server goes on
-            raise HTTPError(503, f"inference failed ({type(e).__name__}: {e})", retry) from None
-        return await run_in_threadpool(render, result, format, mask_encoding, alpha)
+            ticket = admission.enter()  # before the body is read
+        except OverloadError as e:
+            raise HTTPError(503, f"server busy: {e.reason}", {"Retry-After": str(e.retry_after)}) from None
+        try:
+            data, name = await upload(request)
+            size = _header_size(data)
+            if size is not None:  # else decoding says what is wrong
+                checked_pixels(size, name)
+                try:
+                    admission.charge(ticket, cost=model_cost(*size), image_pixels=size[0] * size[1],
+                                     nbytes=BYTES_PER_PIXEL * size[0] * size[1], deadline=deadline)  # fmt: skip
+                except OverloadError as e:
+                    raise HTTPError(503, f"server busy: {e.reason}", {"Retry-After": str(e.retry_after)}) from None
+            image, decode_s = await offload(decode, data, name)
+            admission.decoded(ticket)
+            del data
+            result = await infer(request, image, model_cost(image.width, image.height), deadline)
+            admission.computed(ticket)
+            response, render_s = await offload(render, result, format, mask_encoding, alpha)
+            pool_time.observe(decode_s + render_s, image.width * image.height)
+            return response
+        finally:
+            admission.leave(ticket)
 
     @app.get("/v1/models", summary="The served model: classes, palette, metrics")
     async def models() -> dict[str, Any]:
@@ -295,15 +400,34 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: model loaded and the batch worker running", responses={503: {}})
+    @app.get("/readyz", summary="Readiness: warmed up, and one image is answered well within the timeout",
+             responses={503: {}})  # fmt: skip
     async def readyz() -> JSONResponse:
-        ready = batcher.running
-        stats = {"queued": batcher.queued, "batches": batcher.stats.batches, "items": batcher.stats.items}
-        return JSONResponse({"status": "ready" if ready else "starting", **stats}, status_code=200 if ready else 503)
+        ready = app.state.status == "ready" and batcher.running
+        report: WarmupReport | None = app.state.warmup
+        body = {
+            "status": app.state.status if batcher.running else "starting",
+            "pid": os.getpid(),  # which process answered, behind a balancer or with --workers
+            "inflight": admission.inflight,
+            "queued": batcher.queued,
+            "max_batch": batcher.max_batch,
+            "batches": batcher.stats.batches,
+            "items": batcher.stats.items,
+            "expired": batcher.stats.expired,
+            "abandoned": batcher.stats.abandoned,
+            "model_s_per_megapixel": None if service.per_pixel is None else round(service.per_pixel * 1e6, 4),
+            "pool_s_per_megapixel": None if pool_time.per_pixel is None else round(pool_time.per_pixel * 1e6, 4),
+            "warmup": report.as_dict() if report else None,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -76,7 +76,8 @@ async function segment(file) {
   const response = await fetch("/v1/segment?format=json&mask_encoding=png", { method: "POST", body: form });
   const body = await response.json();
   if (!response.ok) {
-    setStatus(`Error ${response.status}: ${typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)}`, true);
+    const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    setStatus(`Error ${response.status}: ${detail} (request ${body.request_id})`, true);
     return;
   }
   const maskUrl = `data:image/png;base64,${body.mask.data}`;
