@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi.testclient import TestClient
 
 from fcnseg.serve import create_app
 
@@ -13,7 +12,7 @@ def test_each_class_carries_its_coco_rle(segmenter, helpers):
 
     image = helpers.make_image(2, (40, 24))
     expected = segmenter.predict(image).mask
-    with TestClient(create_app(segmenter, model_info={"weights": None})) as client:
+    with helpers.client(create_app(segmenter, config=helpers.config(), model_info={"weights": None})) as client:
         r = client.post("/v1/segment", files={"file": ("p.png", helpers.encode(image), "image/png")})
     assert r.status_code == 200
     classes = r.json()["classes"]
