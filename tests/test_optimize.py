@@ -133,19 +133,38 @@ def test_pick_fastest_skips_paths_that_fail_the_guard():
     assert O.pick_fastest({"none": 1.0, "int8": 0.1}, guard) == "none"
 
 
+def _lossy(forward):
+    """A stand-in for a reduced precision that loses accuracy on any CPU: logits rounded to steps of 0.5."""
+    return lambda x: torch.round(forward(x) * 2) / 2
+
+
 def test_auto_never_picks_a_path_that_fails_the_guard(monkeypatch, model, photos):
-    """bf16 eager flips >0.5% of pixels with the golden weights' small logit margins; auto must fall through."""
-    bf16, fp32 = SpeedPlan(precision="bf16"), SpeedPlan(fold_bn=True)
+    """Candidates that cannot be built are skipped, those that fail the guard are rejected, on any CPU."""
+    lossy, fp32 = SpeedPlan(precision="bf16"), SpeedPlan(fold_bn=True)
+    build = O.optimize
+
+    def fake_build(net, plan="auto", **kwargs):
+        return _lossy(build(net, "none")) if plan == lossy else build(net, plan, **kwargs)
+
     guard = photos[:1]
-    assert not O.accuracy_guard(O.optimize(model, bf16), O.optimize(model, "none"), guard).passed
-    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx512_bf16"))  # no fp16: that candidate can't be built
-    monkeypatch.setattr(O, "auto_candidates", lambda device: [SpeedPlan(precision="fp16"), bf16, fp32])
-    fn = O.optimize(model, "auto", guard_images=guard)
+    assert not O.accuracy_guard(_lossy(build(model, "none")), build(model, "none"), guard).passed
+    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx2"))  # no fp16: that candidate can't be built
+    monkeypatch.setattr(O, "auto_candidates", lambda device: [SpeedPlan(precision="fp16"), lossy, fp32])
+    monkeypatch.setattr(O, "optimize", fake_build)
+    fn = build(model, "auto", guard_images=guard)
     x = photos[1]
-    torch.testing.assert_close(fn(x), O.optimize(model, "none")(x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fn(x), build(model, "none")(x), rtol=1e-4, atol=1e-5)
     assert fn.plan == fp32
-    assert [plan for plan, _ in fn.rejected] == [bf16]  # fp16 could not be built here: skipped, not judged
-    assert fn.describe().startswith("fp32 eager; bf16 eager: 9")  # the last, fp32, candidate is not guarded
+    assert [plan for plan, _ in fn.rejected] == [lossy]  # fp16 could not be built here: skipped, not judged
+    assert fn.describe().startswith("fp32 eager; bf16 eager: ")  # the last, fp32, candidate is not guarded
+
+
+def test_bf16_fails_the_guard_on_the_golden_weights(model, photos):
+    """The golden weights' small logit margins: bf16 eager flips more than 0.5% of pixels."""
+    if not O.cpu_capabilities().bf16:
+        pytest.skip(f"no native bf16 (AVX512-BF16 or AMX) on this CPU ({O.cpu_capabilities().name})")
+    bf16 = O.optimize(model, SpeedPlan(precision="bf16"))
+    assert not O.accuracy_guard(bf16, O.optimize(model, "none"), photos[:1]).passed
 
 
 def test_sample_photos_follow_the_preset():
@@ -185,7 +204,7 @@ def test_fold_batchnorm_removes_every_bn(model):
 
 def test_bf16_eager_is_close(model, photos):
     if not O.cpu_capabilities().bf16:
-        pytest.skip("no native bf16 on this CPU")
+        pytest.skip(f"no native bf16 (AVX512-BF16 or AMX) on this CPU ({O.cpu_capabilities().name})")
     _check(model, photos[:1], "bf16", agreement=0.95, rel=0.01)
 
 
@@ -202,14 +221,14 @@ def test_onnxruntime_matches(tiny, photos, tmp_path):
 def test_compiled_bf16_is_close(tiny, photos):
     """inductor + frozen weights + bf16 autocast + channels_last: the path "auto" tries first on this CPU."""
     if not O.cpu_capabilities().bf16:
-        pytest.skip("no native bf16 on this CPU")
+        pytest.skip(f"no native bf16 (AVX512-BF16 or AMX) on this CPU ({O.cpu_capabilities().name})")
     _check(tiny, photos[:1], "compile_bf16", agreement=0.97, rel=0.01)
 
 
 @pytest.mark.slow
 def test_int8_is_close(tiny, photos):
     if not O.cpu_capabilities().int8:
-        pytest.skip("no VNNI/AMX-INT8 on this CPU")
+        pytest.skip(f"no VNNI or AMX-INT8 on this CPU ({O.cpu_capabilities().name})")
     pytest.importorskip("torchao")
     _check(tiny, photos[:1], "int8", agreement=0.9, rel=0.05)  # 8x8 feature maps: the harshest case
     fast, x = O.optimize(tiny, "int8", calibration=photos[:1]), photos[0][..., :8, :8]
@@ -244,6 +263,17 @@ def test_cli_options(argv, want):
     parser = argparse.ArgumentParser()
     O.add_speed_arguments(parser)
     assert O.speed_options_from_args(parser.parse_args(argv)) == want
+
+
+def test_cli_options_on_an_avx2_only_cpu(monkeypatch):
+    """Without bf16 or VNNI, --fast starts from compiled fp32 and nothing assumes a reduced precision."""
+    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx2", "fma"))
+    parser = argparse.ArgumentParser()
+    O.add_speed_arguments(parser)
+    assert O.speed_options_from_args(parser.parse_args(["--fast", "--backend", "eager"])) == SpeedPlan(
+        channels_last=True
+    )
+    assert O.auto_candidates("cpu") == [SpeedPlan(backend="compile", channels_last=True)]
 
 
 def test_cli_options_that_cannot_run_together():
