@@ -32,7 +32,16 @@ import torch
 from torch import nn
 
 from fcnseg.models import fcn_resnet50
-from fcnseg.optimize import PATHS, accuracy_guard, auto_plan, cpu_capabilities, optimize, resolve_plan, sample_photos
+from fcnseg.optimize import (
+    PATHS,
+    SpeedPlan,
+    accuracy_guard,
+    auto_plan,
+    cpu_capabilities,
+    cpu_kind,
+    optimize,
+    sample_photos,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "golden"
@@ -40,6 +49,21 @@ QUICK_PATHS = (
     "none,channels_last,byhand_bf16,byhand_compile_bf16,compile_bf16,compile_bf16_dynamic,auto,int8,onnxruntime"
 )
 FULL_PATHS = QUICK_PATHS + ",fold_bn,bf16,compile"
+# Paths measured for comparison only (not offered by fcnseg): what a user gets by hand, model.to(channels_last)
+# under bf16 autocast and then torch.compile of that with its default settings; and bf16 with one dynamic graph.
+BENCH_PATHS: dict[str, SpeedPlan] = {
+    **PATHS,
+    "byhand_bf16": SpeedPlan(precision="bf16", channels_last=True, fp32_logits=False),
+    "byhand_compile_bf16": SpeedPlan(
+        precision="bf16", backend="compile", channels_last=True, freezing=False, dynamic=None, fp32_logits=False
+    ),
+    "compile_bf16_dynamic": SpeedPlan(precision="bf16", backend="compile", channels_last=True, dynamic=True),
+}
+
+
+def plan_of(name: str) -> str | SpeedPlan:
+    """A path name of this benchmark as ``optimize()`` takes it (``auto`` stays a name)."""
+    return "auto" if name == "auto" else BENCH_PATHS[name]
 
 
 def build_model(weights: str) -> nn.Module:
@@ -178,7 +202,7 @@ def child_rss(path: str, weights: str, size: int) -> dict:
     reuses the kernels inductor cached on disk during the main run: the cost of a later run, not a first one."""
     x = torch.randn(1, 3, size, size)
     t = time.perf_counter()
-    fn = optimize(build_model(weights), path)
+    fn = optimize(build_model(weights), plan_of(path))
     fn(x)
     first = time.perf_counter() - t
     fn(x)
@@ -221,7 +245,7 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="every path, per-path peak RSS, the 6000x4000 photo")
-    p.add_argument("--paths", help=f"comma list from auto,{','.join(PATHS)} (default: {QUICK_PATHS})")
+    p.add_argument("--paths", help=f"comma list from auto,{','.join(BENCH_PATHS)} (default: {QUICK_PATHS})")
     p.add_argument("--sizes", default="256,520,1024")
     p.add_argument("--batches", default="1,4")
     p.add_argument("--batched-up-to", type=int, help="largest size run at batch > 1 (default 256)")
@@ -254,7 +278,7 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     model = build_model(args.weights)
     print(
-        f"CPU: {caps.name} ({caps.isa}; bf16={caps.bf16} amx={caps.amx} int8/vnni={caps.int8}), "
+        f"CPU: {caps.name} [{cpu_kind(caps)}] ({caps.isa}; bf16={caps.bf16} amx={caps.amx} int8/vnni={caps.int8}), "
         f"{args.threads} threads, torch {torch.__version__}; auto = {auto_plan('cpu')}",
         flush=True,
     )
@@ -268,14 +292,14 @@ def main() -> None:
     for name in paths:
         t = time.perf_counter()
         try:
-            fn = optimize(model, name)  # int8 calibrates on its default (mirrored photos)
+            fn = optimize(model, plan_of(name))  # int8 calibrates on its default photos
             guard = accuracy_guard(fn, reference, photos)  # also the first call(s): compiles
         except Exception as e:  # a path this machine cannot run is reported, not fatal
             info[name] = {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
             print(f"{name:>22}: unavailable ({info[name]['error']})", flush=True)
             continue
         fns[name] = fn
-        plans[name] = plan = getattr(fn, "plan", None) or resolve_plan(name, "cpu")  # auto: its pick
+        plans[name] = plan = getattr(fn, "plan", None) or BENCH_PATHS[name]  # auto: its pick
         info[name] = {
             "plan": plan.__dict__,
             "build_and_guard_s": time.perf_counter() - t,
@@ -298,7 +322,8 @@ def main() -> None:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    machine = {"cpu": caps.name, "isa": caps.isa, "bf16": caps.bf16, "amx": caps.amx, "vnni": caps.int8}
+    machine = {"cpu": caps.name, "kind": cpu_kind(caps), "isa": caps.isa, "bf16": caps.bf16, "amx": caps.amx}
+    machine["vnni"] = caps.int8
     machine.update(threads=args.threads, torch=torch.__version__, python=platform.python_version())
     machine["note"] = "2-core CPU shared with other jobs: compare ratios within this run"
     rows: list[dict] = []

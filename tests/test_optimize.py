@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 import fcnseg.optimize as O
+from fcnseg.cli import speed
 from fcnseg.models import fcn_resnet50
 from fcnseg.models.fcn import FCN, FCNHead
 from fcnseg.models.resnet import ResNet
-from fcnseg.optimize import CpuCapabilities, GuardResult, SpeedPlan
+from fcnseg.optimize import CpuCapabilities, GuardResult, SpeedPlan, backends, cpu
 from fcnseg.predict import Segmenter
 
 
@@ -73,7 +74,7 @@ def test_cpu_capabilities_read_this_machine():
 
 
 def test_precisions_the_cpu_lacks_are_refused(monkeypatch, model):
-    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx2"))
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx2"))
     for name in ("bf16", "int8"):
         with pytest.raises(ValueError, match="lacks"):
             O.optimize(model, name)
@@ -82,19 +83,19 @@ def test_precisions_the_cpu_lacks_are_refused(monkeypatch, model):
 
 
 def test_auto_candidates_follow_capabilities(monkeypatch):
-    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx2"))
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx2"))
     assert [p.precision for p in O.auto_candidates("cpu")] == ["fp32"]
-    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx512_bf16"))
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx512_bf16"))
     plans = O.auto_candidates("cpu")
     assert [p.precision for p in plans] == ["bf16", "fp32"]
     assert all(p.backend == "compile" and p.freezing and p.channels_last for p in plans)
-    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx512_bf16", "avx512_vnni"))  # AMD EPYC Zen 4/5
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx512_bf16", "avx512_vnni"))  # AMD EPYC Zen 4/5
     assert [p.precision for p in O.auto_candidates("cpu")] == ["int8", "bf16", "fp32"]
     # --fast with a precision or backend starts from the first floating-point candidate, not int8
     parser = argparse.ArgumentParser()
-    O.add_speed_arguments(parser)
+    speed.add_speed_arguments(parser)
     want = SpeedPlan(precision="bf16", channels_last=True)
-    assert O.speed_options_from_args(parser.parse_args(["--fast", "--backend", "eager"])) == want
+    assert speed.speed_options_from_args(parser.parse_args(["--fast", "--backend", "eager"])) == want
 
 
 def test_bad_plans_and_names():
@@ -139,24 +140,69 @@ def _lossy(forward):
 
 
 def test_auto_never_picks_a_path_that_fails_the_guard(monkeypatch, model, photos):
-    """Candidates that cannot be built are skipped, those that fail the guard are rejected, on any CPU."""
+    """Candidates this CPU lacks are skipped, those that fail the guard are rejected, on any CPU."""
     lossy, fp32 = SpeedPlan(precision="bf16"), SpeedPlan(fold_bn=True)
-    build = O.optimize
+    build = backends.build
 
-    def fake_build(net, plan="auto", **kwargs):
-        return _lossy(build(net, "none")) if plan == lossy else build(net, plan, **kwargs)
+    def fake_build(net, plan, **kwargs):
+        return _lossy(build(net, O.PATHS["none"])) if plan == lossy else build(net, plan, **kwargs)
 
     guard = photos[:1]
-    assert not O.accuracy_guard(_lossy(build(model, "none")), build(model, "none"), guard).passed
-    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx2"))  # no fp16: that candidate can't be built
-    monkeypatch.setattr(O, "auto_candidates", lambda device: [SpeedPlan(precision="fp16"), lossy, fp32])
-    monkeypatch.setattr(O, "optimize", fake_build)
-    fn = build(model, "auto", guard_images=guard)
-    x = photos[1]
-    torch.testing.assert_close(fn(x), build(model, "none")(x), rtol=1e-4, atol=1e-5)
+    assert not O.accuracy_guard(_lossy(build(model, O.PATHS["none"])), O.optimize(model, "none"), guard).passed
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx512_bf16"))  # no fp16: that candidate is refused
+    monkeypatch.setattr(O.auto, "auto_candidates", lambda device: [SpeedPlan(precision="fp16"), lossy, fp32])
+    monkeypatch.setattr(backends, "build", fake_build)
+    with pytest.warns(UserWarning, match="fp16 eager failed"):
+        fn = O.optimize(model, "auto", guard_images=guard)
+        x = photos[1]
+        torch.testing.assert_close(fn(x), O.optimize(model, "none")(x), rtol=1e-4, atol=1e-5)
     assert fn.plan == fp32
     assert [plan for plan, _ in fn.rejected] == [lossy]  # fp16 could not be built here: skipped, not judged
+    assert [plan for plan, _ in fn.failed] == [SpeedPlan(precision="fp16")]
     assert fn.describe().startswith("fp32 eager; bf16 eager: ")  # the last, fp32, candidate is not guarded
+    assert "fp16 eager failed: ValueError: precision fp16 needs AVX512-FP16" in fn.describe()
+
+
+def _broken(stage: str):
+    """A stand-in candidate that fails like inductor without a C++ compiler: when built, or at its first call."""
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(f"InvalidCxxCompiler: no working C++ compiler found ({stage})")
+
+    return fail
+
+
+def test_fast_degrades_to_the_next_candidate_and_finally_to_eager(monkeypatch, tiny, photos):
+    """--fast never crashes on a broken path: a failure at build or first call moves on, and says so."""
+    at_build, at_call, last = (
+        SpeedPlan(backend="compile", channels_last=c, freezing=f) for c, f in ((1, 1), (0, 1), (1, 0))
+    )
+    build = backends.build
+
+    def fake_build(net, plan, **kwargs):
+        if plan == at_build:
+            return _broken("build")()
+        return _broken("first call") if plan in (at_call, last) else build(net, plan, **kwargs)
+
+    monkeypatch.setattr(O.auto, "auto_candidates", lambda device: [at_build, at_call, last])
+    monkeypatch.setattr(backends, "build", fake_build)
+    x = photos[0]
+    fn = O.optimize(tiny, "auto", guard_images=[x])
+    with pytest.warns(UserWarning) as warned:
+        out = fn(x)
+    torch.testing.assert_close(out, O.optimize(tiny, "none")(x), rtol=1e-4, atol=1e-4)  # eager fp32 ran
+    assert [plan for plan, _ in fn.failed] == [at_build, at_call]
+    assert "running eager fp32 from now on" in str(warned[-1].message)
+    line = fn.describe()
+    assert line.startswith("fp32 eager (fp32 compile failed: RuntimeError: InvalidCxxCompiler")
+    assert line.count("failed: RuntimeError") == 3
+
+    # an explicitly chosen compiled path degrades the same way
+    fixed = O.optimize(tiny, "compile")
+    fixed.fn = _broken("first call")
+    with pytest.warns(UserWarning, match="fp32 compile failed"):
+        torch.testing.assert_close(fixed(x), out, rtol=1e-4, atol=1e-4)
+    assert fixed.describe().startswith("fp32 eager (fp32 compile failed")
 
 
 def test_bf16_fails_the_guard_on_the_golden_weights(model, photos):
@@ -191,7 +237,7 @@ def _check(model, photos, name, *, atol=None, agreement=None, rel=None):
         assert result.mean_abs_diff <= rel * std
 
 
-@pytest.mark.parametrize("name", ["none", "fold_bn", "channels_last"])
+@pytest.mark.parametrize("name", ["none", "default", "fold_bn", "channels_last"])
 def test_fp32_eager_paths_match(model, photos, name):
     _check(model, photos, name, atol=1e-4)
 
@@ -239,10 +285,11 @@ def test_int8_is_close(tiny, photos):
 
 
 def test_segmenter_runs_its_logits_through_the_chosen_path(model, photos):
-    plain, folded = Segmenter(model, weights=None), Segmenter(model, weights=None, optimize="fold_bn")
+    plain, default = Segmenter(model, weights=None, optimize="none"), Segmenter(model, weights=None)
     x = photos[1]
-    torch.testing.assert_close(folded.logits(x), plain.logits(x), rtol=0, atol=1e-4)
+    torch.testing.assert_close(default.logits(x), plain.logits(x), rtol=0, atol=1e-4)
     assert torch.equal(plain.logits(x), model(x)["out"])
+    assert (default.logits(x).argmax(1) == plain.logits(x).argmax(1)).float().mean() >= 0.9999
     with pytest.raises(ValueError, match="unknown optimize choice"):
         Segmenter(model, weights=None, optimize="warp")
 
@@ -250,7 +297,7 @@ def test_segmenter_runs_its_logits_through_the_chosen_path(model, photos):
 @pytest.mark.parametrize(
     ("argv", "want"),
     [
-        ([], "none"),
+        ([], "default"),
         (["--fast"], "auto"),
         (["--precision", "int8"], O.PATHS["int8"]),
         (["--backend", "onnxruntime"], SpeedPlan(backend="onnxruntime")),
@@ -261,16 +308,16 @@ def test_segmenter_runs_its_logits_through_the_chosen_path(model, photos):
 )
 def test_cli_options(argv, want):
     parser = argparse.ArgumentParser()
-    O.add_speed_arguments(parser)
-    assert O.speed_options_from_args(parser.parse_args(argv)) == want
+    speed.add_speed_arguments(parser)
+    assert speed.speed_options_from_args(parser.parse_args(argv)) == want
 
 
 def test_cli_options_on_an_avx2_only_cpu(monkeypatch):
     """Without bf16 or VNNI, --fast starts from compiled fp32 and nothing assumes a reduced precision."""
-    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx2", "fma"))
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx2", "fma"))
     parser = argparse.ArgumentParser()
-    O.add_speed_arguments(parser)
-    assert O.speed_options_from_args(parser.parse_args(["--fast", "--backend", "eager"])) == SpeedPlan(
+    speed.add_speed_arguments(parser)
+    assert speed.speed_options_from_args(parser.parse_args(["--fast", "--backend", "eager"])) == SpeedPlan(
         channels_last=True
     )
     assert O.auto_candidates("cpu") == [SpeedPlan(backend="compile", channels_last=True)]
@@ -278,21 +325,21 @@ def test_cli_options_on_an_avx2_only_cpu(monkeypatch):
 
 def test_cli_options_that_cannot_run_together():
     parser = argparse.ArgumentParser()
-    O.add_speed_arguments(parser)
+    speed.add_speed_arguments(parser)
     with pytest.raises(ValueError, match="int8 runs only"):
-        O.speed_options_from_args(parser.parse_args(["--precision", "int8", "--backend", "eager"]))
+        speed.speed_options_from_args(parser.parse_args(["--precision", "int8", "--backend", "eager"]))
     with pytest.raises(ValueError, match="fp32 only"):
-        O.speed_options_from_args(parser.parse_args(["--precision", "bf16", "--backend", "onnxruntime"]))
+        speed.speed_options_from_args(parser.parse_args(["--precision", "bf16", "--backend", "onnxruntime"]))
 
 
 def test_many_image_shapes_share_one_dynamic_graph(monkeypatch):
     """Past STATIC_SHAPES distinct shapes, new shapes run one dynamic-shape graph instead of compiling each."""
     from torch._dynamo.utils import counters
 
-    monkeypatch.setattr(O, "STATIC_SHAPES", 2)
+    monkeypatch.setattr(backends, "STATIC_SHAPES", 2)
     torch.manual_seed(0)
     conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=2, dilation=2), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
-    switch = O._ShapeSwitch(conv, dynamic=False, freezing=True)
+    switch = backends._ShapeSwitch(conv, dynamic=False, freezing=True)
     shapes = [(1, 3, 16, 16), (1, 3, 16, 24), (1, 3, 16, 32), (1, 3, 16, 40), (1, 3, 24, 16), (1, 3, 16, 24)]
     graphs = counters["stats"]["unique_graphs"]
     with torch.inference_mode():

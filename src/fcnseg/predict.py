@@ -186,8 +186,10 @@ class Segmenter:
         tta: test-time augmentation: True for horizontal flips at scales :data:`TTA_SCALES`, or a sequence of
             scales; logits of all variants are averaged.
         batch_size: images (or windows) per forward pass.
-        optimize: how the model runs (:mod:`fcnseg.optimize`): ``"none"`` plain fp32 eager, ``"auto"`` the fastest
-            path for this device that passes the accuracy guard, a path name (``"bf16"``, ``"int8"``...) or a plan.
+        optimize: how the model runs (:mod:`fcnseg.optimize`): ``"default"`` BN folded into the convs and
+            channels-last fp32 (the same logits as ``"none"``, plain fp32 eager, to float rounding, and faster),
+            ``"auto"`` the fastest path for this device that passes the accuracy guard, a path name
+            (``"bf16"``, ``"int8"``...) or a plan.
     """
 
     def __init__(
@@ -202,7 +204,7 @@ class Segmenter:
         stride: int | None = None,
         tta: bool | Sequence[float] = False,
         batch_size: int = 4,
-        optimize: str | SpeedPlan = "none",
+        optimize: str | SpeedPlan = "default",
     ) -> None:
         self.device = select_device(str(device))
         if isinstance(model, str):
