@@ -180,7 +180,9 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
             batch_size=args.batch_size,
             optimize=speed_options_from_args(args),
         )
-        results = segmenter.predict_paths(list(todo), workers=args.workers, probs="probs" in kinds)
+        results = segmenter.predict_paths(
+            list(todo), workers=args.workers, probs="probs" in kinds, confidence="json" in kinds
+        )
     meta = {"model": args.model, "weights": weights_label}
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not sys.stderr.isatty() or not info.is_main)
     start = time.perf_counter()
