@@ -31,6 +31,7 @@ from ..optimize import add_speed_arguments, speed_options_from_args
 from ..outputs import OUTPUT_KINDS, output_paths, write_outputs, write_summary
 from ..predict import TTA_SCALES, SegmentationResult, Segmenter
 from . import CLIError, add_model_arguments
+from .background import in_background
 
 __all__ = ["Input", "collect_inputs", "example_image", "register", "run"]
 
@@ -186,8 +187,15 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
     meta = {"model": args.model, "weights": weights_label}
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not sys.stderr.isatty() or not info.is_main)
     start = time.perf_counter()
+
+    def write(found: tuple[Path, SegmentationResult | ImageDecodeError]) -> list[Path] | None:
+        path, result = found
+        if isinstance(result, ImageDecodeError):
+            return None
+        return write_outputs(result, out / todo[path].stem, kinds, {"input": str(path), **meta})
+
     try:
-        for path, result in results:
+        for (path, result), written in in_background(results, write):  # writing overlaps the next batch
             item = todo[path]
             bar.update()
             if isinstance(result, ImageDecodeError):
@@ -196,13 +204,13 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
                 continue
             h, w = result.mask.shape
             top = next(iter(result.class_stats().items()))
-            try:
-                written = write_outputs(result, out / item.stem, kinds, {"input": str(path), **meta})
-            except OSError as e:
-                error = f"{path}: cannot write outputs to {out / item.stem.parent} ({e.strerror or e})"
+            if isinstance(written, OSError):
+                error = f"{path}: cannot write outputs to {out / item.stem.parent} ({written.strerror or written})"
                 rows.append(_row(item, "failed", info.rank, error=error, width=w, height=h))
                 tqdm.write(f"fcnseg segment: error: {error}", file=sys.stderr)
                 continue
+            if isinstance(written, Exception):
+                raise written
             rows.append(
                 _row(item, "ok", info.rank, width=w, height=h, top_class=top[0], top_share=round(top[1]["share"], 6),
                      outputs=";".join(str(p) for p in written))
