@@ -29,6 +29,15 @@ def model(golden) -> nn.Module:
 
 
 @pytest.fixture(scope="module")
+def trained(request, model) -> nn.Module:
+    """The golden model with its last layer fitted to the shapes dataset (tests/trained.py): decisive logits.
+    Fitted once (a minute or two on 2 cores), then read from pytest's cache."""
+    from trained import trained_model
+
+    return trained_model(model, request.config.cache.mkdir("fcnseg-trained"))
+
+
+@pytest.fixture(scope="module")
 def tiny() -> nn.Module:
     """One bottleneck per stage, same stem, dilation and head as FCN-ResNet50: compiles several times faster.
 
@@ -217,6 +226,25 @@ def test_sample_photos_follow_the_preset():
     (x,) = O.sample_photos(48, names=("chelsea",))  # 300 x 451 photo
     assert x.shape == (1, 3, 48, 72)
     assert -3 < float(x.min()) < float(x.max()) < 3  # normalized
+
+
+@pytest.mark.slow
+def test_auto_picks_bf16_for_trained_weights_and_not_for_untrained(monkeypatch, model, trained, photos):
+    """The guard decides by the weights: with a trained model's margins bf16 passes and auto takes it; with the
+    golden (untrained) weights' near-ties it fails and auto falls through to fp32. Eager stand-ins for the
+    compiled candidates keep this fast; bench_speed.py measures the compiled ones."""
+    if not O.cpu_capabilities().bf16:
+        pytest.skip(f"no native bf16 (AVX512-BF16 or AMX) on this CPU ({O.cpu_capabilities().name})")
+    bf16, fp32 = O.PATHS["bf16"], O.PATHS["default"]
+    monkeypatch.setattr(O.auto, "auto_candidates", lambda device: [bf16, fp32])
+    picked = {}
+    for name, net in (("trained", trained), ("golden", model)):
+        fn = O.optimize(net, "auto", guard_images=photos)
+        fn(photos[0])
+        picked[name] = fn.plan
+    assert picked == {"trained": bf16, "golden": fp32}
+    result = O.accuracy_guard(O.optimize(trained, "bf16"), O.optimize(trained, "none"), photos)
+    assert result.agreement >= 0.995
 
 
 # ---------------------------------------------------------------------------------------------- each path
