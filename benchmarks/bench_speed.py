@@ -36,6 +36,7 @@ from fcnseg.optimize import (
     PATHS,
     SpeedPlan,
     accuracy_guard,
+    auto_candidates,
     auto_plan,
     cpu_capabilities,
     cpu_kind,
@@ -67,18 +68,24 @@ def plan_of(name: str) -> str | SpeedPlan:
 
 
 def build_model(weights: str) -> nn.Module:
-    """FCN-ResNet50 (21 classes) with golden deterministic weights (realistic BN statistics) or random.
+    """FCN-ResNet50 (21 classes) with golden deterministic weights (realistic BN statistics), ``trained`` (the
+    golden weights with the last layer fitted to the shapes dataset by ``tests/trained.py``: a trained model's
+    decisive logits, cached after the first run), random, or a state-dict path.
 
     Without the aux head, for every path: it only helps training, and ``torch.compile`` drops it anyway when
     only ``out`` is used, so a by-hand compiled model does not pay for it either.
     """
     model = fcn_resnet50(num_classes=21, aux_loss=False).eval()
-    if weights == "golden":
-        sys.path.insert(0, str(GOLDEN))
+    if weights in ("golden", "trained"):
+        sys.path[:0] = [str(GOLDEN), str(ROOT / "tests")]
         from golden_weights import golden_state_dict, load_manifest
 
         state = golden_state_dict(load_manifest("fcn_resnet50"))
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux_")})
+        if weights == "trained":
+            from trained import trained_model
+
+            model = trained_model(model, Path(torch.hub.get_dir()).parent / "fcnseg-bench")
     elif weights != "random":
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=False)
     return model
@@ -251,7 +258,7 @@ def main() -> None:
     p.add_argument("--batched-up-to", type=int, help="largest size run at batch > 1 (default 256)")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions per (size, batch) below 1024")
     p.add_argument("--reps-large", type=int, default=2, help="timed repetitions at sizes >= 1024")
-    p.add_argument("--weights", default="golden", help="golden | random | a state-dict path")
+    p.add_argument("--weights", default="trained", help="trained | golden | random | a state-dict path")
     p.add_argument("--guard-size", type=int, default=256, help="side of the guard's (square-cropped) photos")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rss", help="comma list of paths to rerun alone for peak RSS at 520² (--full: a few)")
@@ -320,6 +327,7 @@ def main() -> None:
             flush=True,
         )
 
+    print(f"auto's rule on this CPU ({cpu_kind(caps)}): {auto_rule(info)}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"cpu": caps.name, "kind": cpu_kind(caps), "isa": caps.isa, "bf16": caps.bf16, "amx": caps.amx}
@@ -396,6 +404,25 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=1))
     plot(rows, out.with_suffix(".png"), caps.name)
     print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def auto_rule(info: dict[str, dict]) -> str:
+    """What ``"auto"`` picks on this CPU by its rule (the first candidate passing the guard), from the guards
+    measured here; a candidate that was not measured is named as such."""
+    named = {plan: name for name, plan in BENCH_PATHS.items()}
+    tried = []
+    for plan in auto_candidates("cpu"):
+        name = named.get(plan, str(plan))
+        guard = info.get(name, {})
+        if plan == auto_candidates("cpu")[-1]:
+            return "; ".join([*tried, f"{name} (last candidate, not guarded)"])
+        if "agreement" not in guard:
+            tried.append(f"{name}: not measured")
+        elif guard["guard_passed"]:
+            return "; ".join([*tried, f"{name} ({guard['agreement']:.2%} agreement, passes)"])
+        else:
+            tried.append(f"{name}: {guard['agreement']:.2%}, fails the guard")
+    return "; ".join(tried)
 
 
 def format_peaks(best: dict[str, float]) -> str:

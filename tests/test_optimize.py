@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,8 @@ def test_precisions_the_cpu_lacks_are_refused(monkeypatch, model):
 
 def test_auto_candidates_follow_capabilities(monkeypatch):
     monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx2"))
-    assert [p.precision for p in O.auto_candidates("cpu")] == ["fp32"]
+    ort = [O.PATHS["onnxruntime_int8"]] if importlib.util.find_spec("onnxruntime") else []
+    assert O.auto_candidates("cpu") == [*ort, O.PATHS["compile"]]  # AVX2-only: ONNX Runtime's int8, then fp32
     monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx512_bf16"))
     plans = O.auto_candidates("cpu")
     assert [p.precision for p in plans] == ["bf16", "fp32"]
@@ -112,6 +114,8 @@ def test_bad_plans_and_names():
         SpeedPlan(precision="fp8")
     with pytest.raises(ValueError, match="int8 runs only"):
         SpeedPlan(precision="int8")
+    with pytest.raises(ValueError, match="fp32 or int8 only"):
+        SpeedPlan(precision="bf16", backend="onnxruntime")
     with pytest.raises(ValueError, match="unknown optimize choice"):
         O.resolve_plan("fastest")
 
@@ -292,6 +296,18 @@ def test_onnxruntime_matches(tiny, photos, tmp_path):
 
 
 @pytest.mark.slow
+def test_onnxruntime_int8_is_close(tiny, photos, tmp_path):
+    """ONNX Runtime static int8 (QDQ, per-channel): the int8 path an AVX2-only CPU is offered."""
+    pytest.importorskip("onnxruntime")
+    if not (O.cpu_capabilities().int8 or "avx2" in O.cpu_capabilities().flags):
+        pytest.skip(f"no AVX2 on this CPU ({O.cpu_capabilities().name})")
+    fast = O.optimize(tiny, "onnxruntime_int8", calibration=photos[1:], cache_dir=tmp_path)
+    result = O.accuracy_guard(fast, O.optimize(tiny, "none"), photos[:1])
+    assert result.agreement >= 0.9  # 8x8 feature maps: the harshest case
+    assert len(list((tmp_path / "onnx").glob("*-int8-*.onnx"))) == 1  # quantized once, cached
+
+
+@pytest.mark.slow
 def test_compiled_bf16_is_close(tiny, photos):
     """inductor + frozen weights + bf16 autocast + channels_last: the path "auto" tries first on this CPU."""
     if not O.cpu_capabilities().bf16:
@@ -348,7 +364,9 @@ def test_cli_options_on_an_avx2_only_cpu(monkeypatch):
     assert speed.speed_options_from_args(parser.parse_args(["--fast", "--backend", "eager"])) == SpeedPlan(
         channels_last=True
     )
-    assert O.auto_candidates("cpu") == [SpeedPlan(backend="compile", channels_last=True)]
+    ort = [O.PATHS["onnxruntime_int8"]] if importlib.util.find_spec("onnxruntime") else []
+    assert O.auto_candidates("cpu") == [*ort, SpeedPlan(backend="compile", channels_last=True)]
+    O.check_supported(O.PATHS["onnxruntime_int8"], torch.device("cpu"))  # ONNX Runtime's int8 needs only AVX2
 
 
 def test_cli_options_that_cannot_run_together():
@@ -356,7 +374,7 @@ def test_cli_options_that_cannot_run_together():
     speed.add_speed_arguments(parser)
     with pytest.raises(ValueError, match="int8 runs only"):
         speed.speed_options_from_args(parser.parse_args(["--precision", "int8", "--backend", "eager"]))
-    with pytest.raises(ValueError, match="fp32 only"):
+    with pytest.raises(ValueError, match="fp32 or int8 only"):
         speed.speed_options_from_args(parser.parse_args(["--precision", "bf16", "--backend", "onnxruntime"]))
 
 

@@ -37,7 +37,7 @@ def build(
     if cache_dir is not None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir) / "inductor")
     if plan.backend == "onnxruntime":
-        return _onnxruntime(model, cache_dir)
+        return _onnxruntime(model, cache_dir, int8=plan.precision == "int8", calibration=calibration)
     if plan.precision == "int8":
         return _int8(model, plan, calibration or [x.to(device) for x in calibration_photos(384)])
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision)
@@ -178,8 +178,11 @@ def _onnx_cache_key(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _onnxruntime(model: nn.Module, cache_dir: str | Path | None) -> Forward:
-    """Export once to ONNX (dynamic batch and size), then run with ONNX Runtime's CPU provider."""
+def _onnxruntime(
+    model: nn.Module, cache_dir: str | Path | None, *, int8: bool = False, calibration: Sequence[Tensor] = ()
+) -> Forward:
+    """Export once to ONNX (dynamic batch and size), quantize once for int8, then run with ONNX Runtime's CPU
+    provider; both files are cached under a key of every byte of the model."""
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -197,8 +200,11 @@ def _onnxruntime(model: nn.Module, cache_dir: str | Path | None) -> Forward:
                 output_names=["out"],
                 dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "out": {0: "n", 2: "h", 3: "w"}},
                 dynamo=ONNX_EXPORT["dynamo"],
+                external_data=False,  # one file, so that the atomic rename moves all of it
                 verbose=False,
             )
+    if int8:
+        path = _onnx_int8(path, calibration or [x for s in (256, 384) for x in calibration_photos(s)])
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -208,3 +214,41 @@ def _onnxruntime(model: nn.Module, cache_dir: str | Path | None) -> Forward:
         return torch.from_numpy(out)
 
     return forward
+
+
+def _onnx_int8(fp32: Path, calibration: Sequence[Tensor]) -> Path:
+    """ONNX Runtime static quantization of ``fp32``: QDQ, per-channel int8 weights, uint8 activations calibrated
+    (min/max) on ``calibration``. The classifier's last conv and the logits' upsampling stay fp32: logits quantized
+    to 8 bits would flip every pixel whose top-2 margin is under one step. Cached next to ``fp32``."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    digest = hashlib.sha256(b"qdq-per-channel-u8s8-minmax")
+    for x in calibration:
+        digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+    path = fp32.with_name(f"{fp32.stem}-int8-{digest.hexdigest()[:8]}.onnx")
+    if path.exists():
+        return path
+    nodes = onnx.load(str(fp32), load_external_data=False).graph.node
+    keep_fp32 = [n.name for n in nodes if n.op_type == "Conv"][-1:] + [n.name for n in nodes if n.op_type == "Resize"]
+
+    class Photos(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration)
+
+        def get_next(self) -> dict | None:
+            x = next(self.batches, None)
+            return None if x is None else {"input": x.detach().cpu().float().numpy()}
+
+    with atomic_path(path) as tmp:
+        quantize_static(
+            str(fp32),
+            str(tmp),
+            Photos(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=keep_fp32,
+        )
+    return path

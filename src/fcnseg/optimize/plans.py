@@ -6,6 +6,7 @@ fp32, is refused with the reason.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, replace
 
 import torch
@@ -52,10 +53,10 @@ class SpeedPlan:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.precision == "int8" and self.backend != "compile":
-            raise ValueError("int8 runs only with backend 'compile' (the x86 inductor quantizer's kernels)")
-        if self.backend == "onnxruntime" and self.precision != "fp32":
-            raise ValueError("the onnxruntime backend runs fp32 only")
+        if self.precision == "int8" and self.backend == "eager":
+            raise ValueError("int8 runs only with backend 'compile' (torchao's x86 quantizer) or 'onnxruntime'")
+        if self.backend == "onnxruntime" and self.precision not in ("fp32", "int8"):
+            raise ValueError("the onnxruntime backend runs fp32 or int8 only")
 
     def describe(self) -> str:
         return f"{self.precision} {self.backend}"
@@ -73,6 +74,8 @@ PATHS: dict[str, SpeedPlan] = {
     "compile_bf16": SpeedPlan(precision="bf16", backend="compile", channels_last=True),
     "int8": SpeedPlan(precision="int8", backend="compile", channels_last=True),
     "onnxruntime": SpeedPlan(backend="onnxruntime"),
+    # ONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8 activations): its kernels need only AVX2
+    "onnxruntime_int8": SpeedPlan(precision="int8", backend="onnxruntime"),
 }
 
 
@@ -89,6 +92,8 @@ def check_supported(plan: SpeedPlan, device: torch.device) -> None:
     caps = cpu.cpu_capabilities()
     need = {"bf16": (caps.bf16, "AVX512-BF16 or AMX"), "fp16": (caps.fp16, "AVX512-FP16 or AMX-FP16")}
     need["int8"] = (caps.int8, "VNNI or AMX-INT8")
+    if plan.backend == "onnxruntime":  # MLAS has int8 kernels for AVX2 (u8s8 through vpmaddubsw) as well as VNNI
+        need["int8"] = (caps.int8 or "avx2" in caps.flags, "AVX2")
     ok, what = need.get(plan.precision, (True, ""))
     if not ok:
         raise ValueError(f"precision {plan.precision} needs {what}, which this CPU ({caps.name}) lacks")
@@ -100,10 +105,11 @@ def auto_candidates(device: torch.device | str = "cpu") -> list[SpeedPlan]:
     ``"auto"`` takes the first that passes the accuracy guard for the model at hand; the last one is fp32 and
     differs from eager only by summation order, so it is not guarded. On a CPU: int8 where it has VNNI or
     AMX-INT8 (2x the bf16 path on the AMD EPYC measured), then inductor with frozen weights, static shapes and
-    channels-last in bf16 where it has native bf16 dot products, then the same in fp32 (an AVX2-only CPU gets
-    only this one). Whether int8 or bf16 passes depends on the weights: a model whose classes are decided by
-    wide logit margins loses no pixels to their rounding, one with near-ties does (the golden test weights:
-    int8 96%, bf16 99.1%; both fall through).
+    channels-last in bf16 where it has native bf16 dot products, then the same in fp32. An AVX2-only CPU gets ONNX
+    Runtime's static int8 (where onnxruntime is installed: its AVX2 int8 kernels; measured 5.8x eager fp32 on
+    the AVX-512 VNNI CPU, not yet on an AVX2-only one) and then compiled fp32. Whether int8 or bf16 passes
+    depends on the weights: a model whose classes are decided by wide logit margins loses no pixels to their
+    rounding, one with near-ties does (the golden test weights: int8 96%, bf16 99.1%; both fall through).
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -113,7 +119,12 @@ def auto_candidates(device: torch.device | str = "cpu") -> list[SpeedPlan]:
         return [SpeedPlan()]
     caps = cpu.cpu_capabilities()
     compiled = PATHS["compile"]  # static shapes, frozen weights: fastest
-    return [PATHS["int8"]] * caps.int8 + [replace(compiled, precision="bf16")] * caps.bf16 + [compiled]
+    if caps.int8:
+        int8 = [PATHS["int8"]]
+    else:  # AVX2-only: ONNX Runtime's int8, if it is installed
+        has_ort = importlib.util.find_spec("onnxruntime") is not None
+        int8 = [PATHS["onnxruntime_int8"]] * ("avx2" in caps.flags and has_ort)
+    return int8 + [replace(compiled, precision="bf16")] * caps.bf16 + [compiled]
 
 
 def auto_plan(device: torch.device | str = "cpu") -> SpeedPlan:
