@@ -7,9 +7,10 @@ Repetitions are interleaved (rep 1 of every path, then rep 2, ...) so that load 
 CPU hits every path alike; report the ratios to eager fp32 (same run) rather than absolute times.
 Per path: build + first-call time (compile), latency median/p90, images/s, achieved GFLOP/s (conv FLOPs counted
 from the model's own shapes) against the peak of this CPU's fp32 / bf16 / int8 kernels measured in the same run
-(:class:`KernelPeaks`), argmax agreement / mean |Δlogit| against eager fp32 on scikit-image's photos, and peak
-RSS (each path alone in a subprocess, 520² batch 1). Ends with issue 8's goals at 520² batch 1 as ratios of
-this run and the share of the measured peak each goal would need. Writes JSON and a PNG plot of latency vs size.
+(:class:`KernelPeaks`), argmax agreement / mean |Δlogit| against eager fp32 on the guard's photos
+(fcnseg/assets), and peak RSS (each path alone in a subprocess, 520² batch 1). Ends with issue 8's goals at
+520² batch 1 as ratios of this run and the share of the measured peak each goal would need. Writes JSON and a
+PNG plot of latency vs size. The CPU kind (AVX2-only, AVX-512 with BF16/VNNI, AMX) is named with every number.
 """
 
 from __future__ import annotations
