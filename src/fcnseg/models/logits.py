@@ -18,6 +18,7 @@ class OutLogits(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.training = model.training  # exporters read and restore the wrapper's mode: it must be the model's
 
     def forward(self, x: Tensor) -> Tensor:
         return out_logits(self.model, x)
