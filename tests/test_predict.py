@@ -129,8 +129,8 @@ def test_upsampled_labels_interpolate_only_near_boundaries(monkeypatch):
     argmax = torch.Tensor.argmax
 
     def spy(t, *args, **kwargs):
-        if t.dim() == 2:  # (K, m): the boundary pixels' interpolated logits
-            interpolated.append(t.shape[1])
+        if t.dim() == 2:  # (m, K): the boundary pixels' interpolated logits
+            interpolated.append(t.shape[0])
         return argmax(t, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "argmax", spy)

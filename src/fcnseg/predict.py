@@ -103,21 +103,27 @@ def upsampled_labels(logits: Tensor, size: tuple[int, int], *, max_elements: int
     rows, cols = _source_rows(h, H, 0, H), _source_rows(w, W, 0, W)
     r0 = rows[0].to(logits.device)
     c0, c1, cx = (t.to(logits.device) for t in cols)
+    pixels = logits.permute(1, 2, 0).reshape(h * w, K).contiguous()  # (h*w, K): a pixel's K logits side by side
+
+    def at(i: Tensor, j: Tensor) -> Tensor:  # (m, K) logits of source pixels (i, j)
+        return pixels.index_select(0, i * w + j)
+
     mask = np.empty(size, dtype=np.uint8)
     step = max(1, max_elements // max(W, 1))  # rows of labels per block
+    per_batch = max(1, max_elements // K)
     for start in range(0, H, step):
         stop = min(H, start + step)
-        labels = shared[r0[start:stop]][:, c0]  # (n, W)
+        labels = shared.index_select(0, r0[start:stop]).index_select(1, c0)  # (n, W)
         ys, xs = torch.nonzero(labels < 0, as_tuple=True)
-        for a in range(0, len(ys), max(1, max_elements // K)):  # boundary pixels: all K logits interpolated
-            y, x = ys[a : a + max_elements // K], xs[a : a + max_elements // K]
+        for a in range(0, len(ys), per_batch):  # boundary pixels: all K logits interpolated
+            y, x = ys[a : a + per_batch], xs[a : a + per_batch]
             i0, i1, ly = (t.to(logits.device)[start + y] for t in rows)
             j0, j1, lx = c0[x], c1[x], cx[x]
-            # (K, m), in the order of PyTorch's CPU kernel: rows outside, columns inside
-            value = (1 - ly) * ((1 - lx) * logits[:, i0, j0] + lx * logits[:, i0, j1]) + ly * (
-                (1 - lx) * logits[:, i1, j0] + lx * logits[:, i1, j1]
-            )
-            labels[y, x] = value.argmax(0).to(labels.dtype)
+            ly, lx = ly[:, None], lx[:, None]
+            # in the order of PyTorch's CPU kernel: rows outside, columns inside
+            top_row = (1 - lx) * at(i0, j0) + lx * at(i0, j1)
+            value = (1 - ly) * top_row + ly * ((1 - lx) * at(i1, j0) + lx * at(i1, j1))
+            labels[y, x] = value.argmax(1).to(labels.dtype)
         mask[start:stop] = labels.to(torch.uint8).cpu().numpy()
     return mask
 
@@ -284,8 +290,9 @@ class Segmenter:
         self.batch_size = batch_size
 
     def speed_path(self) -> str | None:
-        """With ``optimize="auto"``: which path runs and which faster ones failed the accuracy guard (after the
-        first batch); ``None`` otherwise."""
+        """With ``optimize="auto"``: which path runs and which faster ones failed the accuracy guard or broke (after
+        the first batch); with a compiled or ONNX Runtime path: that it fell back to eager fp32, if it did;
+        ``None`` otherwise."""
         describe = getattr(self._forward, "describe", None)
         return describe() if describe else None
 

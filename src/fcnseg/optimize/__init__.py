@@ -13,7 +13,7 @@ and falling back to eager when a path breaks). The command-line options live in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ def optimize(
     calibration: Sequence[Tensor] = (),
     cache_dir: str | Path | None = None,
     guard_images: Sequence[Tensor] | None = None,
-):
+) -> Callable[[Tensor], Tensor]:
     """Return ``f(batch) -> logits`` running ``model`` (eval mode, on its device) the way ``plan`` says.
 
     Args:
