@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="also measure peak memory on a 6000x4000 photo")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/bench_segment.json"))
     parser.add_argument("--naive", nargs=4, metavar=("FOLDER", "OUT", "WEIGHTS", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--model-alone", nargs=3, metavar=("FOLDER", "WEIGHTS", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     if args.naive:  # the baseline as a program of its own: load the model, loop over the folder
@@ -133,11 +134,20 @@ def main() -> None:
         model = get_model(args.model, weights=None if weights == "none" else weights, aux_loss=False).eval()
         naive_loop(sorted(Path(folder).iterdir()), model, Path(out), int(size))
         return
+    if args.model_alone:  # the floor for a folder run: decode, preprocess and the default path's forward, no output
+        from fcnseg.predict import Segmenter
+
+        folder, weights, size = args.model_alone
+        segmenter = Segmenter(args.model, None if weights == "none" else weights, size=int(size), device="cpu")
+        for p in sorted(Path(folder).iterdir()):
+            segmenter.logits(segmenter.preprocess(Image.open(p).convert("RGB"))[None])
+        return
 
     methods = {
         "naive seed-page loop (mask only)": None,
         "fcnseg segment defaults (mask+overlay)": [],
         "fcnseg segment --save mask": ["--save", "mask"],
+        "model alone (decode + forward, no output)": "model_alone",
     }
     per_chunk: dict[str, list[float]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,6 +175,8 @@ def main() -> None:
                 out = str(tmp / f"out{i}_{k}")
                 if extra is None:
                     argv = [__file__, "--model", args.model, "--naive", str(chunk), out, weights, str(args.size)]
+                elif extra == "model_alone":
+                    argv = [__file__, "--model", args.model, "--model-alone", str(chunk), weights, str(args.size)]
                 else:
                     common = ["--model", args.model, "--weights", weights, "--size", str(args.size), "--quiet"]
                     argv = ["-m", "fcnseg", "segment", str(chunk), "-o", out, *common, *extra]
