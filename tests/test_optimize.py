@@ -274,6 +274,20 @@ def test_fp32_eager_paths_match(model, photos, name):
     _check(model, photos, name, atol=1e-4)
 
 
+def test_default_path_switches_layout_by_input_size(tiny):
+    """Eager channels-last only pays off on large inputs: small ones run contiguous, results equal either way."""
+    fn, ref = O.optimize(tiny, "default"), O.optimize(tiny, "none")
+    switch = backends._LayoutBySize(O.fold_batchnorm(tiny))
+    torch.manual_seed(0)
+    for side in (64, 128, 48, 128):  # below, above, below and above CHANNELS_LAST_MIN_PIXELS (96²)
+        x = torch.randn(1, 3, side, side)
+        with torch.inference_mode():
+            torch.testing.assert_close(fn(x), ref(x), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(switch(x), ref(x), rtol=1e-4, atol=1e-4)
+        want = torch.channels_last if side * side >= backends.CHANNELS_LAST_MIN_PIXELS else torch.contiguous_format
+        assert switch.layout == want and switch.model.backbone.conv1.weight.is_contiguous(memory_format=want)
+
+
 def test_fold_batchnorm_removes_every_bn(model):
     folded = O.fold_batchnorm(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
