@@ -1,11 +1,14 @@
 """Throughput of ``fcnseg segment`` (its defaults) against the seed page's loop, on a folder of real-size photos.
 
-The photos are scikit-image's sample pictures, resized and cropped to sizes between 640x480 and 1920x1080.
+The photos are fcnseg's bundled sample pictures, resized and cropped to sizes between 640x480 and 1920x1080.
 The baseline does what the PyTorch Hub page does, one image at a time: PIL -> tensor -> model -> argmax,
 plus the resize to 520 px that the weights prescribe and a nearest resize of the mask back to the photo.
-Both use the same model and the same random-init or cached weights (speed does not depend on the values).
+Each method is a whole program, timed from its start (Python, imports, model load) to its last file written.
+Both use the same checkpoint: ``trained`` (default) is the golden test weights with the last layer fitted to the
+shapes dataset (``tests/trained.py``), whose smooth, decisive label maps are what a trained model gives;
+the label upsampling's cost depends on how many pixels lie on class boundaries, so untrained noise would be unfair.
 
-    PYTHONPATH=src python benchmarks/bench_segment.py --count 50 --json benchmarks/results/bench_segment.json
+    PYTHONPATH=src python benchmarks/bench_segment.py --count 12 --chunk 6
 
 ``--large`` also runs the CLI on one 6000x4000 photo and reports its peak memory (the default path never
 holds the 24 MP x K-class logit map).
@@ -14,12 +17,9 @@ holds the 24 MP x K-class logit map).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -30,22 +30,22 @@ import numpy as np
 import torch
 from PIL import Image
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
 
-from fcnseg.cli import main as cli_main  # noqa: E402
 from fcnseg.models import get_model  # noqa: E402
+from fcnseg.optimize import cpu_capabilities, cpu_kind  # noqa: E402
 from fcnseg.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 SAMPLES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 
 
 def make_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
-    """``count`` JPEGs cut from scikit-image's sample photos, each a random size in 640x480..1920x1080."""
-    from skimage import data
-
+    """``count`` JPEGs cut from the bundled sample photos, each a random size in 640x480..1920x1080."""
+    assets = SRC / "fcnseg" / "assets"
     rng = np.random.default_rng(seed)
-    sources = [Image.fromarray(getattr(data, name)()).convert("RGB") for name in SAMPLES]
+    sources = [Image.open(assets / f"{name}.jpg").convert("RGB") for name in SAMPLES]
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
@@ -76,15 +76,31 @@ def naive_loop(paths: list[Path], model: torch.nn.Module, out: Path, size: int) 
     return time.perf_counter() - start
 
 
-def run_cli(args: list[str]) -> tuple[float, str]:
-    """Run ``fcnseg segment`` in this process; returns (seconds of its image loop, its summary line)."""
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = cli_main(["segment", *args, "--quiet"])
-    line = buf.getvalue().strip().splitlines()[-1]
-    if rc != 0:
-        raise SystemExit(f"fcnseg segment failed: {line}")
-    return float(re.search(r" in ([\d.]+) s ", line).group(1)), line
+def trained_checkpoint(path: Path) -> Path:
+    """The golden FCN-ResNet50 with its last layer fitted to the shapes dataset, as a checkpoint file."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from golden import state_dict
+    from trained import trained_model
+
+    from fcnseg.models import fcn_resnet50
+    from fcnseg.weights import VOC_CATEGORIES
+
+    model = fcn_resnet50(num_classes=21, aux_loss=True).eval()
+    model.load_state_dict(state_dict("fcn_resnet50"))
+    model.aux_classifier = None
+    model = trained_model(model, Path(torch.hub.get_dir()).parent / "fcnseg-bench")
+    torch.save({"model": model.state_dict(), "categories": VOC_CATEGORIES}, path)
+    return path
+
+
+def whole_program(argv: list[str]) -> float:
+    """Wall seconds of ``python argv...`` from start to exit (imports, model load, every file written)."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return time.perf_counter() - start
 
 
 def peak_rss_of_cli(args: list[str]) -> tuple[float, float]:
@@ -102,39 +118,53 @@ def peak_rss_of_cli(args: list[str]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--count", type=int, default=50, help="number of photos (default: 50)")
+    parser.add_argument("--count", type=int, default=12, help="number of photos (default: 12)")
     parser.add_argument("--model", default="fcn_resnet50")
-    parser.add_argument("--weights", default="none", help="'none' (random init; same speed) or DEFAULT if cached")
+    parser.add_argument("--weights", default="trained", help="'trained' (see above), 'none' or a checkpoint path")
     parser.add_argument("--size", type=int, default=520)
-    parser.add_argument("--chunk", type=int, default=10, help="photos per interleaved round (default: 10)")
+    parser.add_argument("--chunk", type=int, default=6, help="photos per interleaved round (default: 6)")
     parser.add_argument("--large", action="store_true", help="also measure peak memory on a 6000x4000 photo")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/bench_segment.json"))
+    parser.add_argument("--naive", nargs=4, metavar=("FOLDER", "OUT", "WEIGHTS", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--model-alone", nargs=3, metavar=("FOLDER", "WEIGHTS", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.naive:  # the baseline as a program of its own: load the model, loop over the folder
+        folder, out, weights, size = args.naive
+        model = get_model(args.model, weights=None if weights == "none" else weights, aux_loss=False).eval()
+        naive_loop(sorted(Path(folder).iterdir()), model, Path(out), int(size))
+        return
+    if args.model_alone:  # the floor for a folder run: decode, preprocess and the default path's forward, no output
+        from fcnseg.predict import Segmenter
+
+        folder, weights, size = args.model_alone
+        segmenter = Segmenter(args.model, None if weights == "none" else weights, size=int(size), device="cpu")
+        for p in sorted(Path(folder).iterdir()):
+            segmenter.logits(segmenter.preprocess(Image.open(p).convert("RGB"))[None])
+        return
 
     methods = {
         "naive seed-page loop (mask only)": None,
         "fcnseg segment defaults (mask+overlay)": [],
         "fcnseg segment --save mask": ["--save", "mask"],
-        "fcnseg segment --save mask --precision bf16": ["--save", "mask", "--precision", "bf16"],
+        "model alone (decode + forward, no output)": "model_alone",
     }
     per_chunk: dict[str, list[float]] = {m: [] for m in methods}
-    lines: dict[str, list[str]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        weights = str(trained_checkpoint(tmp / "trained.pth")) if args.weights == "trained" else args.weights
         large = None
         if args.large:
             big = make_photos(tmp / "large", 1)[0]
             Image.open(big).resize((6000, 4000), Image.BICUBIC).save(big, quality=90)
             large = []
-            for save in ("mask", "mask,overlay,json"):
-                cmd = [str(big), "-o", str(tmp / "large_out"), "--weights", args.weights, "--workers", "0"]
+            for save in ("mask", "mask,overlay", "mask,overlay,json"):
+                cmd = [str(big), "-o", str(tmp / "large_out"), "--weights", weights, "--workers", "0", "--overwrite"]
                 peak_mb, wall = peak_rss_of_cli([*cmd, "--model", args.model, "--save", save])
                 large.append(
                     {"size": "6000x4000", "save": save, "peak_rss_mb": round(peak_mb), "wall_s": round(wall, 1)}
                 )
         paths = make_photos(tmp / "photos", args.count)
-        weights = None if args.weights == "none" else args.weights
-        model = get_model(args.model, weights=weights, aux_loss=False).eval()
         # Interleave the methods over chunks of photos, so that load from other users of the CPU hits all alike.
         for k in range(0, args.count, args.chunk):
             chunk = tmp / f"chunk{k}"
@@ -142,33 +172,37 @@ def main() -> None:
             for p in paths[k : k + args.chunk]:
                 os.link(p, chunk / p.name)
             for i, (method, extra) in enumerate(methods.items()):
+                out = str(tmp / f"out{i}_{k}")
                 if extra is None:
-                    per_chunk[method].append(naive_loop(sorted(chunk.iterdir()), model, tmp / f"naive{k}", args.size))
-                    continue
-                common = ["--model", args.model, "--weights", args.weights, "--size", str(args.size)]
-                secs, line = run_cli([str(chunk), "-o", str(tmp / f"out{i}_{k}"), *common, *extra])
-                per_chunk[method].append(secs)
-                lines[method].append(line)
+                    argv = [__file__, "--model", args.model, "--naive", str(chunk), out, weights, str(args.size)]
+                elif extra == "model_alone":
+                    argv = [__file__, "--model", args.model, "--model-alone", str(chunk), weights, str(args.size)]
+                else:
+                    common = ["--model", args.model, "--weights", weights, "--size", str(args.size), "--quiet"]
+                    argv = ["-m", "fcnseg", "segment", str(chunk), "-o", out, *common, *extra]
+                per_chunk[method].append(whole_program(argv))
     seconds = {m: sum(t) for m, t in per_chunk.items()}
-    rows = [(m, args.count / seconds[m], seconds[m], " | ".join(lines[m])) for m in methods]
+    rows = [(m, args.count / seconds[m], seconds[m]) for m in methods]
+    caps = cpu_capabilities()
 
     base = rows[0][1]
-    print(f"{args.count} photos 640x480..1920x1080, {args.model}, size {args.size}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}")  # fmt: skip
-    print(f"{'method':42} {'images/s':>9} {'seconds':>8} {'ratio':>6}")
-    for label, rate, secs, _ in rows:
+    print(f"{args.count} photos 640x480..1920x1080, {args.model} ({args.weights} weights), size {args.size}, "
+          f"{torch.get_num_threads()} threads, {caps.name} [{cpu_kind(caps)}], whole programs timed")  # fmt: skip
+    print(f"{'method':42} {'images/s':>9} {'seconds':>8} {'x naive':>7}")
+    for label, rate, secs in rows:
         print(f"{label:42} {rate:9.3f} {secs:8.1f} {rate / base:6.2f}")
     for run in large or []:
         print(f"6000x4000 photo, default path, --save {run['save']}: peak RSS {run['peak_rss_mb']} MB, "
               f"{run['wall_s']} s with start-up (its 21-class full-size logits alone would take 1923 MB)")  # fmt: skip
     result = {
-        "count": args.count, "model": args.model, "size": args.size, "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(), "torch": torch.__version__,
-        "rows": [{"method": m, "images_per_s": r, "seconds": s, "ratio": r / base, "chunk_seconds": per_chunk[m],
-                  "cli_summary": line}
-                 for m, r, s, line in rows],
+        "count": args.count, "model": args.model, "weights": args.weights, "size": args.size,
+        "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "cpu": caps.name, "cpu_kind": cpu_kind(caps), "python": platform.python_version(),
+        "rows": [{"method": m, "images_per_s": r, "seconds": s, "ratio": r / base, "chunk_seconds": per_chunk[m]}
+                 for m, r, s in rows],
         "large_image": large,
-        "note": "CLI seconds are its image loop (decode to written outputs), summed over the interleaved chunks",
+        "note": "whole programs (start-up, model load, every output written), summed over the interleaved chunks; "
+                "2-core CPU shared with other jobs: compare ratios within this run",
     }  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -7,9 +7,10 @@ Repetitions are interleaved (rep 1 of every path, then rep 2, ...) so that load 
 CPU hits every path alike; report the ratios to eager fp32 (same run) rather than absolute times.
 Per path: build + first-call time (compile), latency median/p90, images/s, achieved GFLOP/s (conv FLOPs counted
 from the model's own shapes) against the peak of this CPU's fp32 / bf16 / int8 kernels measured in the same run
-(:class:`KernelPeaks`), argmax agreement / mean |Δlogit| against eager fp32 on scikit-image's photos, and peak
-RSS (each path alone in a subprocess, 520² batch 1). Ends with issue 8's goals at 520² batch 1 as ratios of
-this run and the share of the measured peak each goal would need. Writes JSON and a PNG plot of latency vs size.
+(:class:`KernelPeaks`), argmax agreement / mean |Δlogit| against eager fp32 on the guard's photos
+(fcnseg/assets), and peak RSS (each path alone in a subprocess, 520² batch 1). Ends with issue 8's goals at
+520² batch 1 as ratios of this run and the share of the measured peak each goal would need. Writes JSON and a
+PNG plot of latency vs size. The CPU kind (AVX2-only, AVX-512 with BF16/VNNI, AMX) is named with every number.
 """
 
 from __future__ import annotations
@@ -32,28 +33,59 @@ import torch
 from torch import nn
 
 from fcnseg.models import fcn_resnet50
-from fcnseg.optimize import PATHS, accuracy_guard, auto_plan, cpu_capabilities, optimize, resolve_plan, sample_photos
+from fcnseg.optimize import (
+    PATHS,
+    SpeedPlan,
+    accuracy_guard,
+    auto_candidates,
+    auto_plan,
+    cpu_capabilities,
+    cpu_kind,
+    optimize,
+    sample_photos,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK_PATHS = (
     "none,channels_last,byhand_bf16,byhand_compile_bf16,compile_bf16,compile_bf16_dynamic,auto,int8,onnxruntime"
 )
 FULL_PATHS = QUICK_PATHS + ",fold_bn,bf16,compile"
+# Paths measured for comparison only (not offered by fcnseg): what a user gets by hand, model.to(channels_last)
+# under bf16 autocast and then torch.compile of that with its default settings; and bf16 with one dynamic graph.
+BENCH_PATHS: dict[str, SpeedPlan] = {
+    **PATHS,
+    "byhand_bf16": SpeedPlan(precision="bf16", channels_last=True, fp32_logits=False),
+    "byhand_compile_bf16": SpeedPlan(
+        precision="bf16", backend="compile", channels_last=True, freezing=False, dynamic=None, fp32_logits=False
+    ),
+    "compile_bf16_dynamic": SpeedPlan(precision="bf16", backend="compile", channels_last=True, dynamic=True),
+}
+
+
+def plan_of(name: str) -> str | SpeedPlan:
+    """A path name of this benchmark as ``optimize()`` takes it (``auto`` stays a name)."""
+    return "auto" if name == "auto" else BENCH_PATHS[name]
 
 
 def build_model(weights: str) -> nn.Module:
-    """FCN-ResNet50 (21 classes) with golden deterministic weights (realistic BN statistics) or random.
+    """FCN-ResNet50 (21 classes) with golden deterministic weights (realistic BN statistics), ``trained`` (the
+    golden weights with the last layer fitted to the shapes dataset by ``tests/trained.py``: a trained model's
+    decisive logits, cached after the first run), random, or a state-dict path.
 
     Without the aux head, for every path: it only helps training, and ``torch.compile`` drops it anyway when
     only ``out`` is used, so a by-hand compiled model does not pay for it either.
     """
     model = fcn_resnet50(num_classes=21, aux_loss=False).eval()
-    if weights == "golden":
+    if weights in ("golden", "trained"):
         sys.path.insert(0, str(ROOT / "tests"))
         from golden import state_dict
 
         state = state_dict("fcn_resnet50")
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("aux_")})
+        if weights == "trained":
+            from trained import trained_model
+
+            model = trained_model(model, Path(torch.hub.get_dir()).parent / "fcnseg-bench")
     elif weights != "random":
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=False)
     return model
@@ -177,7 +209,7 @@ def child_rss(path: str, weights: str, size: int) -> dict:
     reuses the kernels inductor cached on disk during the main run: the cost of a later run, not a first one."""
     x = torch.randn(1, 3, size, size)
     t = time.perf_counter()
-    fn = optimize(build_model(weights), path)
+    fn = optimize(build_model(weights), plan_of(path))
     fn(x)
     first = time.perf_counter() - t
     fn(x)
@@ -220,13 +252,13 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="every path, per-path peak RSS, the 6000x4000 photo")
-    p.add_argument("--paths", help=f"comma list from auto,{','.join(PATHS)} (default: {QUICK_PATHS})")
+    p.add_argument("--paths", help=f"comma list from auto,{','.join(BENCH_PATHS)} (default: {QUICK_PATHS})")
     p.add_argument("--sizes", default="256,520,1024")
     p.add_argument("--batches", default="1,4")
     p.add_argument("--batched-up-to", type=int, help="largest size run at batch > 1 (default 256)")
     p.add_argument("--reps", type=int, default=3, help="timed repetitions per (size, batch) below 1024")
     p.add_argument("--reps-large", type=int, default=2, help="timed repetitions at sizes >= 1024")
-    p.add_argument("--weights", default="golden", help="golden | random | a state-dict path")
+    p.add_argument("--weights", default="trained", help="trained | golden | random | a state-dict path")
     p.add_argument("--guard-size", type=int, default=256, help="side of the guard's (square-cropped) photos")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rss", help="comma list of paths to rerun alone for peak RSS at 520² (--full: a few)")
@@ -253,7 +285,7 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     model = build_model(args.weights)
     print(
-        f"CPU: {caps.name} ({caps.isa}; bf16={caps.bf16} amx={caps.amx} int8/vnni={caps.int8}), "
+        f"CPU: {caps.name} [{cpu_kind(caps)}] ({caps.isa}; bf16={caps.bf16} amx={caps.amx} int8/vnni={caps.int8}), "
         f"{args.threads} threads, torch {torch.__version__}; auto = {auto_plan('cpu')}",
         flush=True,
     )
@@ -267,14 +299,14 @@ def main() -> None:
     for name in paths:
         t = time.perf_counter()
         try:
-            fn = optimize(model, name)  # int8 calibrates on its default (mirrored photos)
+            fn = optimize(model, plan_of(name))  # int8 calibrates on its default photos
             guard = accuracy_guard(fn, reference, photos)  # also the first call(s): compiles
         except Exception as e:  # a path this machine cannot run is reported, not fatal
             info[name] = {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
             print(f"{name:>22}: unavailable ({info[name]['error']})", flush=True)
             continue
         fns[name] = fn
-        plans[name] = plan = getattr(fn, "plan", None) or resolve_plan(name, "cpu")  # auto: its pick
+        plans[name] = plan = getattr(fn, "plan", None) or BENCH_PATHS[name]  # auto: its pick
         info[name] = {
             "plan": plan.__dict__,
             "build_and_guard_s": time.perf_counter() - t,
@@ -295,9 +327,11 @@ def main() -> None:
             flush=True,
         )
 
+    print(f"auto's rule on this CPU ({cpu_kind(caps)}): {auto_rule(info)}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    machine = {"cpu": caps.name, "isa": caps.isa, "bf16": caps.bf16, "amx": caps.amx, "vnni": caps.int8}
+    machine = {"cpu": caps.name, "kind": cpu_kind(caps), "isa": caps.isa, "bf16": caps.bf16, "amx": caps.amx}
+    machine["vnni"] = caps.int8
     machine.update(threads=args.threads, torch=torch.__version__, python=platform.python_version())
     machine["note"] = "2-core CPU shared with other jobs: compare ratios within this run"
     rows: list[dict] = []
@@ -370,6 +404,25 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=1))
     plot(rows, out.with_suffix(".png"), caps.name)
     print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def auto_rule(info: dict[str, dict]) -> str:
+    """What ``"auto"`` picks on this CPU by its rule (the first candidate passing the guard), from the guards
+    measured here; a candidate that was not measured is named as such."""
+    named = {plan: name for name, plan in BENCH_PATHS.items()}
+    tried = []
+    for plan in auto_candidates("cpu"):
+        name = named.get(plan, str(plan))
+        guard = info.get(name, {})
+        if plan == auto_candidates("cpu")[-1]:
+            return "; ".join([*tried, f"{name} (last candidate, not guarded)"])
+        if "agreement" not in guard:
+            tried.append(f"{name}: not measured")
+        elif guard["guard_passed"]:
+            return "; ".join([*tried, f"{name} ({guard['agreement']:.2%} agreement, passes)"])
+        else:
+            tried.append(f"{name}: {guard['agreement']:.2%}, fails the guard")
+    return "; ".join(tried)
 
 
 def format_peaks(best: dict[str, float]) -> str:

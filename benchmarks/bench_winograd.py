@@ -9,7 +9,7 @@ convolution with 16 instead of 36 multiplications: 62% of FCN-ResNet50's FLOPs a
 This script swaps every stride-1 3x3 convolution of the golden-weight model (BN folded first) for a Winograd
 one, compiles both in fp32 and under bf16 autocast, and reports latency (interleaved reps, each Winograd path
 against the direct one of the same precision) and argmax agreement / mean |Δlogit| against fp32 eager on
-scikit-image's photos. Writes JSON.
+the guard's photos (fcnseg/assets). Writes JSON.
 
 fcnseg does not ship this path. On the 2-core AMD EPYC it was 1.01-1.11x the direct bf16 path over three runs
 and 0.68x in fp32: the transforms move more memory than the saved multiplications gain at FCN's channel counts,

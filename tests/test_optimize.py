@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,11 @@ import torch
 from torch import nn
 
 import fcnseg.optimize as O
+from fcnseg.cli import speed
 from fcnseg.models import fcn_resnet50
 from fcnseg.models.fcn import FCN, FCNHead
 from fcnseg.models.resnet import ResNet
-from fcnseg.optimize import CpuCapabilities, GuardResult, SpeedPlan
+from fcnseg.optimize import CpuCapabilities, GuardResult, SpeedPlan, backends, cpu
 from fcnseg.predict import Segmenter
 
 
@@ -25,6 +27,15 @@ def model(golden) -> nn.Module:
     net.load_state_dict(state)
     net.aux_classifier = None
     return net
+
+
+@pytest.fixture(scope="module")
+def trained(request, model) -> nn.Module:
+    """The golden model with its last layer fitted to the shapes dataset (tests/trained.py): decisive logits.
+    Fitted once (a minute or two on 2 cores), then read from pytest's cache."""
+    from trained import trained_model
+
+    return trained_model(model, request.config.cache.mkdir("fcnseg-trained"))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +84,7 @@ def test_cpu_capabilities_read_this_machine():
 
 
 def test_precisions_the_cpu_lacks_are_refused(monkeypatch, model):
-    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx2"))
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx2"))
     for name in ("bf16", "int8"):
         with pytest.raises(ValueError, match="lacks"):
             O.optimize(model, name)
@@ -82,19 +93,20 @@ def test_precisions_the_cpu_lacks_are_refused(monkeypatch, model):
 
 
 def test_auto_candidates_follow_capabilities(monkeypatch):
-    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx2"))
-    assert [p.precision for p in O.auto_candidates("cpu")] == ["fp32"]
-    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx512_bf16"))
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx2"))
+    ort = [O.PATHS["onnxruntime_int8"]] if importlib.util.find_spec("onnxruntime") else []
+    assert O.auto_candidates("cpu") == [*ort, O.PATHS["compile"]]  # AVX2-only: ONNX Runtime's int8, then fp32
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx512_bf16"))
     plans = O.auto_candidates("cpu")
     assert [p.precision for p in plans] == ["bf16", "fp32"]
     assert all(p.backend == "compile" and p.freezing and p.channels_last for p in plans)
-    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx512_bf16", "avx512_vnni"))  # AMD EPYC Zen 4/5
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx512_bf16", "avx512_vnni"))  # AMD EPYC Zen 4/5
     assert [p.precision for p in O.auto_candidates("cpu")] == ["int8", "bf16", "fp32"]
     # --fast with a precision or backend starts from the first floating-point candidate, not int8
     parser = argparse.ArgumentParser()
-    O.add_speed_arguments(parser)
+    speed.add_speed_arguments(parser)
     want = SpeedPlan(precision="bf16", channels_last=True)
-    assert O.speed_options_from_args(parser.parse_args(["--fast", "--backend", "eager"])) == want
+    assert speed.speed_options_from_args(parser.parse_args(["--fast", "--backend", "eager"])) == want
 
 
 def test_bad_plans_and_names():
@@ -102,6 +114,8 @@ def test_bad_plans_and_names():
         SpeedPlan(precision="fp8")
     with pytest.raises(ValueError, match="int8 runs only"):
         SpeedPlan(precision="int8")
+    with pytest.raises(ValueError, match="fp32 or int8 only"):
+        SpeedPlan(precision="bf16", backend="onnxruntime")
     with pytest.raises(ValueError, match="unknown optimize choice"):
         O.resolve_plan("fastest")
 
@@ -133,25 +147,108 @@ def test_pick_fastest_skips_paths_that_fail_the_guard():
     assert O.pick_fastest({"none": 1.0, "int8": 0.1}, guard) == "none"
 
 
+def _lossy(forward):
+    """A stand-in for a reduced precision that loses accuracy on any CPU: logits rounded to steps of 0.5."""
+    return lambda x: torch.round(forward(x) * 2) / 2
+
+
 def test_auto_never_picks_a_path_that_fails_the_guard(monkeypatch, model, photos):
-    """bf16 eager flips >0.5% of pixels with the golden weights' small logit margins; auto must fall through."""
-    bf16, fp32 = SpeedPlan(precision="bf16"), SpeedPlan(fold_bn=True)
+    """Candidates this CPU lacks are skipped, those that fail the guard are rejected, on any CPU."""
+    lossy, fp32 = SpeedPlan(precision="bf16"), SpeedPlan(fold_bn=True)
+    build = backends.build
+
+    def fake_build(net, plan, **kwargs):
+        return _lossy(build(net, O.PATHS["none"])) if plan == lossy else build(net, plan, **kwargs)
+
     guard = photos[:1]
-    assert not O.accuracy_guard(O.optimize(model, bf16), O.optimize(model, "none"), guard).passed
-    monkeypatch.setattr(O, "cpu_capabilities", lambda: caps("avx512_bf16"))  # no fp16: that candidate can't be built
-    monkeypatch.setattr(O, "auto_candidates", lambda device: [SpeedPlan(precision="fp16"), bf16, fp32])
-    fn = O.optimize(model, "auto", guard_images=guard)
-    x = photos[1]
-    torch.testing.assert_close(fn(x), O.optimize(model, "none")(x), rtol=1e-4, atol=1e-5)
+    assert not O.accuracy_guard(_lossy(build(model, O.PATHS["none"])), O.optimize(model, "none"), guard).passed
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx512_bf16"))  # no fp16: that candidate is refused
+    monkeypatch.setattr(O.auto, "auto_candidates", lambda device: [SpeedPlan(precision="fp16"), lossy, fp32])
+    monkeypatch.setattr(backends, "build", fake_build)
+    with pytest.warns(UserWarning, match="fp16 eager failed"):
+        fn = O.optimize(model, "auto", guard_images=guard)
+        x = photos[1]
+        torch.testing.assert_close(fn(x), O.optimize(model, "none")(x), rtol=1e-4, atol=1e-5)
     assert fn.plan == fp32
-    assert [plan for plan, _ in fn.rejected] == [bf16]  # fp16 could not be built here: skipped, not judged
-    assert fn.describe().startswith("fp32 eager; bf16 eager: 9")  # the last, fp32, candidate is not guarded
+    assert [plan for plan, _ in fn.rejected] == [lossy]  # fp16 could not be built here: skipped, not judged
+    assert [plan for plan, _ in fn.failed] == [SpeedPlan(precision="fp16")]
+    assert fn.describe().startswith("fp32 eager; bf16 eager: ")  # the last, fp32, candidate is not guarded
+    assert "fp16 eager failed: ValueError: precision fp16 needs AVX512-FP16" in fn.describe()
+
+
+def _broken(stage: str):
+    """A stand-in candidate that fails like inductor without a C++ compiler: when built, or at its first call."""
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(f"InvalidCxxCompiler: no working C++ compiler found ({stage})")
+
+    return fail
+
+
+def test_fast_degrades_to_the_next_candidate_and_finally_to_eager(monkeypatch, tiny, photos):
+    """--fast never crashes on a broken path: a failure at build or first call moves on, and says so."""
+    at_build, at_call, last = (
+        SpeedPlan(backend="compile", channels_last=c, freezing=f) for c, f in ((1, 1), (0, 1), (1, 0))
+    )
+    build = backends.build
+
+    def fake_build(net, plan, **kwargs):
+        if plan == at_build:
+            return _broken("build")()
+        return _broken("first call") if plan in (at_call, last) else build(net, plan, **kwargs)
+
+    monkeypatch.setattr(O.auto, "auto_candidates", lambda device: [at_build, at_call, last])
+    monkeypatch.setattr(backends, "build", fake_build)
+    x = photos[0]
+    fn = O.optimize(tiny, "auto", guard_images=[x])
+    with pytest.warns(UserWarning) as warned:
+        out = fn(x)
+    torch.testing.assert_close(out, O.optimize(tiny, "none")(x), rtol=1e-4, atol=1e-4)  # eager fp32 ran
+    assert [plan for plan, _ in fn.failed] == [at_build, at_call]
+    assert "running eager fp32 from now on" in str(warned[-1].message)
+    line = fn.describe()
+    assert line.startswith("fp32 eager (fp32 compile failed: RuntimeError: InvalidCxxCompiler")
+    assert line.count("failed: RuntimeError") == 3
+
+    # an explicitly chosen compiled path degrades the same way
+    fixed = O.optimize(tiny, "compile")
+    fixed.fn = _broken("first call")
+    with pytest.warns(UserWarning, match="fp32 compile failed"):
+        torch.testing.assert_close(fixed(x), out, rtol=1e-4, atol=1e-4)
+    assert fixed.describe().startswith("fp32 eager (fp32 compile failed")
+
+
+def test_bf16_fails_the_guard_on_the_golden_weights(model, photos):
+    """The golden weights' small logit margins: bf16 eager flips more than 0.5% of pixels."""
+    if not O.cpu_capabilities().bf16:
+        pytest.skip(f"no native bf16 (AVX512-BF16 or AMX) on this CPU ({O.cpu_capabilities().name})")
+    bf16 = O.optimize(model, SpeedPlan(precision="bf16"))
+    assert not O.accuracy_guard(bf16, O.optimize(model, "none"), photos[:1]).passed
 
 
 def test_sample_photos_follow_the_preset():
     (x,) = O.sample_photos(48, names=("chelsea",))  # 300 x 451 photo
     assert x.shape == (1, 3, 48, 72)
     assert -3 < float(x.min()) < float(x.max()) < 3  # normalized
+
+
+@pytest.mark.slow
+def test_auto_picks_bf16_for_trained_weights_and_not_for_untrained(monkeypatch, model, trained, photos):
+    """The guard decides by the weights: with a trained model's margins bf16 passes and auto takes it; with the
+    golden (untrained) weights' near-ties it fails and auto falls through to fp32. Eager stand-ins for the
+    compiled candidates keep this fast; bench_speed.py measures the compiled ones."""
+    if not O.cpu_capabilities().bf16:
+        pytest.skip(f"no native bf16 (AVX512-BF16 or AMX) on this CPU ({O.cpu_capabilities().name})")
+    bf16, fp32 = O.PATHS["bf16"], O.PATHS["default"]
+    monkeypatch.setattr(O.auto, "auto_candidates", lambda device: [bf16, fp32])
+    picked = {}
+    for name, net in (("trained", trained), ("golden", model)):
+        fn = O.optimize(net, "auto", guard_images=photos)
+        fn(photos[0])
+        picked[name] = fn.plan
+    assert picked == {"trained": bf16, "golden": fp32}
+    result = O.accuracy_guard(O.optimize(trained, "bf16"), O.optimize(trained, "none"), photos)
+    assert result.agreement >= 0.995
 
 
 # ---------------------------------------------------------------------------------------------- each path
@@ -172,9 +269,23 @@ def _check(model, photos, name, *, atol=None, agreement=None, rel=None):
         assert result.mean_abs_diff <= rel * std
 
 
-@pytest.mark.parametrize("name", ["none", "fold_bn", "channels_last"])
+@pytest.mark.parametrize("name", ["none", "default", "fold_bn", "channels_last"])
 def test_fp32_eager_paths_match(model, photos, name):
     _check(model, photos, name, atol=1e-4)
+
+
+def test_default_path_switches_layout_by_input_size(tiny):
+    """Eager channels-last only pays off on large inputs: small ones run contiguous, results equal either way."""
+    fn, ref = O.optimize(tiny, "default"), O.optimize(tiny, "none")
+    switch = backends._LayoutBySize(O.fold_batchnorm(tiny))
+    torch.manual_seed(0)
+    for side in (64, 128, 48, 128):  # below, above, below and above CHANNELS_LAST_MIN_PIXELS (96²)
+        x = torch.randn(1, 3, side, side)
+        with torch.inference_mode():
+            torch.testing.assert_close(fn(x), ref(x), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(switch(x), ref(x), rtol=1e-4, atol=1e-4)
+        want = torch.channels_last if side * side >= backends.CHANNELS_LAST_MIN_PIXELS else torch.contiguous_format
+        assert switch.layout == want and switch.model.backbone.conv1.weight.is_contiguous(memory_format=want)
 
 
 def test_fold_batchnorm_removes_every_bn(model):
@@ -185,7 +296,7 @@ def test_fold_batchnorm_removes_every_bn(model):
 
 def test_bf16_eager_is_close(model, photos):
     if not O.cpu_capabilities().bf16:
-        pytest.skip("no native bf16 on this CPU")
+        pytest.skip(f"no native bf16 (AVX512-BF16 or AMX) on this CPU ({O.cpu_capabilities().name})")
     _check(model, photos[:1], "bf16", agreement=0.95, rel=0.01)
 
 
@@ -199,17 +310,29 @@ def test_onnxruntime_matches(tiny, photos, tmp_path):
 
 
 @pytest.mark.slow
+def test_onnxruntime_int8_is_close(tiny, photos, tmp_path):
+    """ONNX Runtime static int8 (QDQ, per-channel): the int8 path an AVX2-only CPU is offered."""
+    pytest.importorskip("onnxruntime")
+    if not (O.cpu_capabilities().int8 or "avx2" in O.cpu_capabilities().flags):
+        pytest.skip(f"no AVX2 on this CPU ({O.cpu_capabilities().name})")
+    fast = O.optimize(tiny, "onnxruntime_int8", calibration=photos[1:], cache_dir=tmp_path)
+    result = O.accuracy_guard(fast, O.optimize(tiny, "none"), photos[:1])
+    assert result.agreement >= 0.9  # 8x8 feature maps: the harshest case
+    assert len(list((tmp_path / "onnx").glob("*-int8-*.onnx"))) == 1  # quantized once, cached
+
+
+@pytest.mark.slow
 def test_compiled_bf16_is_close(tiny, photos):
     """inductor + frozen weights + bf16 autocast + channels_last: the path "auto" tries first on this CPU."""
     if not O.cpu_capabilities().bf16:
-        pytest.skip("no native bf16 on this CPU")
+        pytest.skip(f"no native bf16 (AVX512-BF16 or AMX) on this CPU ({O.cpu_capabilities().name})")
     _check(tiny, photos[:1], "compile_bf16", agreement=0.97, rel=0.01)
 
 
 @pytest.mark.slow
 def test_int8_is_close(tiny, photos):
     if not O.cpu_capabilities().int8:
-        pytest.skip("no VNNI/AMX-INT8 on this CPU")
+        pytest.skip(f"no VNNI or AMX-INT8 on this CPU ({O.cpu_capabilities().name})")
     pytest.importorskip("torchao")
     _check(tiny, photos[:1], "int8", agreement=0.9, rel=0.05)  # 8x8 feature maps: the harshest case
     fast, x = O.optimize(tiny, "int8", calibration=photos[:1]), photos[0][..., :8, :8]
@@ -220,10 +343,11 @@ def test_int8_is_close(tiny, photos):
 
 
 def test_segmenter_runs_its_logits_through_the_chosen_path(model, photos):
-    plain, folded = Segmenter(model, weights=None), Segmenter(model, weights=None, optimize="fold_bn")
+    plain, default = Segmenter(model, weights=None, optimize="none"), Segmenter(model, weights=None)
     x = photos[1]
-    torch.testing.assert_close(folded.logits(x), plain.logits(x), rtol=0, atol=1e-4)
+    torch.testing.assert_close(default.logits(x), plain.logits(x), rtol=0, atol=1e-4)
     assert torch.equal(plain.logits(x), model(x)["out"])
+    assert (default.logits(x).argmax(1) == plain.logits(x).argmax(1)).float().mean() >= 0.9999
     with pytest.raises(ValueError, match="unknown optimize choice"):
         Segmenter(model, weights=None, optimize="warp")
 
@@ -231,7 +355,7 @@ def test_segmenter_runs_its_logits_through_the_chosen_path(model, photos):
 @pytest.mark.parametrize(
     ("argv", "want"),
     [
-        ([], "none"),
+        ([], "default"),
         (["--fast"], "auto"),
         (["--precision", "int8"], O.PATHS["int8"]),
         (["--backend", "onnxruntime"], SpeedPlan(backend="onnxruntime")),
@@ -242,27 +366,40 @@ def test_segmenter_runs_its_logits_through_the_chosen_path(model, photos):
 )
 def test_cli_options(argv, want):
     parser = argparse.ArgumentParser()
-    O.add_speed_arguments(parser)
-    assert O.speed_options_from_args(parser.parse_args(argv)) == want
+    speed.add_speed_arguments(parser)
+    assert speed.speed_options_from_args(parser.parse_args(argv)) == want
+
+
+def test_cli_options_on_an_avx2_only_cpu(monkeypatch):
+    """Without bf16 or VNNI, --fast starts from compiled fp32 and nothing assumes a reduced precision."""
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx2", "fma"))
+    parser = argparse.ArgumentParser()
+    speed.add_speed_arguments(parser)
+    assert speed.speed_options_from_args(parser.parse_args(["--fast", "--backend", "eager"])) == SpeedPlan(
+        channels_last=True
+    )
+    ort = [O.PATHS["onnxruntime_int8"]] if importlib.util.find_spec("onnxruntime") else []
+    assert O.auto_candidates("cpu") == [*ort, SpeedPlan(backend="compile", channels_last=True)]
+    O.check_supported(O.PATHS["onnxruntime_int8"], torch.device("cpu"))  # ONNX Runtime's int8 needs only AVX2
 
 
 def test_cli_options_that_cannot_run_together():
     parser = argparse.ArgumentParser()
-    O.add_speed_arguments(parser)
+    speed.add_speed_arguments(parser)
     with pytest.raises(ValueError, match="int8 runs only"):
-        O.speed_options_from_args(parser.parse_args(["--precision", "int8", "--backend", "eager"]))
-    with pytest.raises(ValueError, match="fp32 only"):
-        O.speed_options_from_args(parser.parse_args(["--precision", "bf16", "--backend", "onnxruntime"]))
+        speed.speed_options_from_args(parser.parse_args(["--precision", "int8", "--backend", "eager"]))
+    with pytest.raises(ValueError, match="fp32 or int8 only"):
+        speed.speed_options_from_args(parser.parse_args(["--precision", "bf16", "--backend", "onnxruntime"]))
 
 
 def test_many_image_shapes_share_one_dynamic_graph(monkeypatch):
     """Past STATIC_SHAPES distinct shapes, new shapes run one dynamic-shape graph instead of compiling each."""
     from torch._dynamo.utils import counters
 
-    monkeypatch.setattr(O, "STATIC_SHAPES", 2)
+    monkeypatch.setattr(backends, "STATIC_SHAPES", 2)
     torch.manual_seed(0)
     conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=2, dilation=2), nn.ReLU(), nn.Conv2d(4, 2, 1)).eval()
-    switch = O._ShapeSwitch(conv, dynamic=False, freezing=True)
+    switch = backends._ShapeSwitch(conv, dynamic=False, freezing=True)
     shapes = [(1, 3, 16, 16), (1, 3, 16, 24), (1, 3, 16, 32), (1, 3, 16, 40), (1, 3, 24, 16), (1, 3, 16, 24)]
     graphs = counters["stats"]["unique_graphs"]
     with torch.inference_mode():

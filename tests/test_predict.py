@@ -21,6 +21,7 @@ from fcnseg.predict import (
     Segmenter,
     _labels,
     postprocess,
+    upsampled_labels,
     upsampled_rows,
     window_starts,
 )
@@ -67,9 +68,95 @@ def test_labels_match_softmax_argmax_of_full_map():
     assert (mask == p.argmax(0).numpy())[clear].all()
 
 
+def _full_argmax(logits: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: every class interpolated by F.interpolate, then argmax; and the top-2 margin per pixel."""
+    full = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+    top2 = full.topk(2, 0).values if full.shape[0] > 1 else torch.cat([full, full - 1])
+    return full.argmax(0).numpy(), (top2[0] - top2[1]).numpy()
+
+
+def _blobs(k: int, h: int, w: int, seed: int, cell: int = 6) -> torch.Tensor:
+    """Decisive, spatially smooth logits like a trained model's: regions of about ``cell`` px, each won by one class."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, k, max(2, h // cell), max(2, w // cell), generator=g) * 4
+    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0]
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        ((13, 17), (40, 31)),  # odd sizes, non-integer factors
+        ((16, 16), (64, 64)),  # integer factor 4
+        ((10, 15), (25, 37)),  # 2.5x and 2.47x
+        ((40, 31), (13, 17)),  # downscaling
+        ((20, 20), (20, 57)),  # one axis unchanged
+        ((1, 7), (5, 29)),  # a single source row
+        ((9, 9), (9, 9)),  # no resize at all
+    ],
+)
+@pytest.mark.parametrize("kind", ["random", "blobs"])
+def test_upsampled_labels_equal_the_full_interpolation(src, dst, kind):
+    """Identical masks wherever the full interpolation's top-2 margin exceeds float rounding."""
+    for seed in range(3):
+        K = 5
+        logits = torch.randn(K, *src, generator=torch.Generator().manual_seed(seed)) if kind == "random" else None
+        logits = _blobs(K, *src, seed) if logits is None else logits
+        want, margin = _full_argmax(logits, dst)
+        got = upsampled_labels(logits, dst, max_elements=K * dst[1] * 3)  # several row blocks and pixel batches
+        assert got.shape == dst and got.dtype == np.uint8
+        clear = margin > 1e-5
+        assert clear.mean() > 0.99
+        np.testing.assert_array_equal(got[clear], want[clear])
+
+
+def test_upsampled_labels_by_hand():
+    """Two classes split down the middle: only the columns between the two source columns need interpolating."""
+    logits = torch.zeros(2, 2, 4)
+    logits[0, :, :2] = 1.0  # class 0 on the left half
+    logits[1, :, 2:] = 1.0  # class 1 on the right half
+    got = upsampled_labels(logits, (3, 12))
+    # output column x samples source (x + 0.5) / 3 - 0.5: columns 0..5 lie at or left of 1.5, where class 0 wins
+    # by the weights, 6..11 right of it; x = 5 is at 1.5 - 1/6, so class 0's weight is 2/3
+    want = np.array([[0] * 6 + [1] * 6] * 3, dtype=np.uint8)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, _full_argmax(logits, (3, 12))[0])
+
+
+def test_upsampled_labels_interpolate_only_near_boundaries(monkeypatch):
+    """Where a region's 4 source pixels agree nothing is interpolated: boundary pixels are a small share."""
+    logits = _blobs(4, 60, 80, seed=1, cell=20)  # regions of ~20 source pixels, as a model's at 1/8 scale
+    interpolated = []
+    argmax = torch.Tensor.argmax
+
+    def spy(t, *args, **kwargs):
+        if t.dim() == 2:  # (m, K): the boundary pixels' interpolated logits
+            interpolated.append(t.shape[0])
+        return argmax(t, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "argmax", spy)
+    got = upsampled_labels(logits, (600, 800))
+    monkeypatch.undo()
+    want, margin = _full_argmax(logits, (600, 800))
+    np.testing.assert_array_equal(got[margin > 1e-5], want[margin > 1e-5])
+    assert 0 < sum(interpolated) < 0.1 * 600 * 800
+
+
+def test_segmenter_confidence_only_when_asked():
+    seg = Segmenter(TinyFCN(), size=24)
+    image = rand_image(50, 70)
+    plain, full = seg.predict(image), seg.predict(image, confidence=True, probs=True)
+    assert plain.confidence is None and plain.probs is None
+    assert full.confidence.shape == (50, 70) and full.probs.shape == (3, 50, 70)
+    margin = np.diff(np.sort(full.probs, axis=0)[-2:], axis=0)[0]
+    clear = margin > 1e-5
+    np.testing.assert_array_equal(plain.mask[clear], full.mask[clear])
+    np.testing.assert_allclose(full.confidence, full.probs.max(0), rtol=1e-6)
+
+
 @pytest.mark.slow
 def test_large_image_never_materialises_full_resolution_logits(monkeypatch):
-    """A 6000x4000 photo on the default path: no logit tensor larger than one row block is ever created."""
+    """A 6000x4000 photo: no logit tensor larger than one row block is ever created; the mask alone interpolates
+    no full-width logits at all, confidence does so a row block at a time."""
     K, seen = 8, []
     interpolate = F.interpolate
 
@@ -82,7 +169,10 @@ def test_large_image_never_materialises_full_resolution_logits(monkeypatch):
     seg = Segmenter(TinyFCN(K), size=64)
     image = Image.new("RGB", (6000, 4000), (120, 60, 30))
     result = seg.predict(image)
-    assert result.mask.shape == (4000, 6000) and result.probs is None
+    assert result.mask.shape == (4000, 6000) and result.probs is None and result.confidence is None
+    assert not [s for s in seen if s[-1] == 6000]
+    result = seg.predict(image, confidence=True)
+    assert result.confidence.shape == (4000, 6000)
     logit_sizes = [int(np.prod(s)) for s in seen if s[-3] == K]
     assert max(logit_sizes) <= CHUNK_ELEMENTS < K * 4000 * 6000 // 8
     assert sum(s[-2] for s in seen if s[-3] == K and s[-1] == 6000) == 4000  # the blocks cover every row once

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ._atomic import atomic_path
+from .models.logits import out_logits
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, palette
 
 __all__ = [
@@ -78,7 +79,7 @@ class ExportModule(nn.Module):
             x = x.permute(0, 3, 1, 2)  # (N, H, W, 3) -> (N, 3, H, W)
         if self.preprocessing is not None:
             x = normalize(x, self.mean, self.std)  # uint8 -> float /255 -> (x - mean) / std
-        logits = self.model(x)["out"]  # (N, K, H, W), already upsampled to the input size
+        logits = out_logits(self.model, x)  # (N, K, H, W), already upsampled to the input size
         return logits.argmax(1).to(torch.uint8) if self.argmax else logits
 
     @property

@@ -4,10 +4,13 @@ The data path of every prediction::
 
     decode (imageio.load_image) -> preset (resize shorter side, normalize) -> Segmenter.logits, the one forward
     -> [TTA: flips and scales averaged] [tiles: overlapping windows averaged] -> logits at the model's resolution
-    -> upsampled to the input size in row blocks -> softmax, argmax -> SegmentationResult
+    -> labels at the input size (upsampled_labels) [confidence, probs: upsampled in row blocks, softmax]
+    -> SegmentationResult
 
 The full-resolution (K, H, W) probability map is never held unless asked for (``probs=True``): a 24 MP photo
-with 21 classes would need 2 GB of float32 for it, so the upsampling, softmax and argmax run a few rows at a time.
+with 21 classes would need 2 GB of float32 for it, so the upsampling and softmax run a few rows at a time. The mask
+alone does not need the K upsampled logits at all (:func:`upsampled_labels`): only pixels next to a class boundary
+do, which makes the default path's label upsampling a few percent of what interpolating every class costs.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from .optimize import optimize as _optimize
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageLike, SemanticSegmentation, label_to_image, overlay
 from .weights import VOC_CATEGORIES, WeightsEnum
 
-__all__ = ["TTA_SCALES", "SegmentationResult", "Segmenter", "postprocess", "upsampled_rows"]
+__all__ = ["TTA_SCALES", "SegmentationResult", "Segmenter", "postprocess", "upsampled_labels", "upsampled_rows"]
 
 TTA_SCALES = (0.75, 1.0, 1.25)
 CHUNK_ELEMENTS = 1 << 24  # logits per row block while upsampling: 64 MB of float32
@@ -77,20 +80,73 @@ def upsampled_rows(logits: Tensor, size: tuple[int, int], *, max_elements: int =
         yield block
 
 
-def _labels(
-    blocks: Iterable[Tensor], size: tuple[int, int], probs: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Row blocks of logits -> (mask uint8 (H, W), confidence float32 (H, W), probs float32 (K, H, W) or None)."""
+def upsampled_labels(logits: Tensor, size: tuple[int, int], *, max_elements: int = CHUNK_ELEMENTS) -> np.ndarray:
+    """(K, h, w) logits -> (H, W) uint8 argmax of ``postprocess(logits[None], size)[0]``, interpolating few pixels.
+
+    Bilinear resizing (``align_corners=False``) makes each output pixel's logit vector a convex combination of
+    the vectors of 4 source pixels. Where those 4 share their argmax c, ``L_c >= L_j`` holds at each of them, so
+    it holds for the combination too: the output's argmax is c, with no interpolation. Only pixels whose 4
+    sources disagree, which lie along class boundaries, get all K logits interpolated (in batches of at most
+    ``max_elements`` values). The result equals the full interpolation's argmax wherever the top-2 margin exceeds
+    float rounding (tested against ``F.interpolate``).
+    """
+    K, h, w = logits.shape
+    H, W = size
+    top = logits.argmax(0)  # (h, w)
+    if (h, w) == (H, W):
+        return top.to(torch.uint8).cpu().numpy()
+    # shared[i, j]: the argmax of source pixels (i, j), (i, j+1), (i+1, j), (i+1, j+1) if they agree, else -1;
+    # the last row and column are repeated, as the interpolation clamps its second source index
+    ext = F.pad(top[None, None].float(), (0, 1, 0, 1), mode="replicate")[0, 0].long()
+    agree = (ext[1:, :-1] == top) & (ext[:-1, 1:] == top) & (ext[1:, 1:] == top)
+    shared = torch.where(agree, top, -1).to(torch.int16)
+    rows, cols = _source_rows(h, H, 0, H), _source_rows(w, W, 0, W)
+    r0 = rows[0].to(logits.device)
+    c0, c1, cx = (t.to(logits.device) for t in cols)
+    pixels = logits.permute(1, 2, 0).reshape(h * w, K).contiguous()  # (h*w, K): a pixel's K logits side by side
+
+    def at(i: Tensor, j: Tensor) -> Tensor:  # (m, K) logits of source pixels (i, j)
+        return pixels.index_select(0, i * w + j)
+
     mask = np.empty(size, dtype=np.uint8)
-    conf = np.empty(size, dtype=np.float32)
+    step = max(1, max_elements // max(W, 1))  # rows of labels per block
+    per_batch = max(1, max_elements // K)
+    for start in range(0, H, step):
+        stop = min(H, start + step)
+        labels = shared.index_select(0, r0[start:stop]).index_select(1, c0)  # (n, W)
+        ys, xs = torch.nonzero(labels < 0, as_tuple=True)
+        for a in range(0, len(ys), per_batch):  # boundary pixels: all K logits interpolated
+            y, x = ys[a : a + per_batch], xs[a : a + per_batch]
+            i0, i1, ly = (t.to(logits.device)[start + y] for t in rows)
+            j0, j1, lx = c0[x], c1[x], cx[x]
+            ly, lx = ly[:, None], lx[:, None]
+            # in the order of PyTorch's CPU kernel: rows outside, columns inside
+            top_row = (1 - lx) * at(i0, j0) + lx * at(i0, j1)
+            value = (1 - ly) * top_row + ly * ((1 - lx) * at(i1, j0) + lx * at(i1, j1))
+            labels[y, x] = value.argmax(1).to(labels.dtype)
+        mask[start:stop] = labels.to(torch.uint8).cpu().numpy()
+    return mask
+
+
+def _labels(
+    blocks: Iterable[Tensor], size: tuple[int, int], probs: bool, confidence: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Row blocks of logits -> (mask uint8 (H, W), confidence float32 (H, W) or None, probs (K, H, W) or None)."""
+    mask = np.empty(size, dtype=np.uint8)
+    conf = np.empty(size, dtype=np.float32) if confidence else None
     full = None
     row = 0
     for block in blocks:
+        n = block.shape[1]
+        if not (probs or confidence):
+            mask[row : row + n] = block.argmax(0).to(torch.uint8).cpu().numpy()
+            row += n
+            continue
         p = block.float().softmax(0)  # (K, n, W)
         c, m = p.max(0)
-        n = block.shape[1]
         mask[row : row + n] = m.to(torch.uint8).cpu().numpy()
-        conf[row : row + n] = c.cpu().numpy()
+        if conf is not None:
+            conf[row : row + n] = c.cpu().numpy()
         if probs:
             if full is None:
                 full = np.empty((block.shape[0], *size), dtype=np.float32)
@@ -121,7 +177,7 @@ class SegmentationResult:
     mask: np.ndarray
     categories: list[str]
     probs: np.ndarray | None = None  # (K, H, W) float32 softmax, when asked for
-    confidence: np.ndarray | None = None  # (H, W) float32 probability of the chosen class
+    confidence: np.ndarray | None = None  # (H, W) float32 probability of the chosen class, when asked for
     image: Image.Image | None = field(default=None, repr=False)
 
     @property
@@ -187,8 +243,10 @@ class Segmenter:
         tta: test-time augmentation: True for horizontal flips at scales :data:`TTA_SCALES`, or a sequence of
             scales; logits of all variants are averaged.
         batch_size: images (or windows) per forward pass.
-        optimize: how the model runs (:mod:`fcnseg.optimize`): ``"none"`` plain fp32 eager, ``"auto"`` the fastest
-            path for this device that passes the accuracy guard, a path name (``"bf16"``, ``"int8"``...) or a plan.
+        optimize: how the model runs (:mod:`fcnseg.optimize`): ``"default"`` BN folded into the convs and
+            channels-last fp32 (the same logits as ``"none"``, plain fp32 eager, to float rounding, and faster),
+            ``"auto"`` the fastest path for this device that passes the accuracy guard, a path name
+            (``"bf16"``, ``"int8"``...) or a plan.
     """
 
     def __init__(
@@ -203,7 +261,7 @@ class Segmenter:
         stride: int | None = None,
         tta: bool | Sequence[float] = False,
         batch_size: int = 4,
-        optimize: str | SpeedPlan = "none",
+        optimize: str | SpeedPlan = "default",
     ) -> None:
         self.device = select_device(str(device))
         if isinstance(model, str):
@@ -235,8 +293,9 @@ class Segmenter:
         self.batch_size = batch_size
 
     def speed_path(self) -> str | None:
-        """With ``optimize="auto"``: which path runs and which faster ones failed the accuracy guard (after the
-        first batch); ``None`` otherwise."""
+        """With ``optimize="auto"``: which path runs and which faster ones failed the accuracy guard or broke (after
+        the first batch); with a compiled or ONNX Runtime path: that it fell back to eager fp32, if it did;
+        ``None`` otherwise."""
         describe = getattr(self._forward, "describe", None)
         return describe() if describe else None
 
@@ -294,28 +353,37 @@ class Segmenter:
 
     @torch.inference_mode()
     def segment_tensors(
-        self, images: Sequence[Image.Image], batch: Tensor, *, probs: bool = False
+        self, images: Sequence[Image.Image], batch: Tensor, *, probs: bool = False, confidence: bool = False
     ) -> list[SegmentationResult]:
-        """Decoded images and their preprocessed, same-size (N, 3, h, w) batch -> one result per image."""
+        """Decoded images and their preprocessed, same-size (N, 3, h, w) batch -> one result per image.
+
+        ``confidence`` (the winning class's probability per pixel) and ``probs`` need every class upsampled to
+        the image's size; the mask alone does not (:func:`upsampled_labels`), so they are computed only if asked.
+        """
         results = []
         logits = None if self.tile else self.forward_tta(batch)
         for i, image in enumerate(images):
             size = (image.height, image.width)
-            if self.tile:
-                rows = self._tiled_rows(batch[i : i + 1])
-                if tuple(batch.shape[-2:]) != size:  # tiles ran on a resized image: assemble it, then upsample
-                    rows = upsampled_rows(torch.cat(list(rows), 1), size)
+            if self.tile and tuple(batch.shape[-2:]) == size:  # tiles ran at the image's own size
+                mask, conf, p = _labels(self._tiled_rows(batch[i : i + 1]), size, probs, confidence)
             else:
-                rows = upsampled_rows(logits[i], size)
-            mask, conf, p = _labels(rows, size, probs)
+                low = torch.cat(list(self._tiled_rows(batch[i : i + 1])), 1) if self.tile else logits[i]
+                if probs or confidence:
+                    mask, conf, p = _labels(upsampled_rows(low, size), size, probs, confidence)
+                else:
+                    mask, conf, p = upsampled_labels(low, size), None, None
             results.append(SegmentationResult(mask, self.categories, p, conf, image))
         return results
 
-    def predict(self, image: ImageLike | str | Path, *, probs: bool = False) -> SegmentationResult:
-        return self.predict_batch([image], probs=probs)[0]
+    def predict(
+        self, image: ImageLike | str | Path, *, probs: bool = False, confidence: bool = False
+    ) -> SegmentationResult:
+        """Segment one image; ``confidence``/``probs`` also return per-pixel probabilities (slower, see
+        :meth:`segment_tensors`)."""
+        return self.predict_batch([image], probs=probs, confidence=confidence)[0]
 
     def predict_batch(
-        self, images: Sequence[ImageLike | str | Path], *, probs: bool = False
+        self, images: Sequence[ImageLike | str | Path], *, probs: bool = False, confidence: bool = False
     ) -> list[SegmentationResult]:
         """Segment several images; same-size inputs share one forward pass."""
         pils = [load_image(im) if isinstance(im, (str, Path)) else _as_pil(im) for im in images]
@@ -327,12 +395,13 @@ class Segmenter:
             for k in range(0, len(idx), self.batch_size):
                 part = idx[k : k + self.batch_size]
                 batch = torch.stack([self.preprocess(pils[i]) for i in part])
-                for i, r in zip(part, self.segment_tensors([pils[i] for i in part], batch, probs=probs), strict=True):
+                found = self.segment_tensors([pils[i] for i in part], batch, probs=probs, confidence=confidence)
+                for i, r in zip(part, found, strict=True):
                     results[i] = r
         return results  # type: ignore[return-value]
 
     def predict_paths(
-        self, paths: Sequence[str | Path], *, workers: int = 0, probs: bool = False
+        self, paths: Sequence[str | Path], *, workers: int = 0, probs: bool = False, confidence: bool = False
     ) -> Iterator[tuple[Path, SegmentationResult | ImageDecodeError]]:
         """Segment files, decoding them in ``workers`` processes while the model runs.
 
@@ -356,14 +425,15 @@ class Segmenter:
             pending.setdefault(tuple(x.shape), []).append((i, Image.fromarray(pixels.numpy()), x))
             if sum(map(len, pending.values())) >= self.batch_size:
                 key = max(pending, key=lambda k: len(pending[k]))
-                yield from self._run_group(paths, pending.pop(key), probs)
+                yield from self._run_group(paths, pending.pop(key), probs, confidence)
         for group in pending.values():
-            yield from self._run_group(paths, group, probs)
+            yield from self._run_group(paths, group, probs, confidence)
 
     def _run_group(
-        self, paths: list[Path], group: list[tuple[int, Image.Image, Tensor]], probs: bool
+        self, paths: list[Path], group: list[tuple[int, Image.Image, Tensor]], probs: bool, confidence: bool
     ) -> Iterator[tuple[Path, SegmentationResult]]:
-        results = self.segment_tensors([im for _, im, _ in group], torch.stack([x for *_, x in group]), probs=probs)
+        batch = torch.stack([x for *_, x in group])
+        results = self.segment_tensors([im for _, im, _ in group], batch, probs=probs, confidence=confidence)
         for (i, _, _), r in zip(group, results, strict=True):
             yield paths[i], r
 

@@ -40,6 +40,7 @@ from ..outputs import (
 from ..predict import TTA_SCALES, SegmentationResult, Segmenter
 from . import CLIError, add_model_arguments
 from ._inputs import Input, collect_inputs, name_inputs
+from .background import in_background
 
 __all__ = ["Input", "collect_inputs", "example_image", "register", "run"]
 
@@ -202,27 +203,38 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
             batch_size=args.batch_size,
             optimize=speed_options_from_args(args),
         )
-        results = segmenter.predict_paths(list(todo), workers=args.workers, probs="probs" in kinds)
+        results = segmenter.predict_paths(
+            list(todo), workers=args.workers, probs="probs" in kinds, confidence="json" in kinds
+        )
     meta = {"model": args.model, "weights": weights_label}
     summary = out / f"summary.{args.summary}"
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not sys.stderr.isatty() or not info.is_main)
     start = time.perf_counter()
+
+    def save(found: tuple[Path, SegmentationResult | ImageDecodeError]) -> dict[str, Any] | None:
+        path, result = found
+        if isinstance(result, ImageDecodeError):
+            return None
+        item, source = todo[path]
+        return _save(result, item, source, out, kinds, meta)
+
     try:
-        for path, result in results:
-            item, source = todo[path]
+        for (path, result), saved in in_background(results, save):  # writing overlaps the next batch
+            item, _ = todo[path]
             bar.update()
             if isinstance(result, ImageDecodeError):
                 rows.append(_row(item, "failed", info.rank, error=str(result)))
                 tqdm.write(f"fcnseg segment: error: {result}", file=sys.stderr)
                 continue
-            try:
-                rows.append(_row(item, "ok", info.rank, **_save(result, item, source, out, kinds, meta)))
-            except OSError as e:
+            if isinstance(saved, OSError):
                 h, w = result.mask.shape
-                error = f"{path}: cannot write outputs to {(out / item.name).parent} ({e.strerror or e})"
+                error = f"{path}: cannot write outputs to {(out / item.name).parent} ({saved.strerror or saved})"
                 rows.append(_row(item, "failed", info.rank, error=error, width=w, height=h))
                 tqdm.write(f"fcnseg segment: error: {error}", file=sys.stderr)
                 continue
+            if isinstance(saved, Exception):
+                raise saved
+            rows.append(_row(item, "ok", info.rank, **saved))
             if coco is not None:
                 coco.add(str(item.stem.with_name(path.name)), result)
     except KeyboardInterrupt:

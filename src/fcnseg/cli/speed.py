@@ -1,0 +1,41 @@
+"""``--fast``, ``--precision`` and ``--backend``: the speed options of every subcommand that runs the model."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from ..optimize.plans import BACKENDS, PATHS, PRECISIONS, SpeedPlan, float_base
+
+__all__ = ["add_speed_arguments", "speed_options_from_args"]
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--fast``, ``--precision`` and ``--backend``, for any subcommand that runs the model."""
+    group = parser.add_argument_group("speed")
+    group.add_argument(
+        "--fast", action="store_true", help="the fastest path measured for this device that passes the accuracy guard"
+    )
+    group.add_argument("--precision", choices=PRECISIONS, help="numeric precision (default fp32, or auto with --fast)")
+    group.add_argument("--backend", choices=BACKENDS, help="how the model runs (default eager, or auto with --fast)")
+
+
+def speed_options_from_args(args: argparse.Namespace) -> str | SpeedPlan:
+    """The ``optimize=`` value for :class:`~fcnseg.predict.Segmenter` from :func:`add_speed_arguments`' options.
+
+    No option is ``"default"`` (BN folded, channels-last fp32 eager); ``--fast`` alone is ``"auto"``;
+    ``--precision``/``--backend`` override the fields of auto's first floating-point candidate (of the default
+    path without ``--fast``); int8 implies the compile backend. Impossible combinations
+    (``--precision int8 --backend eager``) raise ``ValueError`` with a one-line message.
+    """
+    precision, backend = getattr(args, "precision", None), getattr(args, "backend", None)
+    fast = getattr(args, "fast", False)
+    if precision is None and backend is None:
+        return "auto" if fast else "default"
+    if backend == "onnxruntime":
+        return SpeedPlan(precision=precision or "fp32", backend=backend)  # fp32 only: others raise ValueError
+    if precision == "int8" and backend in (None, "compile"):
+        return PATHS["int8"]
+    base = float_base("cpu") if fast else SpeedPlan(channels_last=True)
+    fields = {k: v for k, v in (("precision", precision), ("backend", backend)) if v is not None}
+    return replace(base, **fields)

@@ -1,0 +1,276 @@
+"""Turning a model and a concrete :class:`~.plans.SpeedPlan` into ``f(normalized batch) -> logits``.
+
+Four ways to run: eager PyTorch (optionally BN folded, channels-last, bf16/fp16 autocast), ``torch.compile`` with
+inductor, int8 through PT2E quantization compiled by inductor, and ONNX Runtime's CPU provider.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .._atomic import atomic_path
+from ..models.logits import OutLogits, out_logits
+from .guard import calibration_photos
+from .plans import SpeedPlan
+
+__all__ = ["CHANNELS_LAST_MIN_PIXELS", "INT8_MIN_SIDE", "STATIC_SHAPES", "build", "fold_batchnorm"]
+
+Forward = Callable[[Tensor], Tensor]
+INT8_MIN_SIDE = 9  # the smallest image side the exported int8 graph takes (stride-2 stages); below, fp32 eager
+CHANNELS_LAST_MIN_PIXELS = 96 * 96  # eager: smaller inputs run faster in the contiguous layout
+STATIC_SHAPES = 8  # input shapes that get their own static-shape graph before the rest share a dynamic one
+ONNX_EXPORT = {"dynamo": True, "example": (1, 3, 64, 64)}  # part of the cache key, with the torch version
+
+
+def build(
+    model: nn.Module, plan: SpeedPlan, *, calibration: Sequence[Tensor] = (), cache_dir: str | Path | None = None
+) -> Forward:
+    """``model`` (eval mode, on its device) run the way ``plan`` says; the caller's model is never changed."""
+    device = next(model.parameters()).device
+    if cache_dir is not None:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir) / "inductor")
+    if plan.backend == "onnxruntime":
+        return _onnxruntime(model, cache_dir, int8=plan.precision == "int8", calibration=calibration)
+    if plan.precision == "int8":
+        return _int8(model, plan, calibration or [x.to(device) for x in calibration_photos(384)])
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision)
+    memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
+    if plan.fold_bn:
+        model = fold_batchnorm(model)
+    elif plan.channels_last or dtype:
+        model = copy.deepcopy(model)  # changed below; the caller's model stays as it is
+    classifier = getattr(model, "classifier", None)
+    if dtype and plan.fp32_logits and isinstance(classifier, nn.Sequential):
+        model.classifier = nn.Sequential(*list(classifier)[:-1], _FullPrecision(classifier[-1]))
+    if plan.backend == "compile":
+        model.to(memory_format=memory_format)
+        fn: Forward = _ShapeSwitch(OutLogits(model), plan.dynamic, plan.freezing)
+    else:
+        fn = _LayoutBySize(model) if plan.channels_last else OutLogits(model)
+
+    def forward(x: Tensor) -> Tensor:
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            return fn(x.contiguous(memory_format=memory_format) if plan.backend == "compile" else x).float()
+
+    return forward
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose BatchNorms are folded into the preceding convs: fewer passes over memory.
+
+    Relies on the ResNet/FCN layout where every BN directly follows its conv in the same parent module.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for parent in model.modules():
+        names = list(parent._modules)
+        for a, b in zip(names, names[1:], strict=False):
+            conv, bn = parent._modules[a], parent._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                parent._modules[a] = fuse_conv_bn_eval(conv, bn)
+                parent._modules[b] = nn.Identity()
+    return model
+
+
+class _LayoutBySize:
+    """Eager channels-last only for inputs of at least :data:`CHANNELS_LAST_MIN_PIXELS` pixels.
+
+    oneDNN's channels-last convolutions win on large inputs and lose on small ones (measured on the AVX-512 CPU,
+    BN folded: 0.88-0.92x the contiguous layout at 64², 1.08x at 128², 1.3-1.6x at 520²). The model's weights
+    are switched in place when the input crosses the threshold (a copy of the weights, once per switch), so
+    that a run of one size holds one copy of the model.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.layout = model, torch.contiguous_format
+
+    def __call__(self, x: Tensor) -> Tensor:
+        big = x.shape[-2] * x.shape[-1] >= CHANNELS_LAST_MIN_PIXELS
+        layout = torch.channels_last if big else torch.contiguous_format
+        if layout != self.layout:
+            self.model.to(memory_format=layout)
+            self.layout = layout
+        return out_logits(self.model, x.contiguous(memory_format=layout))
+
+
+class _FullPrecision(nn.Module):
+    """Runs ``module`` in fp32 inside an autocast region (so the logits, and their upsampling, are fp32)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return self.module(x.float())
+
+
+class _ShapeSwitch:
+    """Static-shape graphs (the fastest kernels) for the first :data:`STATIC_SHAPES` input shapes, then one
+    dynamic-shape graph for every other shape.
+
+    A folder of photos resized to a shorter side of 520 has one shape per aspect ratio. Compiling each would cost
+    seconds per new shape and, past dynamo's recompile limit, silently fall back to eager; one dynamic graph costs
+    a single compile and runs every later shape compiled.
+    """
+
+    def __init__(self, fn: Forward, dynamic: bool | None, freezing: bool) -> None:
+        # dynamo keeps one cache for all models with the same forward code; its default of 8 entries would
+        # silently fall back to eager after a few sizes or paths
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self.freezing = freezing
+        self.static = torch.compile(fn, dynamic=dynamic)
+        self.shapes: set[torch.Size] = set()
+        self.dynamic: Forward | None = None
+        if dynamic is False:  # a second code object, so that the two graphs keep separate dynamo caches
+
+            def any_shape(x: Tensor) -> Tensor:
+                return fn(x)
+
+            self.dynamic = torch.compile(any_shape, dynamic=True)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        from torch._inductor import config
+
+        # freezing is read when a graph compiles (first call per shape), so it is set around every call
+        with config.patch(freezing=self.freezing):
+            if self.dynamic is None or x.shape in self.shapes or len(self.shapes) < STATIC_SHAPES:
+                self.shapes.add(x.shape)
+                return self.static(x)
+            return self.dynamic(x)
+
+
+def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> Forward:
+    """PT2E post-training quantization (x86 inductor quantizer: int8 convs, fp32 rest), compiled with freezing."""
+    try:
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError as e:  # PT2E moved out of torch.ao into torchao
+        raise ValueError("int8 needs torchao (pip install 'fcnseg[speed]')") from e
+
+    example = calibration[0][:1].expand(2, -1, -1, -1)  # batch 2: a batch of 1 would pin the batch size to 1
+    h, w = torch.export.Dim("h", min=INT8_MIN_SIDE), torch.export.Dim("w", min=INT8_MIN_SIDE)
+    dims = {0: torch.export.Dim("n", min=1), 2: h, 3: w}  # any size; compile specializes unless plan.dynamic
+    exported = torch.export.export(OutLogits(model), (example,), dynamic_shapes=(dims,))
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    graph = exported.module()
+    for node in graph.graph.nodes:
+        # ResNet calls one ``self.relu`` three times per block; the quantizer groups nodes by the module that made
+        # them, sees one ReLU "partition" with three outputs and gives up. Naming each call apart fixes that.
+        stack = node.meta.get("nn_module_stack")
+        if node.op == "call_function" and stack and str(list(stack.values())[-1][1]).endswith("ReLU"):
+            key, (fqn, cls) = list(stack.items())[-1]
+            node.meta["nn_module_stack"] = {**stack, key: (f"{fqn}@{node.name}", cls)}
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for x in calibration:
+            prepared(x)
+    quantized = move_exported_model_to_eval(convert_pt2e(prepared))
+    compiled = _ShapeSwitch(quantized, plan.dynamic, freezing=True)
+    memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
+    fp32 = OutLogits(model)
+
+    def forward(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            if min(x.shape[-2:]) < INT8_MIN_SIDE:  # smaller than the exported graph allows: plain fp32
+                return fp32(x).float()
+            return compiled(x.contiguous(memory_format=memory_format)).float()
+
+    return forward
+
+
+def _onnx_cache_key(model: nn.Module) -> str:
+    """Every byte of every tensor (parameters and BN statistics) plus the export settings: a model differing
+    anywhere, or exported differently, never reuses another's file."""
+    digest = hashlib.sha256(repr(sorted(ONNX_EXPORT.items())).encode() + torch.__version__.encode())
+    for k, v in model.state_dict().items():
+        digest.update(k.encode() + str(tuple(v.shape)).encode() + str(v.dtype).encode())
+        digest.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _onnxruntime(
+    model: nn.Module, cache_dir: str | Path | None, *, int8: bool = False, calibration: Sequence[Tensor] = ()
+) -> Forward:
+    """Export once to ONNX (dynamic batch and size), quantize once for int8, then run with ONNX Runtime's CPU
+    provider; both files are cached under a key of every byte of the model."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ValueError("the onnxruntime backend needs onnxruntime (pip install 'fcnseg[onnx]')") from e
+
+    root = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()).parent / "fcnseg"
+    path = root / "onnx" / f"fcn-{_onnx_cache_key(model)}.onnx"
+    if not path.exists():
+        with atomic_path(path) as tmp:
+            torch.onnx.export(
+                OutLogits(model).cpu(),
+                (torch.zeros(ONNX_EXPORT["example"]),),
+                tmp,
+                input_names=["input"],
+                output_names=["out"],
+                dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}, "out": {0: "n", 2: "h", 3: "w"}},
+                dynamo=ONNX_EXPORT["dynamo"],
+                external_data=False,  # one file, so that the atomic rename moves all of it
+                verbose=False,
+            )
+    if int8:
+        path = _onnx_int8(path, calibration or [x for s in (256, 384) for x in calibration_photos(s)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def forward(x: Tensor) -> Tensor:
+        (out,) = session.run(None, {"input": x.detach().cpu().float().contiguous().numpy()})
+        return torch.from_numpy(out)
+
+    return forward
+
+
+def _onnx_int8(fp32: Path, calibration: Sequence[Tensor]) -> Path:
+    """ONNX Runtime static quantization of ``fp32``: QDQ, per-channel int8 weights, uint8 activations calibrated
+    (min/max) on ``calibration``. The classifier's last conv and the logits' upsampling stay fp32: logits quantized
+    to 8 bits would flip every pixel whose top-2 margin is under one step. Cached next to ``fp32``."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    digest = hashlib.sha256(b"qdq-per-channel-u8s8-minmax")
+    for x in calibration:
+        digest.update(x.detach().cpu().contiguous().numpy().tobytes())
+    path = fp32.with_name(f"{fp32.stem}-int8-{digest.hexdigest()[:8]}.onnx")
+    if path.exists():
+        return path
+    nodes = onnx.load(str(fp32), load_external_data=False).graph.node
+    keep_fp32 = [n.name for n in nodes if n.op_type == "Conv"][-1:] + [n.name for n in nodes if n.op_type == "Resize"]
+
+    class Photos(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration)
+
+        def get_next(self) -> dict | None:
+            x = next(self.batches, None)
+            return None if x is None else {"input": x.detach().cpu().float().numpy()}
+
+    with atomic_path(path) as tmp:
+        quantize_static(
+            str(fp32),
+            str(tmp),
+            Photos(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=keep_fp32,
+        )
+    return path

@@ -1,0 +1,150 @@
+"""Speed plans: what a path is (precision, backend, layout), the named ones, and which ones ``"auto"`` tries.
+
+What the hardware can do decides what is offered (:mod:`.cpu`): a plan this device would run emulated, slower than
+fp32, is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, replace
+
+import torch
+
+from . import cpu
+
+__all__ = [
+    "BACKENDS",
+    "PATHS",
+    "PRECISIONS",
+    "SpeedPlan",
+    "auto_candidates",
+    "auto_plan",
+    "check_supported",
+    "float_base",
+    "resolve_plan",
+]
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+BACKENDS = ("eager", "compile", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class SpeedPlan:
+    """How to run the model.
+
+    ``freezing`` lets inductor treat weights as constants (folds BN into convs, prepacks oneDNN weights);
+    ``dynamic`` compiles one graph for all image sizes instead of one per size; ``fold_bn`` folds BatchNorm
+    into the preceding conv for the eager backend (inductor does it itself when freezing). ``fp32_logits``:
+    under autocast the classifier would emit bf16 logits, whose rounding (2^-9 of their size) alone flips
+    the argmax wherever two classes are within a fraction of a percent, mostly along class boundaries.
+    """
+
+    precision: str = "fp32"
+    backend: str = "eager"
+    channels_last: bool = False
+    freezing: bool = True
+    dynamic: bool | None = False  # None: torch.compile's default (static first, dynamic after a size change)
+    fold_bn: bool = False
+    fp32_logits: bool = True  # bf16/fp16: the last 1x1 conv and the upsampling stay fp32 (0.03% of the FLOPs)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.precision == "int8" and self.backend == "eager":
+            raise ValueError("int8 runs only with backend 'compile' (torchao's x86 quantizer) or 'onnxruntime'")
+        if self.backend == "onnxruntime" and self.precision not in ("fp32", "int8"):
+            raise ValueError("the onnxruntime backend runs fp32 or int8 only")
+
+    def describe(self) -> str:
+        return f"{self.precision} {self.backend}"
+
+
+# Named paths; ``Segmenter(optimize=name)`` accepts these names (benchmarks/bench_speed.py adds its own).
+PATHS: dict[str, SpeedPlan] = {
+    "none": SpeedPlan(),  # the reference every other path is judged against
+    # the plain path (no flag): BN folded into the convs, channels-last fp32, no compile wait
+    "default": SpeedPlan(channels_last=True, fold_bn=True),
+    "fold_bn": SpeedPlan(fold_bn=True),
+    "channels_last": SpeedPlan(channels_last=True, fold_bn=True),
+    "bf16": SpeedPlan(precision="bf16", channels_last=True),
+    "compile": SpeedPlan(backend="compile", channels_last=True),
+    "compile_bf16": SpeedPlan(precision="bf16", backend="compile", channels_last=True),
+    "int8": SpeedPlan(precision="int8", backend="compile", channels_last=True),
+    "onnxruntime": SpeedPlan(backend="onnxruntime"),
+    # ONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8 activations): its kernels need only AVX2
+    "onnxruntime_int8": SpeedPlan(precision="int8", backend="onnxruntime"),
+}
+
+
+def check_supported(plan: SpeedPlan, device: torch.device) -> None:
+    """Refuse plans that this device would run emulated (slower than fp32) or not at all."""
+    if device.type == "cuda":
+        if plan.precision == "int8" or plan.backend == "onnxruntime":
+            raise ValueError(f"{plan.describe()} is a CPU path; use fp16 or bf16 on CUDA")
+        return
+    if device.type != "cpu":
+        if plan != SpeedPlan(precision=plan.precision):
+            raise ValueError(f"only eager paths are offered on {device.type}")
+        return
+    caps = cpu.cpu_capabilities()
+    need = {"bf16": (caps.bf16, "AVX512-BF16 or AMX"), "fp16": (caps.fp16, "AVX512-FP16 or AMX-FP16")}
+    need["int8"] = (caps.int8, "VNNI or AMX-INT8")
+    if plan.backend == "onnxruntime":  # MLAS has int8 kernels for AVX2 (u8s8 through vpmaddubsw) as well as VNNI
+        need["int8"] = (caps.int8 or "avx2" in caps.flags, "AVX2")
+    ok, what = need.get(plan.precision, (True, ""))
+    if not ok:
+        raise ValueError(f"precision {plan.precision} needs {what}, which this CPU ({caps.name}) lacks")
+
+
+def auto_candidates(device: torch.device | str = "cpu") -> list[SpeedPlan]:
+    """The paths ``"auto"`` tries, fastest first as measured by ``benchmarks/bench_speed.py`` on this kind of device.
+
+    ``"auto"`` takes the first that passes the accuracy guard for the model at hand; the last one is fp32 and
+    differs from eager only by summation order, so it is not guarded. On a CPU: int8 where it has VNNI or
+    AMX-INT8 (2x the bf16 path on the AMD EPYC measured), then inductor with frozen weights, static shapes and
+    channels-last in bf16 where it has native bf16 dot products, then the same in fp32. An AVX2-only CPU gets ONNX
+    Runtime's static int8 (where onnxruntime is installed: its AVX2 int8 kernels; measured 5.8x eager fp32 on
+    the AVX-512 VNNI CPU, not yet on an AVX2-only one) and then compiled fp32. Whether int8 or bf16 passes
+    depends on the weights: a model whose classes are decided by wide logit margins loses no pixels to their
+    rounding, one with near-ties does (the golden test weights: int8 96%, bf16 99.1%; both fall through).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        half = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return [SpeedPlan(precision=half, channels_last=True), SpeedPlan(channels_last=True)]
+    if device.type != "cpu":
+        return [SpeedPlan()]
+    caps = cpu.cpu_capabilities()
+    compiled = PATHS["compile"]  # static shapes, frozen weights: fastest
+    if caps.int8:
+        int8 = [PATHS["int8"]]
+    else:  # AVX2-only: ONNX Runtime's int8, if it is installed
+        has_ort = importlib.util.find_spec("onnxruntime") is not None
+        int8 = [PATHS["onnxruntime_int8"]] * ("avx2" in caps.flags and has_ort)
+    return int8 + [replace(compiled, precision="bf16")] * caps.bf16 + [compiled]
+
+
+def auto_plan(device: torch.device | str = "cpu") -> SpeedPlan:
+    """The first of :func:`auto_candidates`: what ``"auto"`` runs when the model passes its guard."""
+    return auto_candidates(device)[0]
+
+
+def float_base(device: torch.device | str = "cpu") -> SpeedPlan:
+    """The first floating-point candidate of ``"auto"``: what ``--fast --precision/--backend`` start from."""
+    return next(p for p in auto_candidates(device) if p.precision != "int8")
+
+
+def resolve_plan(choice: str | SpeedPlan | None, device: torch.device | str = "cpu") -> SpeedPlan:
+    """``None``/``"none"`` -> eager fp32, ``"auto"`` -> :func:`auto_plan`, a name from :data:`PATHS`, or a plan."""
+    if choice is None:
+        return PATHS["none"]
+    if isinstance(choice, SpeedPlan):
+        return choice
+    if choice == "auto":
+        return auto_plan(device)
+    if choice not in PATHS:
+        raise ValueError(f"unknown optimize choice {choice!r}; expected 'auto' or one of {', '.join(PATHS)}")
+    return PATHS[choice]
