@@ -1,4 +1,4 @@
-"""Overload test of ``fcnseg serve``: this tree's server against another tree's (today's main), in one run.
+"""Overload test of ``fcnseg serve``: this tree's server against another tree's (e.g. 239b6b3), in one run.
 
 Each server is its own process (``python -m fcnseg serve``, 127.0.0.1, ephemeral port, its tree's ``src`` first on
 PYTHONPATH), with the same model, input size, threads and timeout. Then, for each server in turn:
@@ -12,7 +12,7 @@ PYTHONPATH), with the same model, input size, threads and timeout. Then, for eac
    share of 503 (shed) and their p50/max latency ("time to a 503"), the count of 504 and other errors, and the
    server's peak RSS during the phase (VmHWM, reset before each phase through /proc/PID/clear_refs);
 3. a flood of ``--flood`` concurrent uploads of a 16-bit 4000x4000 grayscale PNG (a few tens of KB): status
-   counts and peak RSS. The other tree's flood uses ``--flood-other`` uploads: main decodes each to float64
+   counts and peak RSS. The other tree's flood uses ``--flood-other`` uploads: 239b6b3 decodes each to float64
    (about 384 MB a decode), and a 40-upload flood would take about 15 GB of a machine others share.
 
 Load levels alternate between the servers (ours 1x, theirs 1x, ours 2x...), so drifting load from other jobs
@@ -186,7 +186,7 @@ async def flood(url: str, body: bytes, n: int, timeout: float) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--other", type=Path, required=True, help="the tree to compare with (a main checkout)")
+    p.add_argument("--other", type=Path, required=True, help="the tree to compare with (e.g. a checkout of 239b6b3)")
     p.add_argument("--model", default="fcn_resnet50")
     p.add_argument("--input-size", type=int, default=64, help="model's shorter side (default 64: short runs)")
     p.add_argument("--threads", type=int, default=2, help="torch threads in each server (default 2)")
@@ -203,7 +203,7 @@ def main() -> int:
     args = p.parse_args()
 
     bodies, deep = photos(), png16()
-    trees = {"this branch": HERE, "main": args.other.resolve()}
+    trees = {"this checkout": HERE, "other": args.other.resolve()}
     servers = {name: start_server(tree, args) for name, tree in trees.items()}
     results: dict[str, dict] = {name: {} for name in trees}
     try:
@@ -214,7 +214,7 @@ def main() -> int:
             runs = asyncio.run(closed_loop(url, bodies, clients=8, think_s=0, phase_s=args.capacity_s,
                                            timeout=args.timeout, seed=0))  # fmt: skip
             capacity[name] = sum(s == 200 for s, _ in runs) / args.capacity_s
-        c = capacity["this branch"]
+        c = capacity["this checkout"]
         for i, f in enumerate(args.levels):
             order = list(servers.items()) if i % 2 == 0 else list(servers.items())[::-1]
             think = args.clients / (f * c)
@@ -230,7 +230,7 @@ def main() -> int:
                 print(f"{name} {f:g}x: {row}", flush=True)
         for name, (proc, url) in servers.items():
             reset_peak_rss(proc.pid)
-            n = args.flood if name == "this branch" else args.flood_other
+            n = args.flood if name == "this checkout" else args.flood_other
             row = asyncio.run(flood(url, deep, n, args.timeout))
             row["peak_rss_mb"] = round(peak_rss_mb(proc.pid))
             results[name]["flood16"] = row
@@ -242,8 +242,8 @@ def main() -> int:
 
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs shared with other jobs"
     print(f"\n{args.model} at shorter side {args.input_size}, fp32 random weights, {args.threads} threads, "
-          f"timeout {args.timeout:g} s, {args.clients} clients; capacity C = {c:.2f} req/s (this branch), "
-          f"{capacity['main']:.2f} (main); {machine}")  # fmt: skip
+          f"timeout {args.timeout:g} s, {args.clients} clients; capacity C = {c:.2f} req/s (this checkout), "
+          f"{capacity['other']:.2f} (--other); {machine}")  # fmt: skip
     head = f"{'server':12} {'load':>5} {'goodput/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'shed':>6} {'503 p50/max ms':>15} "
     print(head + f"{'504':>4} {'other':>5} {'RSS MB':>7}")
     for f in args.levels:

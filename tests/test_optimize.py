@@ -30,12 +30,13 @@ def model(golden) -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def trained(request, model) -> nn.Module:
+def trained(request, model, tmp_path_factory) -> nn.Module:
     """The golden model with its last layer fitted to the shapes dataset (tests/trained.py): decisive logits.
-    Fitted once (a minute or two on 2 cores), then read from pytest's cache."""
+    Fitted once (a minute or two on 2 cores), then read from pytest's cache (when its plugin is on)."""
     from trained import trained_model
 
-    return trained_model(model, request.config.cache.mkdir("fcnseg-trained"))
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
+    return trained_model(model, cache.mkdir("fcnseg-trained") if cache else tmp_path_factory.mktemp("trained"))
 
 
 @pytest.fixture(scope="module")

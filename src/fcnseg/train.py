@@ -674,18 +674,21 @@ def _setup(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, dev
     torch.backends.cudnn.benchmark = not config.deterministic
 
     train_raw, val_set = _datasets(config)
-    validate_training_data(train_raw, config.ignore_index)  # unmapped mask values, classes without pixels
 
     # Model: the same initialisation on every rank; a resumed run's weights come from its checkpoint (_restore).
     _seed_everything(config.seed)
     if ckpt is None:
         model, categories, fresh = build_model(config, getattr(train_raw, "categories", None))
-        class_weights = _class_weights(config, train_raw, len(categories))
     else:
         bare = replace(config, weights=None, weights_backbone=None, num_classes=ckpt["num_classes"])
         model, categories, fresh = build_model(bare, ckpt["categories"])
-        class_weights = torch.tensor(ckpt["class_weights"]) if ckpt.get("class_weights") is not None else None
     _check_ignore_index(config.ignore_index, len(categories))
+    validate_training_data(train_raw, config.ignore_index)  # unmapped mask values, classes without pixels
+    if ckpt is None:
+        class_weights = _class_weights(config, train_raw, len(categories))
+    else:
+        saved = ckpt.get("class_weights")
+        class_weights = None if saved is None else torch.tensor(saved)
     model, net = _place_model(model, config, info, device)
 
     # Data order: every rank draws its share of each global batch; validation images are split across ranks
