@@ -84,3 +84,15 @@ def test_overlay_keeps_background_and_blends_classes():
     out = np.asarray(overlay(img, mask, alpha=0.5)).astype(int)
     assert (out[0, 0] == 200).all()
     np.testing.assert_allclose(out[3, 3], np.round(0.5 * 200 + 0.5 * palette(21)[15]), atol=1)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 0.77, 1.0])
+def test_overlay_is_within_one_level_of_the_float_blend(alpha):
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (9, 13, 3), dtype=np.uint8)
+    mask = rng.integers(0, 21, (9, 13)).astype(np.uint8)
+    a = np.where(mask[..., None] == 0, 0.0, alpha)
+    expected = np.round(img * (1 - a) + palette(256)[mask] * a)
+    out = np.asarray(overlay(img, mask, alpha=alpha)).astype(int)
+    assert np.abs(out - expected).max() <= 1
+    np.testing.assert_array_equal(out[mask == 0], img[mask == 0])

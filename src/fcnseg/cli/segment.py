@@ -145,6 +145,14 @@ def _save(
     return {**fields, "outputs": ";".join(map(str, written))}
 
 
+def _workers(given: int | None, device: torch.device) -> int:
+    """Decoding processes: as given, else 2 on a GPU and none on a CPU (measured on 2 cores: 0 workers ran a folder
+    4 % faster than 2, whose decoding competed with the model's threads)."""
+    if given is not None:
+        return given
+    return 2 if device.type == "cuda" else 0
+
+
 def run(args: argparse.Namespace) -> int:
     """The command's body; returns the exit code (1 if any input failed)."""
     info, device = init_distributed(args.device)
@@ -204,7 +212,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
             optimize=speed_options_from_args(args),
         )
         results = segmenter.predict_paths(
-            list(todo), workers=args.workers, probs="probs" in kinds, confidence="json" in kinds
+            list(todo), workers=_workers(args.workers, device), probs="probs" in kinds, confidence="json" in kinds
         )
     meta = {"model": args.model, "weights": weights_label}
     summary = out / f"summary.{args.summary}"
@@ -293,8 +301,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=4, help="images (or tiles) per forward pass (default: 4)")
     p.add_argument(
-        "--workers", type=int, default=2, help="processes decoding images (default: 2; 0 = in the main process)"
-    )
+        "--workers", type=int, default=None,
+        help="processes decoding images (default: 2 on a GPU; 0 on a CPU, where the model's threads already use every "
+             "core and a decoding process only competes with them; 0 = in the main process)",
+    )  # fmt: skip
     p.add_argument(
         "--size", type=_parse_size, default="auto",
         help="shorter side fed to the model: a number, 'none' for native resolution, or 'auto' (default: "
