@@ -1,4 +1,4 @@
-"""The golden parity tests need nothing outside the repository (a user's clone has no ../shared beside it)."""
+"""The golden parity tests need nothing outside the repository: a user's clone has no shared fixtures beside it."""
 
 from __future__ import annotations
 
