@@ -17,6 +17,18 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def _recording_gated():
+    """``(gate, seen, fn)``: a batch function that records its items, waits for ``gate``, then returns them."""
+    gate, seen = threading.Event(), []
+
+    def fn(items):
+        seen.extend(items)
+        gate.wait(10)
+        return items
+
+    return gate, seen, fn
+
+
 def test_batches_form_while_busy_and_results_map_back():
     gate, calls = threading.Event(), []
 
@@ -107,12 +119,7 @@ def test_bad_item_isolated():
 
 
 def test_timed_out_item_is_skipped():
-    gate, seen = threading.Event(), []
-
-    def fn(items):
-        seen.extend(items)
-        gate.wait(10)
-        return items
+    gate, seen, fn = _recording_gated()
 
     async def main():
         b = MicroBatcher(fn, max_batch=4)
@@ -133,12 +140,7 @@ def test_timed_out_item_is_skipped():
 
 def test_deadline_drop_before_the_model():
     """Queued items that can no longer finish in time are answered DeadlineExceededError and never run."""
-    gate, seen = threading.Event(), []
-
-    def fn(items):
-        seen.extend(items)
-        gate.wait(10)
-        return items
+    gate, seen, fn = _recording_gated()
 
     async def main():
         b = MicroBatcher(fn, max_batch=4)
