@@ -10,6 +10,7 @@ import contextlib
 import copy
 import hashlib
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -65,21 +66,40 @@ def build(
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (eval mode) whose BatchNorms are folded into the preceding convs: fewer passes over memory.
+    """A copy of ``model`` (eval mode) with each BatchNorm that is applied directly to a conv's output folded into
+    that conv: fewer passes over memory, the same function.
 
-    Relies on the ResNet/FCN layout where every BN directly follows its conv in the same parent module.
+    What is applied to what comes from the traced graph (:func:`torch.fx.symbolic_trace`), never from the order in
+    which modules were registered. A pair is left alone when the conv's output has another user (the BN-free value
+    would change), the conv module is called more than once (its other calls would change), or the BN tracks no
+    running statistics. A model that cannot be traced (data-dependent control flow) is returned unfolded.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    model = copy.deepcopy(model).eval()
-    for parent in model.modules():
-        names = list(parent._modules)
-        for a, b in zip(names, names[1:], strict=False):
-            conv, bn = parent._modules[a], parent._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                parent._modules[a] = fuse_conv_bn_eval(conv, bn)
-                parent._modules[b] = nn.Identity()
-    return model
+    model = copy.deepcopy(model).eval()  # the caller's module is never changed
+    try:
+        traced = torch.fx.symbolic_trace(model)
+    except Exception:  # not traceable: folding needs the graph, so nothing is folded
+        return model
+    modules = dict(traced.named_modules())
+    calls = Counter(node.target for node in traced.graph.nodes if node.op == "call_module")
+    for node in list(traced.graph.nodes):
+        conv_node = node.args[0] if node.op == "call_module" and node.args else None
+        if not (isinstance(modules.get(node.target), nn.BatchNorm2d) and isinstance(conv_node, torch.fx.Node)):
+            continue
+        conv, bn = modules.get(conv_node.target), modules[node.target]
+        if conv_node.op != "call_module" or type(conv) is not nn.Conv2d or not bn.track_running_stats:
+            continue
+        if len(conv_node.users) > 1 or calls[conv_node.target] > 1 or len(node.args) + len(node.kwargs) > 1:
+            continue
+        parent, _, name = conv_node.target.rpartition(".")
+        setattr(traced.get_submodule(parent), name, fuse_conv_bn_eval(conv, bn))
+        node.replace_all_uses_with(conv_node)
+        traced.graph.erase_node(node)
+    traced.graph.lint()
+    traced.delete_all_unused_submodules()
+    traced.recompile()
+    return traced
 
 
 class _LayoutBySize:
