@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import importlib.util
 import json
 import os
 import platform
@@ -49,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK_PATHS = (
     "none,channels_last,byhand_bf16,byhand_compile_bf16,compile_bf16,compile_bf16_dynamic,auto,int8,onnxruntime"
 )
+if importlib.util.find_spec("openvino"):  # what an Intel-CPU user would pick instead: OpenVINO (+ NNCF for int8)
+    QUICK_PATHS += ",default,openvino,openvino_bf16,openvino_int8"
 FULL_PATHS = QUICK_PATHS + ",fold_bn,bf16,compile"
 # Paths measured for comparison only (not offered by fcnseg): what a user gets by hand, model.to(channels_last)
 # under bf16 autocast and then torch.compile of that with its default settings; and bf16 with one dynamic graph.

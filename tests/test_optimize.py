@@ -134,15 +134,16 @@ def test_guard_counts_flips_and_logit_error_exactly():
     assert result.mean_abs_diff == pytest.approx(2 * 2 / 30)  # mean over all 3 x 10 logits
     assert result.max_abs_diff == 2.0
     assert not result.passed
-    assert GuardResult(agreement=0.995, mean_abs_diff=0, max_abs_diff=0).passed
+    assert result.per_image == (0.8,)
+    assert GuardResult(same=995, total=1000, per_image=(0.995,)).passed
 
 
 def test_pick_fastest_skips_paths_that_fail_the_guard():
     latency = {"none": 1.0, "int8": 0.1, "bf16": 0.3, "compile": 0.5}
     guard = {
-        "int8": GuardResult(0.95, 0.1, 1.0),
-        "bf16": GuardResult(0.999, 0.01, 0.1),
-        "compile": GuardResult(1.0, 0.0, 0.0),
+        "int8": GuardResult(95, 100, (0.95,)),
+        "bf16": GuardResult(999, 1000, (0.999,)),
+        "compile": GuardResult(1, 1, (1.0,)),
     }
     assert O.pick_fastest(latency, guard) == "bf16"
     assert O.pick_fastest({"none": 1.0, "int8": 0.1}, guard) == "none"
@@ -173,7 +174,8 @@ def test_auto_never_picks_a_path_that_fails_the_guard(monkeypatch, model, photos
     assert fn.plan == fp32
     assert [plan for plan, _ in fn.rejected] == [lossy]  # fp16 could not be built here: skipped, not judged
     assert [plan for plan, _ in fn.failed] == [SpeedPlan(precision="fp16")]
-    assert fn.describe().startswith("fp32 eager; bf16 eager: ")  # the last, fp32, candidate is not guarded
+    # the last, fp32, candidate is not guarded
+    assert fn.describe().startswith("fp32 eager; bf16 eager refused by the guard: ")
     assert "fp16 eager failed: ValueError: precision fp16 needs AVX512-FP16" in fn.describe()
 
 

@@ -24,7 +24,6 @@ from tqdm import tqdm
 from ..coco_results import CocoResults
 from ..distributed import init_distributed
 from ..imageio import ImageDecodeError
-from ..optimize import add_speed_arguments, speed_options_from_args
 from ..outputs import (
     OUTPUT_KINDS,
     RUN_OUTPUTS,
@@ -41,6 +40,7 @@ from ..predict import TTA_SCALES, SegmentationResult, Segmenter
 from . import CLIError, add_model_arguments
 from ._inputs import Input, collect_inputs, name_inputs
 from .background import in_background
+from .speed import add_speed_arguments, speed_options_from_args
 
 __all__ = ["Input", "collect_inputs", "example_image", "register", "run"]
 

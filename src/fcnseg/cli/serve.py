@@ -14,8 +14,8 @@ import os
 import sys
 from typing import Any
 
-from ..optimize import add_speed_arguments
 from . import add_model_arguments
+from .speed import add_speed_arguments
 
 WORKER_ARGS = "FCNSEG_SERVE_ARGS"  # how the parent hands its parsed arguments to uvicorn's worker processes
 
@@ -38,9 +38,9 @@ def build_app(args: argparse.Namespace) -> Any:
     """The FastAPI app for parsed ``fcnseg serve`` arguments: the model loaded, the limits set."""
     import torch
 
-    from ..optimize import speed_options_from_args
     from ..predict import Segmenter
     from ..serve import ServeConfig, create_app
+    from .speed import speed_options_from_args
 
     torch.set_num_threads(_threads(args))
     weights = args.weights

@@ -1,21 +1,21 @@
 """Fast inference paths for FCN, each checked against plain fp32 eager by an accuracy guard.
 
 A *path* is a :class:`SpeedPlan`: a precision (fp32, bf16, fp16, int8), a backend (eager PyTorch,
-``torch.compile`` with inductor, ONNX Runtime) and a few layout switches. :func:`optimize` turns a model and a
+``torch.compile`` with inductor, ONNX Runtime, OpenVINO) and a few layout switches. :func:`optimize` turns a model and a
 plan into a callable ``normalized (N, 3, H, W) batch -> (N, K, H, W) logits``, which is all
 :class:`fcnseg.predict.Segmenter` needs. ``"default"`` (BN folded, channels-last fp32) is what runs without a
 flag; ``"auto"`` (``--fast``) is the fastest path measured on this kind of device that passes the guard.
 
 One module per part: :mod:`.cpu` (what the CPU accelerates), :mod:`.plans` (paths and auto's candidates),
-:mod:`.backends` (building each path), :mod:`.guard` (the accuracy guard and its photos), :mod:`.auto` (choosing,
-and falling back to eager when a path breaks). The command-line options live in :mod:`fcnseg.cli.speed`.
+:mod:`.backends` (building each path), :mod:`.guard` (the accuracy guard and its photos), :mod:`.cache` (what a
+build leaves for the next run), :mod:`.auto` (choosing, and falling back to eager when a path breaks). The
+command-line options live in :mod:`fcnseg.cli.speed`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from torch import Tensor, nn
 
@@ -33,7 +33,6 @@ __all__ = [
     "GuardResult",
     "SpeedPlan",
     "accuracy_guard",
-    "add_speed_arguments",
     "auto_candidates",
     "auto_plan",
     "calibration_photos",
@@ -44,7 +43,6 @@ __all__ = [
     "pick_fastest",
     "resolve_plan",
     "sample_photos",
-    "speed_options_from_args",
 ]
 
 
@@ -62,10 +60,11 @@ def optimize(
         plan: see :func:`resolve_plan`.
         calibration: normalized (N, 3, H, W) batches for int8's activation ranges (photos, not noise);
             :func:`calibration_photos` when empty.
-        cache_dir: where inductor keeps compiled kernels and ONNX Runtime its exported model, so later
-            runs skip most of the compile time (default: inductor's own cache and ``$TORCH_HOME/fcnseg``).
-        guard_images: normalized batches on which ``"auto"`` checks each candidate against fp32 eager
-            (default: :func:`sample_photos` cropped to the first batch's shape).
+        cache_dir: where builds are kept for later runs (:mod:`.cache`): ONNX and OpenVINO files, OpenVINO's
+            compiled blobs, the guard's verdicts on the bundled photos (default ``$TORCH_HOME/fcnseg``), and
+            inductor's kernels (default: inductor's own cache).
+        guard_images: normalized batches on which ``"auto"`` checks each candidate against fp32 eager, besides
+            the first batch it runs (default: :func:`sample_photos` cropped to the first batch's shape).
 
     A plan this device lacks the instructions for raises ``ValueError``. Compiled paths compile on their first
     call (tens of seconds to minutes; static shapes once per image size, ``dynamic=True`` once); if that or any
@@ -79,12 +78,3 @@ def optimize(
     check_supported(plan, device)
     fn = build(model, plan, calibration=calibration, cache_dir=cache_dir)
     return fn if plan.backend == "eager" else WithFallback(fn, model, plan.describe())
-
-
-def __getattr__(name: str) -> Any:
-    """The command-line options moved to :mod:`fcnseg.cli.speed`; their old names here keep working."""
-    if name in ("add_speed_arguments", "speed_options_from_args"):
-        from ..cli import speed
-
-        return getattr(speed, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """Turning a model and a concrete :class:`~.plans.SpeedPlan` into ``f(normalized batch) -> logits``.
 
-Four ways to run: eager PyTorch (optionally BN folded, channels-last, bf16/fp16 autocast), ``torch.compile`` with
-inductor, int8 through PT2E quantization compiled by inductor, and ONNX Runtime's CPU provider.
+Five ways to run: eager PyTorch (optionally BN folded, channels-last, bf16/fp16 autocast), ``torch.compile`` with
+inductor, int8 through PT2E quantization compiled by inductor, ONNX Runtime's CPU provider, and OpenVINO's CPU
+plugin (fp32, bf16, int8 quantized by NNCF).
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import io
+import logging
 import os
+import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -19,6 +23,7 @@ from torch import Tensor, nn
 
 from .._atomic import atomic_path
 from ..models.logits import OutLogits, out_logits
+from . import cache
 from .guard import calibration_photos
 from .plans import SpeedPlan
 
@@ -28,6 +33,7 @@ Forward = Callable[[Tensor], Tensor]
 INT8_MIN_SIDE = 9  # the smallest image side the exported int8 graph takes (stride-2 stages); below, fp32 eager
 CHANNELS_LAST_MIN_PIXELS = 96 * 96  # eager: smaller inputs run faster in the contiguous layout
 STATIC_SHAPES = 8  # input shapes that get their own static-shape graph before the rest share a dynamic one
+NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "nncf")
 ONNX_EXPORT = {"dynamo": True, "example": (1, 3, 64, 64)}  # part of the cache key, with the torch version
 
 
@@ -38,6 +44,8 @@ def build(
     device = next(model.parameters()).device
     if cache_dir is not None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir) / "inductor")
+    if plan.backend == "openvino":
+        return _openvino(model, plan, cache_dir, calibration or [x for s in (256, 384) for x in calibration_photos(s)])
     if plan.backend == "onnxruntime":
         return _onnxruntime(model, cache_dir, int8=plan.precision == "int8", calibration=calibration)
     if plan.precision == "int8":
@@ -173,9 +181,10 @@ class _ShapeSwitch:
 def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> Forward:
     """PT2E post-training quantization (x86 inductor quantizer: int8 convs, fp32 rest), compiled with freezing."""
     try:
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
-        from torchao.quantization.pt2e import move_exported_model_to_eval
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        with quiet_third_party():
+            import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+            from torchao.quantization.pt2e import move_exported_model_to_eval
+            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as e:  # PT2E moved out of torch.ao into torchao
         raise ValueError("int8 needs torchao (pip install 'fcnseg[speed]')") from e
 
@@ -192,11 +201,12 @@ def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> F
         if node.op == "call_function" and stack and str(list(stack.values())[-1][1]).endswith("ReLU"):
             key, (fqn, cls) = list(stack.items())[-1]
             node.meta["nn_module_stack"] = {**stack, key: (f"{fqn}@{node.name}", cls)}
-    prepared = prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for x in calibration:
-            prepared(x)
-    quantized = move_exported_model_to_eval(convert_pt2e(prepared))
+    with quiet_third_party():
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
+            for x in calibration:
+                prepared(x)
+        quantized = move_exported_model_to_eval(convert_pt2e(prepared))
     compiled = _ShapeSwitch(quantized, plan.dynamic, freezing=True)
     memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
     fp32 = OutLogits(model)
@@ -210,14 +220,30 @@ def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> F
     return forward
 
 
+@contextlib.contextmanager
+def quiet_third_party() -> Iterator[None]:
+    """Keep out of the user's output what third-party libraries say that tells a user of fcnseg nothing: torchao's
+    "Failed to load ..._C_mxfp8" lines (optional CUDA kernels), torch's note on torchao's enum registration, and
+    deprecation warnings raised inside them. Errors still pass."""
+    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _onnx_cache_key(model: nn.Module) -> str:
-    """Every byte of every tensor (parameters and BN statistics) plus the export settings: a model differing
-    anywhere, or exported differently, never reuses another's file."""
-    digest = hashlib.sha256(repr(sorted(ONNX_EXPORT.items())).encode() + torch.__version__.encode())
-    for k, v in model.state_dict().items():
-        digest.update(k.encode() + str(tuple(v.shape)).encode() + str(v.dtype).encode())
-        digest.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    """The model's bytes (:func:`~.cache.model_digest`) plus the export settings: a model differing anywhere, or
+    exported differently, never reuses another's file."""
+    settings = repr(sorted(ONNX_EXPORT.items())) + torch.__version__
+    return hashlib.sha256((cache.model_digest(model) + settings).encode()).hexdigest()[:16]
 
 
 def _onnxruntime(
@@ -230,8 +256,7 @@ def _onnxruntime(
     except ImportError as e:
         raise ValueError("the onnxruntime backend needs onnxruntime (pip install 'fcnseg[onnx]')") from e
 
-    root = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()).parent / "fcnseg"
-    path = root / "onnx" / f"fcn-{_onnx_cache_key(model)}.onnx"
+    path = cache.cache_root(cache_dir) / "onnx" / f"fcn-{_onnx_cache_key(model)}.onnx"
     if not path.exists():
         with atomic_path(path) as tmp:
             torch.onnx.export(
@@ -293,4 +318,97 @@ def _onnx_int8(fp32: Path, calibration: Sequence[Tensor]) -> Path:
             weight_type=QuantType.QInt8,
             nodes_to_exclude=keep_fp32,
         )
+    return path
+
+
+OPENVINO_INT8 = "nncf-ptq-mixed-fast-bias-correction-last-conv-fp32"  # the recipe, part of the int8 file's key
+
+
+def _openvino(
+    model: nn.Module, plan: SpeedPlan, cache_dir: str | Path | None, calibration: Sequence[Tensor]
+) -> Forward:
+    """OpenVINO's CPU plugin: the model converted once to OpenVINO's IR (and for int8 quantized once by NNCF's
+    post-training quantization), both files cached under the model's bytes; compiled per input shape with
+    OpenVINO's own blob cache (``CACHE_DIR``), so a later process loads the compiled model instead of compiling."""
+    try:
+        import openvino as ov
+    except ImportError as e:
+        raise ValueError("the openvino backend needs openvino and nncf (pip install 'fcnseg[openvino]')") from e
+
+    root = cache.cache_root(cache_dir) / "openvino"
+    name = f"fcn-{cache.model_digest(model)[:16]}-ov{ov.__version__.split('-')[0]}"
+    fp32 = _saved_ir(root / f"{name}.xml", lambda: _ov_convert(model))
+    path = fp32
+    if plan.precision == "int8":
+        digest = hashlib.sha256(OPENVINO_INT8.encode())
+        for x in calibration:
+            digest.update(x.detach().cpu().float().contiguous().numpy().tobytes())
+        path = _saved_ir(
+            root / f"{name}-int8-{digest.hexdigest()[:8]}.xml",
+            lambda: _nncf_int8(ov.Core().read_model(fp32), calibration),
+        )
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(root / "blobs")})
+    config = {
+        "INFERENCE_PRECISION_HINT": "bf16" if plan.precision == "bf16" else "f32",
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    source = core.read_model(path)
+    compiled: dict[tuple[int, ...], object] = {}
+
+    def forward(x: Tensor) -> Tensor:
+        shape = tuple(x.shape) if len(compiled) < STATIC_SHAPES else ()  # past that, one dynamic model
+        if shape not in compiled:
+            graph = source.clone()
+            if shape:
+                graph.reshape({graph.input(0): ov.PartialShape(list(shape))})
+            compiled[shape] = core.compile_model(graph, "CPU", config)
+        out = compiled[shape](x.detach().cpu().float().contiguous().numpy())[0]
+        return torch.from_numpy(out.copy())
+
+    return forward
+
+
+def _ov_convert(model: nn.Module):
+    import openvino as ov
+
+    with torch.no_grad():
+        return ov.convert_model(OutLogits(model).cpu().eval(), example_input=torch.zeros(1, 3, 64, 64))
+
+
+def _nncf_int8(fp32, calibration: Sequence[Tensor]):
+    """NNCF post-training quantization: symmetric int8 weights, activations as its mixed preset (asymmetric where
+    they are signed), calibrated on ``calibration`` with fast bias correction. The last conv (the logits) stays
+    fp32, as in :func:`_onnx_int8`."""
+    with quiet_third_party():
+        import nncf
+
+    convs = [op.get_friendly_name() for op in fp32.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    dataset = nncf.Dataset([x.detach().cpu().float().numpy() for x in calibration])
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress bars
+        return nncf.quantize(
+            fp32,
+            dataset,
+            preset=nncf.QuantizationPreset.MIXED,
+            subset_size=len(calibration),
+            fast_bias_correction=True,
+            ignored_scope=nncf.IgnoredScope(names=convs[-1:]),
+        )
+
+
+def _saved_ir(path: Path, make: Callable[[], object]) -> Path:
+    """``path`` (an OpenVINO ``.xml`` and its ``.bin``), written by ``make()`` unless it is there already. Written in
+    a private folder and moved into place ``.bin`` first, so a reader that finds the ``.xml`` finds a whole pair."""
+    import tempfile
+
+    import openvino as ov
+
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".tmp-") as tmp:
+        ov.save_model(make(), Path(tmp) / "model.xml", compress_to_fp16=False)
+        os.replace(Path(tmp) / "model.bin", path.with_suffix(".bin"))
+        os.replace(Path(tmp) / "model.xml", path)
     return path

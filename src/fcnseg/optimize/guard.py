@@ -6,8 +6,9 @@ needs nothing beyond fcnseg itself at run time.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 
 import torch
@@ -16,33 +17,109 @@ from torch import Tensor
 
 __all__ = [
     "CALIBRATION_PHOTOS",
+    "CLASS_MIN_SHARE",
     "GUARD_AGREEMENT",
+    "IMAGE_AGREEMENT",
     "GUARD_PHOTOS",
     "GuardResult",
     "accuracy_guard",
     "calibration_photos",
+    "compare_logits",
     "pick_fastest",
     "sample_photos",
 ]
 
 Forward = Callable[[Tensor], Tensor]
-GUARD_AGREEMENT = 0.995  # argmax agreement below this never becomes a default
+GUARD_AGREEMENT = 0.995  # argmax agreement over all guard images below this never becomes a default
+IMAGE_AGREEMENT = 0.98  # ... nor below this on any one image
+CLASS_MIN_SHARE = 0.002  # a class covering this share of an image in fp32's answer must not vanish from it
 GUARD_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 CALIBRATION_PHOTOS = ("hubble_deep_field", "retina", "immunohistochemistry")  # int8's, never the guard's
 
 
 @dataclass(frozen=True)
 class GuardResult:
-    """How a path's logits compare with fp32 eager's over some images."""
+    """How a path's logits compare with fp32 eager's over some images, and whether that is good enough.
 
-    agreement: float  # share of pixels whose argmax class is the same
-    mean_abs_diff: float  # mean |Δlogit|
-    max_abs_diff: float
+    A path passes when (1) the argmax agrees on at least ``threshold`` of all pixels, (2) on at least
+    :data:`IMAGE_AGREEMENT` of every single image's pixels, so that a few large images cannot hide one ruined
+    small one, and (3) no class that covers at least :data:`CLASS_MIN_SHARE` of an image in fp32's answer
+    vanishes from the path's answer for that image. ``on`` says which images were measured.
+    """
+
+    same: int  # pixels whose argmax class is the same
+    total: int
+    per_image: tuple[float, ...]  # agreement of each image
+    vanished: tuple[int, ...] = ()  # classes fp32 found in an image that the path lost there
+    mean_abs_diff: float = 0.0  # mean |Δlogit|
+    max_abs_diff: float = 0.0
+    on: str = ""
     threshold: float = GUARD_AGREEMENT
 
     @property
+    def agreement(self) -> float:
+        return self.same / self.total if self.total else 1.0
+
+    @property
     def passed(self) -> bool:
-        return self.agreement >= self.threshold
+        worst = min(self.per_image, default=1.0)
+        return self.agreement >= self.threshold and worst >= IMAGE_AGREEMENT and not self.vanished
+
+    def __add__(self, other: GuardResult) -> GuardResult:
+        """Both sets of images pooled (the threshold is this one's)."""
+        total = self.total + other.total
+        mean = (self.mean_abs_diff * self.total + other.mean_abs_diff * other.total) / total if total else 0.0
+        on = " + ".join(x for x in (self.on, other.on) if x)
+        return GuardResult(
+            self.same + other.same,
+            total,
+            self.per_image + other.per_image,
+            tuple(sorted(set(self.vanished) | set(other.vanished))),
+            mean,
+            max(self.max_abs_diff, other.max_abs_diff),
+            on,
+            self.threshold,
+        )
+
+    def summary(self) -> str:
+        """``99.91% agreement (min 99.62%, sd 0.12% over 5 images: ...)``, plus any class that vanished."""
+        spread = statistics.pstdev(self.per_image) if self.per_image else 0.0
+        line = f"{self.agreement:.2%} agreement (min {min(self.per_image, default=1.0):.2%}, sd {spread:.2%}"
+        line += f" over {len(self.per_image)} images{': ' + self.on if self.on else ''})"
+        if self.vanished:
+            line += f", class {', '.join(map(str, self.vanished))} vanished"
+        return line
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "per_image": list(self.per_image), "vanished": list(self.vanished)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> GuardResult:
+        return cls(**{**data, "per_image": tuple(data["per_image"]), "vanished": tuple(data["vanished"])})
+
+
+def compare_logits(out: Tensor, ref: Tensor, on: str = "", threshold: float = GUARD_AGREEMENT) -> GuardResult:
+    """Compare a path's (N, K, H, W) logits with fp32 eager's, image by image."""
+    out, ref = out.float().cpu(), ref.float().cpu()
+    a, b = out.argmax(1), ref.argmax(1)  # (N, H, W)
+    pixels = b[0].numel()
+    per_image, vanished = [], set()
+    for got, want in zip(a, b, strict=True):
+        per_image.append(float((got == want).sum()) / pixels)
+        counts = torch.bincount(want.flatten(), minlength=out.shape[1])
+        present = (counts >= CLASS_MIN_SHARE * pixels).nonzero().flatten().tolist()
+        vanished |= {c for c in present if not bool((got == c).any())}
+    diff = (out - ref).abs()
+    return GuardResult(
+        same=int((a == b).sum()),
+        total=b.numel(),
+        per_image=tuple(per_image),
+        vanished=tuple(sorted(vanished)),
+        mean_abs_diff=float(diff.mean()),
+        max_abs_diff=float(diff.max()),
+        on=on,
+        threshold=threshold,
+    )
 
 
 def sample_photos(size: int = 520, names: Sequence[str] = GUARD_PHOTOS) -> list[Tensor]:
@@ -73,20 +150,13 @@ def photos_shaped(shape: torch.Size, device: torch.device) -> list[Tensor]:
 
 
 def accuracy_guard(
-    fast: Forward, reference: Forward, images: Sequence[Tensor], threshold: float = GUARD_AGREEMENT
+    fast: Forward, reference: Forward, images: Sequence[Tensor], threshold: float = GUARD_AGREEMENT, on: str = ""
 ) -> GuardResult:
-    """Compare ``fast`` with ``reference`` (fp32 eager) on ``images``: argmax agreement and |Δlogit|."""
-    same = total = 0
-    abs_sum, abs_max = 0.0, 0.0
+    """Compare ``fast`` with ``reference`` (fp32 eager) on ``images`` (normalized batches): see :class:`GuardResult`."""
     with torch.inference_mode():
-        for x in images:
-            ref, out = reference(x).float().cpu(), fast(x).float().cpu()
-            diff = (out - ref).abs()
-            same += int((out.argmax(1) == ref.argmax(1)).sum())
-            total += ref[:, 0].numel()
-            abs_sum += float(diff.sum()) / ref.shape[1]
-            abs_max = max(abs_max, float(diff.max()))
-    return GuardResult(agreement=same / total, mean_abs_diff=abs_sum / total, max_abs_diff=abs_max, threshold=threshold)
+        results = [compare_logits(fast(x), reference(x), threshold=threshold) for x in images]
+    pooled = sum(results[1:], results[0])
+    return replace(pooled, on=on)
 
 
 def pick_fastest(latency: dict[str, float], guard: dict[str, GuardResult]) -> str:

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-BACKENDS = ("eager", "compile", "onnxruntime")
+BACKENDS = ("eager", "compile", "onnxruntime", "openvino")
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,13 @@ class SpeedPlan:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.precision == "int8" and self.backend == "eager":
-            raise ValueError("int8 runs only with backend 'compile' (torchao's x86 quantizer) or 'onnxruntime'")
+            raise ValueError(
+                "int8 runs only with backend 'compile' (torchao's x86 quantizer), 'onnxruntime' or 'openvino'"
+            )
         if self.backend == "onnxruntime" and self.precision not in ("fp32", "int8"):
             raise ValueError("the onnxruntime backend runs fp32 or int8 only")
+        if self.backend == "openvino" and self.precision == "fp16":
+            raise ValueError("the openvino backend runs fp32, bf16 or int8 on a CPU")
 
     def describe(self) -> str:
         return f"{self.precision} {self.backend}"
@@ -76,13 +80,17 @@ PATHS: dict[str, SpeedPlan] = {
     "onnxruntime": SpeedPlan(backend="onnxruntime"),
     # ONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8 activations): its kernels need only AVX2
     "onnxruntime_int8": SpeedPlan(precision="int8", backend="onnxruntime"),
+    # OpenVINO's CPU plugin (pip install 'fcnseg[openvino]'); int8 by NNCF's post-training quantization
+    "openvino": SpeedPlan(backend="openvino"),
+    "openvino_bf16": SpeedPlan(precision="bf16", backend="openvino"),
+    "openvino_int8": SpeedPlan(precision="int8", backend="openvino"),
 }
 
 
 def check_supported(plan: SpeedPlan, device: torch.device) -> None:
     """Refuse plans that this device would run emulated (slower than fp32) or not at all."""
     if device.type == "cuda":
-        if plan.precision == "int8" or plan.backend == "onnxruntime":
+        if plan.precision == "int8" or plan.backend in ("onnxruntime", "openvino"):
             raise ValueError(f"{plan.describe()} is a CPU path; use fp16 or bf16 on CUDA")
         return
     if device.type != "cpu":
@@ -92,7 +100,7 @@ def check_supported(plan: SpeedPlan, device: torch.device) -> None:
     caps = cpu.cpu_capabilities()
     need = {"bf16": (caps.bf16, "AVX512-BF16 or AMX"), "fp16": (caps.fp16, "AVX512-FP16 or AMX-FP16")}
     need["int8"] = (caps.int8, "VNNI or AMX-INT8")
-    if plan.backend == "onnxruntime":  # MLAS has int8 kernels for AVX2 (u8s8 through vpmaddubsw) as well as VNNI
+    if plan.backend in ("onnxruntime", "openvino"):  # both have AVX2 int8 kernels (u8s8 through vpmaddubsw) too
         need["int8"] = (caps.int8 or "avx2" in caps.flags, "AVX2")
     ok, what = need.get(plan.precision, (True, ""))
     if not ok:
