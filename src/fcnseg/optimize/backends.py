@@ -373,7 +373,7 @@ def _openvino(
 def _ov_convert(model: nn.Module):
     import openvino as ov
 
-    with torch.no_grad():
+    with torch.no_grad(), quiet_third_party():  # its tracer's deprecation warnings
         return ov.convert_model(OutLogits(model).cpu().eval(), example_input=torch.zeros(1, 3, 64, 64))
 
 
