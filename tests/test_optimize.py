@@ -94,15 +94,20 @@ def test_precisions_the_cpu_lacks_are_refused(monkeypatch, model):
 
 
 def test_auto_candidates_follow_capabilities(monkeypatch):
+    has_ov = all(importlib.util.find_spec(m) for m in ("openvino", "nncf"))
     monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx2"))
     ort = [O.PATHS["onnxruntime_int8"]] if importlib.util.find_spec("onnxruntime") else []
-    assert O.auto_candidates("cpu") == [*ort, O.PATHS["compile"]]  # AVX2-only: ONNX Runtime's int8, then fp32
+    last = O.PATHS["openvino"] if has_ov else O.PATHS["compile"]
+    int8 = [O.PATHS["openvino_int8"]] if has_ov else ort
+    assert O.auto_candidates("cpu") == [*int8, last]  # AVX2-only: OpenVINO's or ONNX Runtime's int8, then fp32
     monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx512_bf16"))
     plans = O.auto_candidates("cpu")
-    assert [p.precision for p in plans] == ["bf16", "fp32"]
-    assert all(p.backend == "compile" and p.freezing and p.channels_last for p in plans)
+    assert [p.precision for p in plans] == ["bf16"] * (1 + has_ov) + ["fp32"]
+    assert all(p.backend == "openvino" or (p.freezing and p.channels_last) for p in plans)
     monkeypatch.setattr(cpu, "cpu_capabilities", lambda: caps("avx512_bf16", "avx512_vnni"))  # AMD EPYC Zen 4/5
-    assert [p.precision for p in O.auto_candidates("cpu")] == ["int8", "bf16", "fp32"]
+    assert [p.precision for p in O.auto_candidates("cpu")] == ["int8"] * (1 + has_ov) + ["bf16"] * (1 + has_ov) + [
+        "fp32"
+    ]
     # --fast with a precision or backend starts from the first floating-point candidate, not int8
     parser = argparse.ArgumentParser()
     speed.add_speed_arguments(parser)
@@ -381,9 +386,12 @@ def test_cli_options_on_an_avx2_only_cpu(monkeypatch):
     assert speed.speed_options_from_args(parser.parse_args(["--fast", "--backend", "eager"])) == SpeedPlan(
         channels_last=True
     )
+    has_ov = all(importlib.util.find_spec(m) for m in ("openvino", "nncf"))
     ort = [O.PATHS["onnxruntime_int8"]] if importlib.util.find_spec("onnxruntime") else []
-    assert O.auto_candidates("cpu") == [*ort, SpeedPlan(backend="compile", channels_last=True)]
-    O.check_supported(O.PATHS["onnxruntime_int8"], torch.device("cpu"))  # ONNX Runtime's int8 needs only AVX2
+    int8, last = ([O.PATHS["openvino_int8"]], O.PATHS["openvino"]) if has_ov else (ort, O.PATHS["compile"])
+    assert O.auto_candidates("cpu") == [*int8, last]
+    for name in ("onnxruntime_int8", "openvino_int8"):  # their int8 kernels need only AVX2
+        O.check_supported(O.PATHS[name], torch.device("cpu"))
 
 
 def test_cli_options_that_cannot_run_together():

@@ -111,13 +111,13 @@ def auto_candidates(device: torch.device | str = "cpu") -> list[SpeedPlan]:
     """The paths ``"auto"`` tries, fastest first as measured by ``benchmarks/bench_speed.py`` on this kind of device.
 
     ``"auto"`` takes the first that passes the accuracy guard for the model at hand; the last one is fp32 and
-    differs from eager only by summation order, so it is not guarded. On a CPU: int8 where it has VNNI or
-    AMX-INT8 (2x the bf16 path on the AMD EPYC measured), then inductor with frozen weights, static shapes and
-    channels-last in bf16 where it has native bf16 dot products, then the same in fp32. An AVX2-only CPU gets ONNX
-    Runtime's static int8 (where onnxruntime is installed: its AVX2 int8 kernels; measured 5.8x eager fp32 on
-    the AVX-512 VNNI CPU, not yet on an AVX2-only one) and then compiled fp32. Whether int8 or bf16 passes
-    depends on the weights: a model whose classes are decided by wide logit margins loses no pixels to their
-    rounding, one with near-ties does (the golden test weights: int8 96%, bf16 99.1%; both fall through).
+    differs from eager only by summation order, so it is not guarded. On a CPU with VNNI or AMX-INT8: OpenVINO's
+    int8 (NNCF, where installed; ahead of torchao's on both the AMX and the AVX-512 VNNI CPU measured), torchao's
+    int8 compiled by inductor; then bf16 where the CPU has native bf16 dot products (OpenVINO's, then inductor's);
+    then fp32, OpenVINO's where installed (its build is cached across processes, inductor's frozen graphs are not),
+    else inductor's. An AVX2-only CPU gets the int8 of OpenVINO or ONNX Runtime (their AVX2 int8 kernels) where
+    installed, then fp32. Whether int8 or bf16 passes depends on the weights and the images: a model whose classes
+    are decided by wide logit margins loses no pixels to their rounding, one with near-ties does.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -126,13 +126,16 @@ def auto_candidates(device: torch.device | str = "cpu") -> list[SpeedPlan]:
     if device.type != "cpu":
         return [SpeedPlan()]
     caps = cpu.cpu_capabilities()
-    compiled = PATHS["compile"]  # static shapes, frozen weights: fastest
+    has_ov = all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    openvino = [PATHS["openvino_int8"]] if has_ov and (caps.int8 or "avx2" in caps.flags) else []
     if caps.int8:
-        int8 = [PATHS["int8"]]
-    else:  # AVX2-only: ONNX Runtime's int8, if it is installed
-        has_ort = importlib.util.find_spec("onnxruntime") is not None
-        int8 = [PATHS["onnxruntime_int8"]] * ("avx2" in caps.flags and has_ort)
-    return int8 + [replace(compiled, precision="bf16")] * caps.bf16 + [compiled]
+        int8 = [*openvino, PATHS["int8"]]
+    else:  # AVX2-only: OpenVINO's or ONNX Runtime's int8, if installed
+        int8 = openvino or [PATHS["onnxruntime_int8"]] * ("avx2" in caps.flags and has_ort)
+    compiled = PATHS["compile"]  # static shapes, frozen weights: fastest
+    bf16 = [PATHS["openvino_bf16"]] * has_ov + [replace(compiled, precision="bf16")] if caps.bf16 else []
+    return int8 + bf16 + [PATHS["openvino"] if has_ov else compiled]
 
 
 def auto_plan(device: torch.device | str = "cpu") -> SpeedPlan:
@@ -141,8 +144,10 @@ def auto_plan(device: torch.device | str = "cpu") -> SpeedPlan:
 
 
 def float_base(device: torch.device | str = "cpu") -> SpeedPlan:
-    """The first floating-point candidate of ``"auto"``: what ``--fast --precision/--backend`` start from."""
-    return next(p for p in auto_candidates(device) if p.precision != "int8")
+    """The first floating-point PyTorch candidate of ``"auto"``: what ``--fast --precision/--backend`` start from
+    (a plan of another runtime has no fields to override: ``--backend openvino`` names its own)."""
+    candidates = [p for p in auto_candidates(device) if p.precision != "int8" and p.backend != "openvino"]
+    return candidates[0] if candidates else PATHS["compile"]
 
 
 def resolve_plan(choice: str | SpeedPlan | None, device: torch.device | str = "cpu") -> SpeedPlan:
