@@ -12,6 +12,13 @@ the label upsampling's cost depends on how many pixels lie on class boundaries, 
 
 ``--large`` also runs the CLI on one 6000x4000 photo and reports its peak memory (the default path never
 holds the 24 MP x K-class logit map).
+
+``--fast-study`` measures instead what ``--fast`` costs and pays, whole programs again: its build cold (an empty
+cache: every candidate built, compiled and guarded) and warm (a second run on other photos: the build cache of
+``fcnseg.optimize.cache``), and the number of photos from which a warm ``--fast`` run beats the default one,
+from each method's start-up cost and per-photo cost (runs on 1 and on ``--count`` photos)::
+
+    PYTHONPATH=src python benchmarks/bench_segment.py --fast-study --count 6
 """
 
 from __future__ import annotations
@@ -93,9 +100,9 @@ def trained_checkpoint(path: Path) -> Path:
     return path
 
 
-def whole_program(argv: list[str]) -> float:
+def whole_program(argv: list[str], extra_env: dict[str, str] | None = None) -> float:
     """Wall seconds of ``python argv...`` from start to exit (imports, model load, every file written)."""
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = {**os.environ, "PYTHONPATH": str(SRC), **(extra_env or {})}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True)
     if proc.returncode:
@@ -116,6 +123,41 @@ def peak_rss_of_cli(args: list[str]) -> tuple[float, float]:
     return int(out.split()[-1]) / 1024, time.perf_counter() - start
 
 
+def fast_study(tmp: Path, weights: str, args: argparse.Namespace) -> dict:
+    """Cold and warm ``--fast`` builds, and the break-even photo count against the default path (see the module
+    docstring). Each run has its own empty ``TORCH_HOME`` for cold, the same one for warm."""
+    home = tmp / "torch_home"
+    env = {"TORCH_HOME": str(home), "TORCHINDUCTOR_CACHE_DIR": str(home / "inductor")}
+    common = ["--model", args.model, "--weights", weights, "--size", str(args.size), "--quiet", "--save", "mask"]
+    photos = make_photos(tmp / "study", args.count + 2, seed=1)
+    folders = {}
+    for name, chosen in (("one", photos[:1]), ("other", photos[1:2]), ("many", photos[2:])):
+        folders[name] = tmp / f"study_{name}"
+        folders[name].mkdir()
+        for p in chosen:
+            os.link(p, folders[name] / p.name)
+
+    def run(folder: str, *extra: str) -> float:
+        argv = ["-m", "fcnseg", "segment", str(folders[folder]), "-o", str(tmp / f"o{time.monotonic_ns()}")]
+        return whole_program([*argv, *common, *extra], env)
+
+    n = args.count
+    times = {
+        "fast cold, 1 photo, empty cache": run("one", "--fast"),
+        "fast warm, 1 other photo": run("other", "--fast"),
+        "default, 1 photo": run("other"),
+        f"fast warm, {n} photos": run("many", "--fast"),
+        f"default, {n} photos": run("many"),
+    }
+    one = {"fast warm": times["fast warm, 1 other photo"], "default": times["default, 1 photo"]}
+    many = {"fast warm": times[f"fast warm, {n} photos"], "default": times[f"default, {n} photos"]}
+    per_photo = {m: (many[m] - one[m]) / (n - 1) for m in one}  # T(k) = start_up + k * per_photo
+    start_up = {m: one[m] - per_photo[m] for m in one}
+    gain = per_photo["default"] - per_photo["fast warm"]
+    break_even = (start_up["fast warm"] - start_up["default"]) / gain if gain > 0 else float("inf")
+    return {"seconds": times, "per_photo_s": per_photo, "start_up_s": start_up, "break_even_photos": break_even}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=12, help="number of photos (default: 12)")
@@ -124,7 +166,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=520)
     parser.add_argument("--chunk", type=int, default=6, help="photos per interleaved round (default: 6)")
     parser.add_argument("--large", action="store_true", help="also measure peak memory on a 6000x4000 photo")
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/bench_segment.json"))
+    parser.add_argument("--fast-study", action="store_true", help="--fast's build cold/warm and break-even count")
+    parser.add_argument("--json", type=Path, help="default: benchmarks/results/bench_segment[_fast].json")
     parser.add_argument("--naive", nargs=4, metavar=("FOLDER", "OUT", "WEIGHTS", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--model-alone", nargs=3, metavar=("FOLDER", "WEIGHTS", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -141,6 +184,22 @@ def main() -> None:
         segmenter = Segmenter(args.model, None if weights == "none" else weights, size=int(size), device="cpu")
         for p in sorted(Path(folder).iterdir()):
             segmenter.logits(segmenter.preprocess(Image.open(p).convert("RGB"))[None])
+        return
+
+    caps = cpu_capabilities()
+    if args.fast_study:
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = str(trained_checkpoint(Path(tmp) / "trained.pth")) if args.weights == "trained" else args.weights
+            study = fast_study(Path(tmp), weights, args)
+        print(f"--fast vs default, {args.model} ({args.weights} weights), size {args.size}, {torch.get_num_threads()} "
+              f"threads, {caps.name} [{cpu_kind(caps)}], whole programs, load {os.getloadavg()[0]:.1f}")  # fmt: skip
+        for k, v in study["seconds"].items():
+            print(f"{k:42} {v:8.1f} s")
+        print(f"per photo: {study['per_photo_s']}; start-up: {study['start_up_s']}")
+        print(f"warm --fast beats the default from {study['break_even_photos']:.1f} photos on")
+        study.update(cpu=caps.name, cpu_kind=cpu_kind(caps), threads=torch.get_num_threads(), load=os.getloadavg())
+        out = args.json or Path("benchmarks/results/bench_segment_fast.json")
+        out.write_text(json.dumps(study, indent=2) + "\n")
         return
 
     methods = {
@@ -183,7 +242,6 @@ def main() -> None:
                 per_chunk[method].append(whole_program(argv))
     seconds = {m: sum(t) for m, t in per_chunk.items()}
     rows = [(m, args.count / seconds[m], seconds[m]) for m in methods]
-    caps = cpu_capabilities()
 
     base = rows[0][1]
     print(f"{args.count} photos 640x480..1920x1080, {args.model} ({args.weights} weights), size {args.size}, "
@@ -204,9 +262,10 @@ def main() -> None:
         "note": "whole programs (start-up, model load, every output written), summed over the interleaved chunks; "
                 "2-core CPU shared with other jobs: compare ratios within this run",
     }  # fmt: skip
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    out = args.json or Path("benchmarks/results/bench_segment.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

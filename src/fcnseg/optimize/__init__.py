@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from .auto import Auto, WithFallback
 from .backends import build, fold_batchnorm
 from .cpu import CpuCapabilities, cpu_capabilities, cpu_kind
-from .guard import GuardResult, accuracy_guard, calibration_photos, pick_fastest, sample_photos
+from .guard import GuardResult, accuracy_guard, calibration_photos, compare_logits, pick_fastest, sample_photos
 from .plans import BACKENDS, PATHS, PRECISIONS, SpeedPlan, auto_candidates, auto_plan, check_supported, resolve_plan
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "auto_candidates",
     "auto_plan",
     "calibration_photos",
+    "compare_logits",
     "cpu_capabilities",
     "cpu_kind",
     "fold_batchnorm",
