@@ -27,7 +27,15 @@ from . import cache
 from .guard import calibration_photos
 from .plans import SpeedPlan
 
-__all__ = ["CHANNELS_LAST_MIN_PIXELS", "INT8_MIN_SIDE", "STATIC_SHAPES", "build", "fold_batchnorm"]
+__all__ = [
+    "CHANNELS_LAST_MIN_PIXELS",
+    "INT8_MIN_SIDE",
+    "STATIC_SHAPES",
+    "build",
+    "fold_batchnorm",
+    "quantize_pt2e",
+    "quiet_third_party",
+]
 
 Forward = Callable[[Tensor], Tensor]
 INT8_MIN_SIDE = 9  # the smallest image side the exported int8 graph takes (stride-2 stages); below, fp32 eager
@@ -178,8 +186,10 @@ class _ShapeSwitch:
             return self.dynamic(x)
 
 
-def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> Forward:
-    """PT2E post-training quantization (x86 inductor quantizer: int8 convs, fp32 rest), compiled with freezing."""
+def quantize_pt2e(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> torch.fx.GraphModule:
+    """PT2E post-training quantization (x86 inductor quantizer: int8 convs, fp32 rest, the convs named in
+    ``plan.keep_fp32`` too), calibrated on ``calibration``: a graph of quantize/dequantize pairs that runs as is
+    (slowly) and that inductor turns into int8 kernels."""
     try:
         with quiet_third_party():
             import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
@@ -193,6 +203,8 @@ def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> F
     dims = {0: torch.export.Dim("n", min=1), 2: h, 3: w}  # any size; compile specializes unless plan.dynamic
     exported = torch.export.export(OutLogits(model), (example,), dynamic_shapes=(dims,))
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    for name in plan.keep_fp32:  # mixed precision: these convs stay fp32 (OutLogits names the model "model")
+        quantizer.set_module_name_qconfig(f"model.{name}", None)
     graph = exported.module()
     for node in graph.graph.nodes:
         # ResNet calls one ``self.relu`` three times per block; the quantizer groups nodes by the module that made
@@ -206,7 +218,12 @@ def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> F
         with torch.no_grad():
             for x in calibration:
                 prepared(x)
-        quantized = move_exported_model_to_eval(convert_pt2e(prepared))
+        return move_exported_model_to_eval(convert_pt2e(prepared))
+
+
+def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> Forward:
+    """:func:`quantize_pt2e` compiled by inductor with freezing (int8 convs fused with their requantization)."""
+    quantized = quantize_pt2e(model, plan, calibration)
     compiled = _ShapeSwitch(quantized, plan.dynamic, freezing=True)
     memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
     fp32 = OutLogits(model)

@@ -47,6 +47,7 @@ class SpeedPlan:
     dynamic: bool | None = False  # None: torch.compile's default (static first, dynamic after a size change)
     fold_bn: bool = False
     fp32_logits: bool = True  # bf16/fp16: the last 1x1 conv and the upsampling stay fp32 (0.03% of the FLOPs)
+    keep_fp32: tuple[str, ...] = ()  # int8 compile: convs (module names) left in fp32, see .sensitivity
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -59,6 +60,8 @@ class SpeedPlan:
             )
         if self.backend == "onnxruntime" and self.precision not in ("fp32", "int8"):
             raise ValueError("the onnxruntime backend runs fp32 or int8 only")
+        if self.keep_fp32 and not (self.precision == "int8" and self.backend == "compile"):
+            raise ValueError("keep_fp32 (mixed precision) applies to int8 compile plans only")
         if self.backend == "openvino" and self.precision == "fp16":
             raise ValueError("the openvino backend runs fp32, bf16 or int8 on a CPU")
 
