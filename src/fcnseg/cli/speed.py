@@ -16,10 +16,10 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
         "speed",
         "Without a flag: BN folded, channels-last fp32, no compile wait, the same labels as plain PyTorch. --fast "
         "tries faster paths (int8, bf16; compiled by inductor, or OpenVINO where installed) and keeps the first "
-        "whose labels agree with fp32 on your first batch and on bundled photos (>= 99.8%% of all pixels, >= 98%% "
+        "whose labels agree with fp32 on your first batch and on bundled photos (>= 99.8% of all pixels, >= 98% "
         "of each image's, no class lost). The first run with a model builds the paths (minutes when they compile); "
         "what it built and the guard's verdicts are cached under $TORCH_HOME/fcnseg, so later runs start in "
-        "seconds (OpenVINO) or recompile only inductor's graphs. See README 'Speed'.",
+        "seconds (OpenVINO) or recompile only inductor's graphs. See README 'Faster inference'.",
     )
     group.add_argument(
         "--fast", action="store_true", help="the fastest path for this CPU that passes the accuracy guard (see above)"
