@@ -404,6 +404,7 @@ def main() -> None:
         print(f"6000x4000 photo, default Segmenter path: {big}", flush=True)
 
     result.update(big_photo=big, peak_rss_mb_whole_run=peak_rss_mb(), goals=goals(rows, peaks))
+    result["vs_openvino"] = vs_openvino(rows, info)
     out.write_text(json.dumps(result, indent=1))
     plot(rows, out.with_suffix(".png"), caps.name)
     print(f"wrote {out} and {out.with_suffix('.png')}")
@@ -459,6 +460,26 @@ def goals(rows: list[dict], peaks: KernelPeaks, size: int = 520) -> dict | None:
     print(f"\ngoals at {size}² batch 1 (fcnseg runs {flop:.0f} GFLOP per image):")
     for k, v in report.items():
         print(f"  {k:>34}: {v:.3f}" if isinstance(v, float) else f"  {k:>34}: {v}")
+    return report
+
+
+def vs_openvino(rows: list[dict], info: dict[str, dict], size: int = 520) -> dict | None:
+    """Issue 21's comparisons at size² batch 1, ratios of this run: the default path against OpenVINO fp32, and the
+    fastest fcnseg path that passes the guard against the fastest OpenVINO path that passes it."""
+    at = {r["path"]: r for r in rows if r["size"] == size and r["batch"] == 1}
+    ov = {n: r for n, r in at.items() if n.startswith("openvino")}
+    if not ov or "default" not in at:
+        return None
+    passed = {n: r for n, r in at.items() if info[n].get("guard_passed") or n in ("none", "default")}
+    best_ov = min((r for n, r in passed.items() if n in ov), key=lambda r: r["median_s"], default=None)
+    best_ours = min((r for n, r in passed.items() if n not in ov), key=lambda r: r["median_s"])
+    report = {
+        "default_x_openvino_fp32": at["openvino"]["median_s"] / at["default"]["median_s"] if "openvino" in at else None
+    }
+    if best_ov:
+        report.update(best_guarded_openvino=best_ov["path"], best_guarded_fcnseg=best_ours["path"])
+        report["fcnseg_x_openvino"] = best_ov["median_s"] / best_ours["median_s"]
+    print(f"vs OpenVINO at {size}² batch 1: {report}")
     return report
 
 
