@@ -37,7 +37,9 @@ import queue
 import shutil
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -65,9 +67,11 @@ __all__ = [
     "read_masks",
     "require_av",
     "segment_frames",
+    "segment_video",
 ]
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv")
+DEFAULT_KINDS = ("overlay", "mask", "stats")
 VIDEO_OUTPUTS = {
     "overlay": "_overlay.mp4",  # H.264 yuv420p, source timestamps, audio copied
     "mask": "_mask.mkv",  # FFV1 gray: the label maps, lossless
@@ -140,7 +144,7 @@ class VideoReader:
         self.video.thread_type = "AUTO"  # FFmpeg decodes several frames in its own threads
         self.audio = list(self.container.streams.audio)
         self.time_base: Fraction = self.video.time_base or Fraction(1, 90000)
-        self.rate: Fraction = self.video.average_rate or self.video.guessed_rate or Fraction(25)
+        self.rate: Fraction = self.video.guessed_rate or self.video.average_rate or Fraction(25)
         self.notes: list[str] = []  # what was converted, said once each (10-bit input, rotation, dropped frames)
 
     def __enter__(self) -> VideoReader:
@@ -216,7 +220,6 @@ class VideoReader:
         if error is not None:
             raise error
 
-
     def _truncation(self, decoded: int, last: Frame | None) -> VideoDecodeError | None:
         """An error if the file declares more than was decoded: its frame count (MP4/MOV), or else its duration
         (Matroska, AVI...) when no audio stream may be what lasts longer. A stream without an index (MPEG-TS, a
@@ -227,7 +230,7 @@ class VideoReader:
         if declared or self.audio or not self.container.duration or self.container.format.name == "mpegts":
             return None
         end = self.container.duration / 1e6  # Matroska's is the end time; start_time not added (errs on the quiet side)
-        seen = (last.time if last else 0.0) + 2 / float(self.rate)  # two frames of slack for rounding
+        seen = (last.time if last else 0.0) + 2 / float(self.rate) + 0.1  # slack: the last frames' durations, rounding
         if seen < end:
             shown = f"{last.time:.3f} s" if last else "no frame"
             return VideoDecodeError(f"{self.label}: truncated or damaged: ends at {shown} of its {end:.3f} s")
@@ -393,6 +396,7 @@ class VideoWriter:
         base.parent.mkdir(parents=True, exist_ok=True)
         self.reader, self.categories = reader, list(categories)
         self.frames = 0
+        self.size: tuple[int, int] | None = None  # (width, height) of the frames, upright; set by the first one
         self.notes: list[str] = []
         self._overlay = self._mask = self._stats = None
         self._audio: dict[int, Any] = {}  # input audio stream index -> output stream
@@ -431,6 +435,7 @@ class VideoWriter:
         h, w = result.mask.shape
         if self.frames == 0:
             self._open(w, h)
+            self.size = (w, h)
         if self._overlay is not None:
             out, s = self._overlay
             pixels = _even(np.asarray(result.overlay()))
@@ -497,3 +502,52 @@ def read_masks(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
     with av.open(str(path)) as c:
         for f in c.decode(c.streams.video[0]):
             yield float(f.time), f.to_ndarray(format="gray")
+
+
+def segment_video(
+    segmenter: Segmenter,
+    source: str | Path | VideoReader,
+    base: str | Path,
+    kinds: Sequence[str] = DEFAULT_KINDS,
+    *,
+    on_frame: Callable[[Frame, SegmentationResult], None] | None = None,
+    **options: Any,
+) -> tuple[VideoWriter, VideoDecodeError | KeyboardInterrupt | None]:
+    """Segment a clip or stream into ``base``'s outputs (``OUT_DIR/NAME`` -> ``NAME_overlay.mp4``...).
+
+    The model runs here while a writer thread encodes the frames before (at most two waiting). ``options`` go to
+    :func:`predict_video`; ``on_frame(frame, result)`` is called once each frame is written. The files are
+    finalized and renamed in every case but an unexpected error (then removed): after the last frame, at a
+    damaged frame and on Ctrl-C/KeyboardInterrupt alike, which come back as the second value (None: the whole
+    video). Returns the closed writer (``.frames``, ``.paths``, ``.notes``).
+    """
+    reader = source if isinstance(source, VideoReader) else VideoReader(source)
+    writer = VideoWriter(Path(base), reader, segmenter.categories, kinds)
+    stop: VideoDecodeError | KeyboardInterrupt | None = None
+    pending: deque = deque()
+
+    def settle(limit: int) -> None:  # wait for all but ``limit`` writes, oldest first
+        while len(pending) > limit or (pending and pending[0][2].done()):
+            frame, result, done = pending.popleft()
+            done.result()
+            if on_frame is not None:
+                on_frame(frame, result)
+
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="fcnseg-video-encode") as pool:
+            try:
+                for frame, result in predict_video(segmenter, reader, **options):
+                    pending.append((frame, result, pool.submit(writer.write, frame, result)))
+                    settle(2)
+                settle(0)
+            except (VideoDecodeError, KeyboardInterrupt) as e:
+                stop = e
+                settle(0)  # the frames segmented so far are written (in order) before the files are closed
+    except BaseException:
+        writer.discard()
+        raise
+    finally:
+        if reader is not source:
+            reader.close()
+    writer.close()
+    return writer, stop

@@ -264,7 +264,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
         if clips:
             from .video import segment_clips
 
-            rows += segment_clips(clips, segmenter, out, args, coco, redo)
+            segment_clips(clips, segmenter, out, args, coco, redo, rows)
     except KeyboardInterrupt:
         if not info.enabled:  # keep a record of what was done; every output on disk is complete
             write_summary(merge_rows(previous, rows), summary)

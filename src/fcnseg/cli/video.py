@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,10 @@ from tqdm import tqdm
 
 from ..coco_results import CocoResults
 from ..outputs import read_record, source_of, write_record
-from ..predict import Segmenter
-from ..video import VIDEO_OUTPUTS, VideoDecodeError, VideoReader, VideoWriter, predict_video, require_av
+from ..predict import SegmentationResult, Segmenter
+from ..video import VIDEO_OUTPUTS, Frame, VideoDecodeError, VideoReader, VideoWriter, require_av, segment_video
 from . import CLIError
 from ._inputs import Input
-from .background import in_background
 
 __all__ = ["add_video_arguments", "run_live", "segment_clips", "video_kinds"]
 
@@ -77,41 +76,28 @@ def _segment_one(
     kinds: list[str],
     args: argparse.Namespace,
     coco: CocoResults | None,
-    quiet: bool,
-    on_first: Any = None,
+    on_first: Callable[[], None] | None = None,
 ) -> tuple[VideoWriter, VideoDecodeError | KeyboardInterrupt | None]:
-    """Segment one opened video into ``base``'s outputs; the writer is closed (files finalized and renamed) before
-    returning, also when the video was damaged part way or the run was interrupted (then returned as the error)."""
-    writer = VideoWriter(base, reader, segmenter.categories, kinds)
-    frames = predict_video(
-        segmenter, reader, max_frames=args.max_frames, duration=args.duration, smooth=args.smooth,
-        confidence=coco is not None,
-    )  # fmt: skip
-    total = reader.video.frames or None
-    bar = tqdm(total=total, unit="frame", desc=reader.label, disable=quiet or not sys.stderr.isatty(), leave=False)
-    stop: VideoDecodeError | KeyboardInterrupt | None = None
+    """:func:`fcnseg.video.segment_video` with a progress bar, the COCO entries and SIGTERM as Ctrl-C."""
+    bar = tqdm(total=reader.video.frames or None, unit="frame", desc=reader.label, leave=False,
+               disable=args.quiet or not sys.stderr.isatty())  # fmt: skip
+
+    def written(frame: Frame, result: SegmentationResult) -> None:
+        bar.update()
+        if coco is not None:
+            name, t = f"{base.name}#{frame.index}", round(frame.time, 6)
+            coco.add(name, result, video=reader.label, frame_index=frame.index, timestamp=t)
+        if frame.index == 0 and on_first is not None:
+            on_first()
+
     try:
-        for (frame, result), error in in_background(frames, lambda item: writer.write(*item)):  # encode overlaps
-            if isinstance(error, Exception):
-                raise error
-            bar.update()
-            if coco is not None:
-                coco.add(
-                    f"{base.name}#{frame.index}", result, video=reader.label, frame_index=frame.index,
-                    timestamp=round(frame.time, 6),
-                )  # fmt: skip
-            if writer.frames == 1 and on_first is not None:
-                on_first()
-    except (VideoDecodeError, KeyboardInterrupt) as e:
-        stop = e
-    except BaseException:
+        with _sigterm_as_interrupt():
+            return segment_video(
+                segmenter, reader, base, kinds, on_frame=written, max_frames=args.max_frames,
+                duration=args.duration, smooth=args.smooth, confidence=coco is not None,
+            )  # fmt: skip
+    finally:
         bar.close()
-        writer.discard()
-        raise
-    bar.close()
-    frames.close()
-    writer.close()
-    return writer, stop
 
 
 def _require_av() -> None:
@@ -137,11 +123,12 @@ def segment_clips(
     args: argparse.Namespace,
     coco: CocoResults | None,
     redo: bool,
-) -> list[dict[str, Any]]:
-    """Segment the clips among the inputs; one summary row each ("ok", "failed" or "skipped")."""
+    rows: list[dict[str, Any]],
+) -> None:
+    """Segment the clips among the inputs; one summary row each ("ok", "failed" or "skipped") appended to ``rows``
+    as each ends (so that a summary written on Ctrl-C has them)."""
     _require_av()
     kinds = video_kinds(args.save)
-    rows = []
     for item in items:
         row = {"input": str(item.path), "name": str(item.name), "rank": 0}
         source = source_of(item.path)
@@ -156,15 +143,14 @@ def segment_clips(
             print(f"fcnseg segment: error: {e}", file=sys.stderr)
             continue
         with reader:
-            w, h = reader.video.codec_context.width, reader.video.codec_context.height
-            record = {"source": source, "input": str(item.path), "kind": "video", "width": w, "height": h}
+            record = {"source": source, "input": str(item.path), "kind": "video"}
             write_record(out, item.name, {**record, "complete": False})  # claims the name first
-            with _sigterm_as_interrupt():
-                writer, stop = _segment_one(segmenter, reader, out / item.name, kinds, args, coco, args.quiet)
+            writer, stop = _segment_one(segmenter, reader, out / item.name, kinds, args, coco)
             for note in reader.notes + writer.notes:
                 print(f"fcnseg segment: {item.path}: {note}", file=sys.stderr)
+        w, h = writer.size or (None, None)  # upright, as displayed
         complete = stop is None
-        write_record(out, item.name, {**record, "complete": complete, "frames": writer.frames})
+        write_record(out, item.name, {**record, "complete": complete, "frames": writer.frames, "width": w, "height": h})
         outputs = ";".join(str(p) for p in writer.paths.values()) if writer.frames else ""
         if isinstance(stop, KeyboardInterrupt):
             rows.append({**row, "status": "failed", "error": "interrupted", "outputs": outputs})
@@ -176,7 +162,6 @@ def segment_clips(
             continue
         rows.append({**row, "status": "ok", "width": w, "height": h, "outputs": outputs})
         print(f"fcnseg segment: {item.path}: {writer.frames} frames -> {out / item.name}{VIDEO_OUTPUTS['overlay']}")
-    return rows
 
 
 def _stream_name(source: str) -> str:
@@ -195,25 +180,22 @@ def run_live(args: argparse.Namespace, segmenter: Segmenter, out: Path) -> int:
     _require_av()
     label = "stdin" if args.source == "-" else args.source
     name = _stream_name(args.source)
-    with _sigterm_as_interrupt():
-        try:
-            reader = VideoReader(args.source, label=label)
-        except VideoDecodeError as e:
-            raise CLIError(str(e)) from None
-        base = out / name
+    try:
+        reader = VideoReader(args.source, label=label)
+    except VideoDecodeError as e:
+        raise CLIError(str(e)) from None
+    base = out / name
 
-        def started() -> None:
-            print(
-                f"fcnseg segment: recording {label} to {base}{VIDEO_OUTPUTS['overlay']} (Ctrl-C or SIGTERM stops "
-                "and finishes the files)",
-                file=sys.stderr,
-                flush=True,
-            )
+    def started() -> None:
+        print(
+            f"fcnseg segment: recording {label} to {base}{VIDEO_OUTPUTS['overlay']} (Ctrl-C or SIGTERM stops and "
+            "finishes the files)",
+            file=sys.stderr,
+            flush=True,
+        )
 
-        with reader:
-            writer, stop = _segment_one(
-                segmenter, reader, base, video_kinds(args.save), args, None, args.quiet, on_first=started
-            )
+    with reader:
+        writer, stop = _segment_one(segmenter, reader, base, video_kinds(args.save), args, None, on_first=started)
     for note in reader.notes + writer.notes:
         print(f"fcnseg segment: {label}: {note}", file=sys.stderr)
     ended = "stopped" if isinstance(stop, KeyboardInterrupt) else "ended"
