@@ -15,8 +15,11 @@ Outputs (the file formats, and why):
 
 - ``NAME_overlay.mp4``: H.264 (x264, yuv420p, which every player decodes), the source's own timestamps (variable
   frame rate kept), each audio stream copied packet by packet (never re-encoded). yuv420p needs even sizes: an odd
-  width or height gets one column or row repeated at the right or bottom edge. The MP4 is written fragmented
-  (``movflags=frag_keyframe+empty_moov``), so even a process killed outright leaves a playable temporary file.
+  width or height gets one column or row repeated at the right or bottom edge. The MP4 is a plain one, finalized
+  when the run ends, Ctrl-C and SIGTERM included. A fragmented MP4 (``movflags=frag_keyframe+empty_moov``) would
+  also survive a process killed outright, but it cannot hold the edit list that AAC's priming samples need: the
+  muxer then shifts every timestamp (measured: +128 ms on an 8 kHz track), and exact timestamps come first. A
+  process killed outright leaves its temporary file, never anything under a final name.
 - ``NAME_mask.mkv``: the label maps as FFV1 ``gray`` (8 bits per pixel) in Matroska. FFV1 is lossless and intra-only
   (every frame reads back exactly and on its own), ships in FFmpeg's built-in encoders (no external library), and
   a mask compresses to a few percent of its raw size. H.264 lossless would need ``yuv444p`` and a range-exact
@@ -78,7 +81,6 @@ VIDEO_OUTPUTS = {
     "stats": "_stats.csv",  # per frame: index, time, share of each class
     "mask-frames": "_frames",  # a folder of palette PNG masks, one per frame (optional)
 }
-FRAGMENTED_MP4 = {}
 X264_OPTIONS = {"preset": "veryfast", "crf": "18", "tune": "zerolatency"}  # zerolatency: no frame held back
 
 
@@ -208,8 +210,16 @@ class VideoReader:
         except StopIteration:
             stopped = True
         except av.error.FFmpegError as e:
+            error = e
+        if isinstance(error, av.error.FFmpegError):  # the frames the decoder's threads finished before the damage
+            with contextlib.suppress(av.error.FFmpegError):
+                for f in self.video.decode(None):
+                    if held is not None:
+                        held.packets, audio = audio, []
+                        yield held
+                    held, index = self._frame(f, index, held.pts if held else None), index + 1
             where = f"after frame {index - 1} ({held.time:.3f} s)" if held else "before its first frame"
-            error = VideoDecodeError(f"{self.label}: damaged {where}: {e}")
+            error = VideoDecodeError(f"{self.label}: damaged {where}: {error}")
         if error is None and not stopped:
             error = self._truncation(index + dropped, held)
         if dropped:
@@ -279,18 +289,21 @@ def _prefetch(items: Iterator[Frame], depth: int) -> Iterator[Frame]:
     stop = threading.Event()
     done = object()
 
+    def offer(entry: tuple[Any, BaseException | None]) -> bool:  # False once the consumer has stopped
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                q.put(entry, timeout=0.1)
+                return True
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    with contextlib.suppress(queue.Full):
-                        q.put((item, None), timeout=0.1)
-                        break
-                if stop.is_set():
+                if not offer((item, None)):
                     return
-            q.put((done, None))
+            offer((done, None))
         except BaseException as e:  # handed to the consumer
-            q.put((done, e))
+            offer((done, e))
 
     thread = threading.Thread(target=produce, name="fcnseg-video-decode", daemon=True)
     thread.start()
@@ -326,14 +339,19 @@ def segment_frames(
         results = segmenter.segment_tensors(images, x, confidence=confidence, temporal=smooth)
         yield from zip(batch, results, strict=True)
 
-    for frame in frames:
-        if batch and batch[0].image.size != frame.image.size:  # a stream may change size mid-way
+    try:
+        for frame in frames:
+            if batch and batch[0].image.size != frame.image.size:  # a stream may change size mid-way
+                yield from run()
+                batch = []
+            batch.append(frame)
+            if len(batch) == segmenter.batch_size:
+                yield from run()
+                batch = []
+    except VideoDecodeError:  # damage: the frames decoded before it are still segmented
+        if batch:
             yield from run()
-            batch = []
-        batch.append(frame)
-        if len(batch) == segmenter.batch_size:
-            yield from run()
-            batch = []
+        raise
     if batch:
         yield from run()
 
@@ -411,7 +429,7 @@ class VideoWriter:
         av = require_av()
         tb, rate = self.reader.time_base, self.reader.rate
         if "overlay" in self.paths:
-            out = av.open(str(self.temps["overlay"]), "w", format="mp4", options=FRAGMENTED_MP4)
+            out = av.open(str(self.temps["overlay"]), "w", format="mp4")
             s = out.add_stream("libx264", rate=rate, options=X264_OPTIONS)
             s.width, s.height, s.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
             s.codec_context.time_base = tb
@@ -533,16 +551,19 @@ def segment_video(
             if on_frame is not None:
                 on_frame(frame, result)
 
+    results = predict_video(segmenter, reader, **options)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="fcnseg-video-encode") as pool:
             try:
-                for frame, result in predict_video(segmenter, reader, **options):
+                for frame, result in results:
                     pending.append((frame, result, pool.submit(writer.write, frame, result)))
                     settle(2)
                 settle(0)
             except (VideoDecodeError, KeyboardInterrupt) as e:
                 stop = e
                 settle(0)  # the frames segmented so far are written (in order) before the files are closed
+            finally:
+                results.close()  # stops the decoding thread before the container closes
     except BaseException:
         writer.discard()
         raise
