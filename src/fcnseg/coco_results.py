@@ -66,12 +66,13 @@ class CocoResults:
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
 
-    def add(self, file_name: str, result: SegmentationResult) -> None:
-        """Record one image (``file_name`` as the annotation tool knows it) and its class annotations."""
+    def add(self, file_name: str, result: SegmentationResult, **fields: Any) -> None:
+        """Record one image (``file_name`` as the annotation tool knows it) and its class annotations; ``fields``
+        are added to the image's entry (a video frame's ``frame_index`` and ``timestamp``)."""
         self.categories = list(result.categories)
         h, w = result.mask.shape
         image_id = len(self.images) + 1
-        self.images.append({"id": image_id, "file_name": file_name, "width": w, "height": h})
+        self.images.append({"id": image_id, "file_name": file_name, "width": w, "height": h, **fields})
         self.annotations += class_annotations(result, image_id)
 
     def merge(self, others: Sequence[CocoResults]) -> CocoResults:

@@ -15,7 +15,7 @@ do, which makes the default path's label upsampling a few percent of what interp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -353,15 +353,24 @@ class Segmenter:
 
     @torch.inference_mode()
     def segment_tensors(
-        self, images: Sequence[Image.Image], batch: Tensor, *, probs: bool = False, confidence: bool = False
+        self,
+        images: Sequence[Image.Image],
+        batch: Tensor,
+        *,
+        probs: bool = False,
+        confidence: bool = False,
+        temporal: Callable[[Tensor], Tensor] | None = None,
     ) -> list[SegmentationResult]:
         """Decoded images and their preprocessed, same-size (N, 3, h, w) batch -> one result per image.
 
         ``confidence`` (the winning class's probability per pixel) and ``probs`` need every class upsampled to
         the image's size; the mask alone does not (:func:`upsampled_labels`), so they are computed only if asked.
+        ``temporal`` maps the batch's (N, K, h, w) logits before the labels (video smoothing; not with tiles).
         """
         results = []
         logits = None if self.tile else self.forward_tta(batch)
+        if temporal is not None and logits is not None:
+            logits = temporal(logits)
         for i, image in enumerate(images):
             size = (image.height, image.width)
             if self.tile and tuple(batch.shape[-2:]) == size:  # tiles ran at the image's own size
@@ -399,6 +408,14 @@ class Segmenter:
                 for i, r in zip(part, found, strict=True):
                     results[i] = r
         return results  # type: ignore[return-value]
+
+    def predict_video(self, source: str | Path | Any, **options: Any) -> Iterator[tuple[Any, SegmentationResult]]:
+        """Segment a clip or a live stream lazily: ``(frame, result)`` per frame (:func:`fcnseg.video.predict_video`,
+        whose keywords ``max_frames``, ``duration``, ``smooth``, ``confidence`` it takes); needs
+        ``pip install 'fcnseg[video]'``."""
+        from .video import predict_video
+
+        return predict_video(self, source, **options)
 
     def predict_paths(
         self, paths: Sequence[str | Path], *, workers: int = 0, probs: bool = False, confidence: bool = False

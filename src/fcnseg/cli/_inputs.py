@@ -25,6 +25,7 @@ from typing import TextIO
 
 from ..data.folder import IMAGE_SUFFIXES
 from ..outputs import OUTPUT_KINDS, output_paths, read_record
+from ..video import VIDEO_SUFFIXES
 
 __all__ = ["Input", "collect_inputs", "name_inputs"]
 
@@ -62,7 +63,7 @@ def _walk(folder: Path, skip: str, warn: Warn) -> Iterator[Path]:
                 elif real != skip:
                     yield from visit(entry, above | {real})
             elif entry.is_file():
-                if entry.suffix.lower() in IMAGE_SUFFIXES:
+                if entry.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
                     yield entry
             elif entry.is_symlink():
                 warn(f"{entry}: broken or looping symbolic link; skipped")

@@ -37,6 +37,7 @@ from ..outputs import (
     write_summary,
 )
 from ..predict import TTA_SCALES, SegmentationResult, Segmenter
+from ..video import VIDEO_OUTPUTS, is_video
 from . import CLIError, add_model_arguments
 from ._inputs import Input, collect_inputs, name_inputs
 from .background import in_background
@@ -75,9 +76,10 @@ def _parse_size(text: str) -> int | str | None:
 
 def _parse_save(text: str) -> list[str]:
     kinds = [k.strip() for k in text.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in OUTPUT_KINDS and k not in RUN_OUTPUTS]
+    known = [*OUTPUT_KINDS, *RUN_OUTPUTS, "mask-frames"]  # mask-frames: PNG masks of a video's frames
+    bad = [k for k in kinds if k not in known]
     if bad or not kinds:
-        raise argparse.ArgumentTypeError(f"unknown output {bad}; choose from {','.join([*OUTPUT_KINDS, *RUN_OUTPUTS])}")
+        raise argparse.ArgumentTypeError(f"unknown output {bad}; choose from {','.join(known)}")
     return kinds
 
 
@@ -168,9 +170,27 @@ def run(args: argparse.Namespace) -> int:
                 out.rmdir()
 
 
+def _segmenter(args: argparse.Namespace, device: torch.device) -> Segmenter:
+    return Segmenter(
+        args.model,
+        args.weights,
+        device=device,
+        size=args.size,
+        tile=args.window if args.tile else None,
+        stride=args.stride,
+        tta=args.tta_scales if args.tta else False,
+        batch_size=args.batch_size,
+        optimize=speed_options_from_args(args),
+    )
+
+
 def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
     out = Path(args.output)
     _check_writable(out)
+    if args.source is not None:  # a live stream (cli/video.py)
+        from .video import run_live
+
+        return run_live(args, _segmenter(args, device), out)
     inputs, previous = _prepare(args, out, info)
     if not inputs:
         raise CLIError("no inputs: give files, folders, globs, - (paths on stdin) or --example")
@@ -185,11 +205,15 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
 
     rows: list[dict[str, Any]] = []
     todo: dict[Path, tuple[Input, dict[str, Any]]] = {}
+    clips: list[Input] = []  # videos: segmented after the photos, by cli/video.py
     for item in inputs[info.rank :: info.world_size]:
         if item.name is None:
             error = f"{item.path}: {out / item.stem} and its hashed name both hold other images' outputs"
             rows.append(_row(item, "failed", info.rank, error=error))
             print(f"fcnseg segment: error: {error}", file=sys.stderr)
+            continue
+        if is_video(item.path):
+            clips.append(item)
             continue
         source = source_of(item.path)
         done = None if redo else _done_before(out, item, source, kinds)
@@ -199,18 +223,9 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
             todo[item.path] = (item, source)
 
     results: Iterable[tuple[Path, SegmentationResult | ImageDecodeError]] = ()
-    if todo:  # a finished run, resumed, has no model to load
-        segmenter = Segmenter(
-            args.model,
-            weights,
-            device=device,
-            size=args.size,
-            tile=args.window if args.tile else None,
-            stride=args.stride,
-            tta=args.tta_scales if args.tta else False,
-            batch_size=args.batch_size,
-            optimize=speed_options_from_args(args),
-        )
+    if todo or clips:  # a finished run, resumed, has no model to load
+        segmenter = _segmenter(args, device)
+    if todo:
         results = segmenter.predict_paths(
             list(todo), workers=_workers(args.workers, device), probs="probs" in kinds, confidence="json" in kinds
         )
@@ -245,6 +260,11 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
             rows.append(_row(item, "ok", info.rank, **saved))
             if coco is not None:
                 coco.add(str(item.stem.with_name(path.name)), result)
+        bar.close()
+        if clips:
+            from .video import segment_clips
+
+            segment_clips(clips, segmenter, out, args, coco, redo, rows)
     except KeyboardInterrupt:
         if not info.enabled:  # keep a record of what was done; every output on disk is complete
             write_summary(merge_rows(previous, rows), summary)
@@ -288,6 +308,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="outputs per input NAME (its path relative to a folder input, else its stem; plus a hash of its "
         "path when another image's outputs hold that name): "
         + ", ".join(f"{kind} -> NAME{suffix}" for kind, suffix in OUTPUT_KINDS.items())
+        + "; per video: "
+        + ", ".join(f"NAME{suffix}" for suffix in VIDEO_OUTPUTS.values())
         + ". An input is skipped when OUT_DIR/.fcnseg/NAME.json records outputs made from this very file (path, "
         "size, mtime) and they all exist, unless --overwrite; the exit code is 1 if any input failed.",
     )
@@ -329,4 +351,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs were made from the same file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--example", action="store_true", help="also segment the photo shipped with fcnseg")
+    from .video import add_video_arguments
+
+    add_video_arguments(p)
     p.set_defaults(func=run)

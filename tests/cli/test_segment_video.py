@@ -1,0 +1,143 @@
+"""``fcnseg segment`` on clips and live streams, with a random-init FCN-ResNet50 checkpoint at size 32.
+
+The live test serves a stream itself, over HTTP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from checkpoints import write_checkpoint
+from PIL import Image
+from videoclips import audio_packets, decoded, write_clip
+
+from fcnseg.cli import main
+
+av = pytest.importorskip("av", reason="video needs PyAV: pip install 'fcnseg[video]'")
+
+from fcnseg import video  # noqa: E402
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+CATEGORIES = ["background", "thing", "stuff"]
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "random3.pth", CATEGORIES)
+
+
+def segment(*args, checkpoint: Path) -> int:
+    return main(["segment", *map(str, args), "--weights", str(checkpoint), "--size", "32", "--quiet"])
+
+
+def summary(out: Path) -> dict[str, dict]:
+    return {Path(r["input"]).name: r for r in csv.DictReader((out / "summary.csv").open())}
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": "1"}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_folder_mixing_photos_and_clips(tmp_path, checkpoint, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(src / "photo.jpg")
+    times = write_clip(src / "walk.mp4", frames=6, audio=1)
+    write_clip(src / "phone.mov", frames=4, rotation=-90)
+    out = tmp_path / "out"
+    assert segment(src, "-o", out, "--save", "mask,overlay,coco,mask-frames", checkpoint=checkpoint) == 0
+    rows = summary(out)
+    assert {k: r["status"] for k, r in rows.items()} == {"photo.jpg": "ok", "walk.mp4": "ok", "phone.mov": "ok"}
+    assert (rows["phone.mov"]["width"], rows["phone.mov"]["height"]) == ("48", "64")  # upright
+    assert (out / "photo_mask.png").is_file()
+    masks = list(video.read_masks(out / "walk_mask.mkv"))
+    assert [t for t, _ in masks] == pytest.approx(times, abs=1e-3)
+    assert [t for t, _ in decoded(out / "walk_overlay.mp4")] == pytest.approx(times, abs=1e-3)
+    assert audio_packets(out / "walk_overlay.mp4") == audio_packets(src / "walk.mp4")
+    pngs = sorted((out / "walk_frames").iterdir())
+    assert [p.name for p in pngs] == [f"{i:06d}.png" for i in range(6)]
+    for p, (_, m) in zip(pngs, masks, strict=True):  # the PNGs and the lossless video hold the same labels
+        np.testing.assert_array_equal(np.asarray(Image.open(p)), m)
+    coco = json.loads((out / "predictions.coco.json").read_text())
+    frames = [im for im in coco["images"] if im.get("video", "").endswith("walk.mp4")]
+    assert [(im["frame_index"], im["timestamp"]) for im in frames] == [
+        (i, pytest.approx(t)) for i, t in enumerate(times)
+    ]
+    assert len(coco["images"]) == 1 + 6 + 4
+    # a rerun skips everything: records say which file each name's outputs came from
+    assert segment(src, "-o", out, "--save", "mask,overlay,mask-frames", checkpoint=checkpoint) == 0
+    assert {r["status"] for r in summary(out).values()} == {"skipped"}
+
+
+@pytest.mark.slow
+def test_damaged_clip_is_one_error_line_and_the_rest_goes_on(tmp_path, checkpoint, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_clip(src / "whole.mkv", frames=24, container="matroska")
+    data = (src / "whole.mkv").read_bytes()
+    (src / "cut.mkv").write_bytes(data[: len(data) * 6 // 10])
+    (src / "junk.mp4").write_bytes(b"\0" * 300)
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(src / "photo.png")
+    (src / "whole.mkv").unlink()
+    out = tmp_path / "out"
+    assert segment(src, "-o", out, checkpoint=checkpoint) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 2
+    assert any("cut.mkv: truncated or damaged" in e for e in errors)
+    assert any("junk.mp4: cannot open as video" in e for e in errors)
+    rows = summary(out)
+    assert (rows["cut.mkv"]["status"], rows["junk.mp4"]["status"], rows["photo.png"]["status"]) == (
+        "failed", "failed", "ok",
+    )  # fmt: skip
+    written = len(decoded(src / "cut.mkv"))
+    assert 0 < written < 24
+    assert len(list(video.read_masks(out / "cut_mask.mkv"))) == len(decoded(out / "cut_overlay.mp4")) == written
+    assert not list(out.glob("junk*")) and not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    # a damaged clip is redone on the next run (its record says incomplete), the others are skipped
+    assert segment(src, "-o", out, checkpoint=checkpoint) == 1
+    assert summary(out)["photo.png"]["status"] == "skipped" and summary(out)["cut.mkv"]["status"] == "failed"
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_http_stream_with_max_frames(tmp_path, checkpoint, capsys):
+    served = tmp_path / "www"
+    served.mkdir()
+    write_clip(served / "cam.ts", frames=12, container="mpegts")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/cam.ts"
+        assert segment("--source", url, "--max-frames", "5", "-o", tmp_path / "out", checkpoint=checkpoint) == 0
+    finally:
+        server.shutdown()
+    (overlay,) = (tmp_path / "out").glob("127.0.0.1_*_cam.ts-*_overlay.mp4")
+    assert len(decoded(overlay)) == 5
+    assert len(list(video.read_masks(str(overlay).replace("_overlay.mp4", "_mask.mkv")))) == 5
+    assert "ended; 5 frames written" in capsys.readouterr().out
+
+
+def test_missing_pyav_is_one_line(tmp_path, checkpoint, capsys, monkeypatch):
+    write_clip(tmp_path / "c.mp4", frames=2)
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    assert segment(tmp_path / "c.mp4", "-o", tmp_path / "out", checkpoint=checkpoint) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "fcnseg segment: error: video needs PyAV: pip install 'fcnseg[video]'"
+    )
