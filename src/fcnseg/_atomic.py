@@ -82,6 +82,8 @@ def _failure(exc: BaseException, tmp: Path, path: Path, needed: int | None) -> W
         return None  # about another file (an input read inside the block): left as it is
     else:
         code = error.errno
+    if needed is not None and written >= needed:  # the estimate was wrong: all that is known is a lower bound
+        needed = None
     return WriteError(code, path, needed=needed, written=written, free=free)
 
 

@@ -73,7 +73,7 @@ def mount_point(path: str | Path) -> Path:
 
 
 def _mb(n: int) -> str:
-    return f"{max(1, round(n / 1e6))} MB"
+    return f"{round(n / 1e6)} MB" if n >= 1e6 else f"{max(1, round(n / 1e3))} kB"
 
 
 def _full_disk(error: WriteError) -> tuple[str, str]:
