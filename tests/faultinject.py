@@ -82,13 +82,12 @@ def small_disk(folder: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(folder)], check=True)
 
 
-def fill(folder: Path, leave: int = 0) -> None:
-    """Fill ``folder``'s disk until at most ``leave`` bytes are free."""
-    with open(folder / "filler", "wb") as f:
-        with contextlib.suppress(OSError):
-            while os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize > leave:
-                f.write(b"\0" * min(1 << 16, max(1, os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize - leave)))
-                f.flush()
+def fill(folder: Path) -> None:
+    """Fill ``folder``'s disk until not a byte is free."""
+    with open(folder / "filler", "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 4096)
+            f.flush()
 
 
 def one_line(err: str, command: str) -> str:

@@ -33,9 +33,8 @@ def test_torch_save_failing_mid_write_surfaces_the_errno_about_the_final_name(tm
     path = tmp_path / "last.pth"
     torch.save({"epoch": 1, "w": torch.ones(4)}, path)
     before = path.read_bytes()
-    with pytest.raises(WriteError) as caught:
-        with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
-            torch.save({"epoch": 2, "w": torch.zeros(100_000)}, _FailingFile(f, code, after=50_000))
+    with pytest.raises(WriteError) as caught, atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
+        torch.save({"epoch": 2, "w": torch.zeros(100_000)}, _FailingFile(f, code, after=50_000))
     e = caught.value
     # torch reported it as "RuntimeError: [enforce fail at inline_container.cc...] unexpected pos": unwrapped
     assert isinstance(e.__cause__, RuntimeError) and "enforce fail" in str(e.__cause__)
@@ -53,9 +52,8 @@ def test_free_space_is_checked_before_a_checkpoint_is_written(tmp_path, monkeypa
     path.write_bytes(b"x" * 3_000_000)  # the new checkpoint will be about as large
     monkeypatch.setattr(_atomic.shutil, "disk_usage", lambda p: _usage(1_000_000))
     started = []
-    with pytest.raises(WriteError) as caught:
-        with atomic_path(path, durable=True) as tmp:
-            started.append(tmp)  # never reached: refused before a byte is written
+    with pytest.raises(WriteError) as caught, atomic_path(path, durable=True) as tmp:
+        started.append(tmp)  # never reached: refused before a byte is written
     assert started == [] and caught.value.errno == errno.ENOSPC
     assert (caught.value.needed, caught.value.free) == (3_000_000, 1_000_000)
     assert "the disk is full (needs 3 MB, 1 MB free on " in describe(caught.value)
@@ -69,9 +67,8 @@ def _usage(free: int) -> shutil._ntuple_diskusage:
 
 def test_an_error_about_another_file_is_left_as_it_is(tmp_path):
     missing = tmp_path / "input.png"
-    with pytest.raises(FileNotFoundError) as caught:
-        with atomic_path(tmp_path / "out.png") as tmp:
-            tmp.write_bytes(missing.read_bytes())
+    with pytest.raises(FileNotFoundError) as caught, atomic_path(tmp_path / "out.png") as tmp:
+        tmp.write_bytes(missing.read_bytes())
     assert caught.value.filename == str(missing) and not isinstance(caught.value, WriteError)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -83,13 +80,12 @@ def test_a_real_full_disk(tmp_path):
         fill(disk)
         for how in ("file object", "path"):
             path = disk / f"{how[0]}.pth"
-            with pytest.raises(WriteError) as caught:
-                with atomic_path(path) as tmp:
-                    if how == "path":
-                        torch.save({"w": torch.zeros(300_000)}, tmp)
-                    else:
-                        with open(tmp, "wb") as f:
-                            torch.save({"w": torch.zeros(300_000)}, f)
+            with pytest.raises(WriteError) as caught, atomic_path(path) as tmp:
+                if how == "path":
+                    torch.save({"w": torch.zeros(300_000)}, tmp)
+                else:
+                    with open(tmp, "wb") as f:
+                        torch.save({"w": torch.zeros(300_000)}, f)
             assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(path)), how
             assert leftovers(disk) == [] and not path.exists()
 
