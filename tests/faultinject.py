@@ -84,10 +84,9 @@ def small_disk(folder: Path, size: str) -> Iterator[Path]:
 
 def fill(folder: Path) -> None:
     """Fill ``folder``'s disk until not a byte is free."""
-    with open(folder / "filler", "wb") as f, contextlib.suppress(OSError):
+    with open(folder / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):  # unbuffered: close can't fail
         while True:
             f.write(b"\0" * 4096)
-            f.flush()
 
 
 def one_line(err: str, command: str) -> str:

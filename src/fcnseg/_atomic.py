@@ -37,13 +37,14 @@ class WriteError(OSError):
 
 
 def os_error_in(exc: BaseException) -> OSError | None:
-    """The ``OSError`` behind ``exc``: itself, or the first one in its ``__cause__``/``__context__`` chain."""
+    """The ``OSError`` behind ``exc``: itself, or the first one in the chain Python would print (``__cause__``, else
+    ``__context__`` unless ``raise ... from None`` hid it)."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, OSError):
             return exc
         seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)  # type: ignore[assignment]
     return None
 
 

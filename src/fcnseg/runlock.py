@@ -8,6 +8,7 @@ over with a warning. Under torchrun one process (rank 0) holds it for the whole 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -16,6 +17,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ._atomic import WriteError
 
 __all__ = ["LOCK_NAME", "FolderBusyError", "RunLock", "folder_lock"]
 
@@ -56,9 +59,8 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock (creating the folder), or raise :class:`FolderBusyError` naming the run that holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -79,9 +81,17 @@ class RunLock:
                 "entries",
                 file=sys.stderr,
             )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(_owner(self.command)).encode(), 0)
+        with contextlib.suppress(OSError):  # on a full disk the lock holds all the same, only without its owner
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(_owner(self.command)).encode(), 0)
         self._fd = fd
+
+    def _open(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # the first write into the folder: its fault is the user's to hear about
+            raise WriteError(e.errno or errno.EIO, self.path) from e
 
     def release(self) -> None:
         """Remove the lock file and drop the lock (removed first, so that no one locks a file about to go)."""

@@ -152,8 +152,13 @@ def _save(
     return {**fields, "outputs": ";".join(map(str, written))}
 
 
+_AGAIN = "run again (finished images are skipped)"
+
+
 def _kept(rows: list[dict[str, Any]]) -> str:
     done = sum(r["status"] == "ok" for r in rows)
+    if not done:
+        return "no image of this run was finished, earlier outputs are untouched"
     return f"the outputs of the {done} image{'s' * (done != 1)} segmented are complete"
 
 
@@ -166,8 +171,8 @@ def _stop(
     if not info.enabled:
         with contextlib.suppress(OSError):
             write_summary(merge_rows(previous, rows), summary)
-            kept += f", listed in {summary}"
-    raise CLIError(describe(error, kept=kept, todo="run again (they are skipped)")) from error
+            kept += f", listed in {summary}" if rows else ""
+    raise CLIError(describe(error, kept=kept, todo=_AGAIN)) from error
 
 
 def _workers(given: int | None, device: torch.device) -> int:
@@ -293,7 +298,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         try:
             write_summary(merge_rows(previous, rows), summary)
         except OSError as e:
-            raise CLIError(describe(e, kept=_kept(rows), todo="run again (they are skipped)")) from e
+            raise CLIError(describe(e, kept=_kept(rows), todo=_AGAIN)) from e
         if coco is not None:
             print(f"COCO predictions: {coco.write(out / RUN_OUTPUTS['coco'])} ({len(coco.images)} images)")
         rate = counts["ok"] / elapsed if elapsed > 0 else 0.0
