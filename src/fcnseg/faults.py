@@ -44,13 +44,13 @@ def debug_requested(flag: bool = False) -> bool:
 
 
 def io_fault(exc: BaseException) -> OSError | None:
-    """The ``OSError`` a user should hear about behind ``exc`` (itself, a wrapped one, or one a DataLoader worker
-    raised); None when ``exc`` is no I/O fault."""
+    """The file-system fault a user should hear about behind ``exc`` (itself, a wrapped one, or one a DataLoader
+    worker raised); None when ``exc`` is none of the faults this module words (a busy port is not a disk fault)."""
     error = os_error_in(exc)
     if error is not None and error.errno is None and (found := _WORKER_ERROR.search(str(error))):
         code, name = int(found[1]), found[2]
-        return OSError(code, os.strerror(code), name)
-    return error if error is not None and error.errno is not None else None
+        error = OSError(code, os.strerror(code), name)
+    return error if error is not None and error.errno in _CAUSES else None
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
