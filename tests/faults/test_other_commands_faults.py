@@ -6,6 +6,7 @@ import errno
 import os
 
 import pytest
+import torch
 from faultinject import CAUSES, fail_rename, one_line
 from PIL import Image
 
@@ -57,4 +58,22 @@ def test_data_check_names_a_mask_its_drive_fails_to_read(shapes, capsys, monkeyp
     assert line == (
         f"fcnseg data: error: {bad}: input/output error (a failing disk, or a network drive that went away); "
         "check the disk or network drive it lives on, then run again"
+    )
+
+
+@pytest.mark.parametrize("command", ["serve", "segment"])
+def test_a_checkpoint_its_drive_fails_to_read(checkpoint, tmp_path, capsys, monkeypatch, command):
+    real = torch.load
+
+    def load(f, *args, **kwargs):
+        if str(f) == str(checkpoint):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(checkpoint))
+        return real(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    argv = [command, "--weights", str(checkpoint), *(["--port", "0"] if command == "serve" else ["--example"])]
+    assert main([*argv, *(["-o", str(tmp_path / "out")] if command == "segment" else [])]) == 1
+    assert one_line(capsys.readouterr().err, command) == (
+        f"fcnseg {command}: error: {checkpoint}: input/output error (a failing disk, or a network drive that went "
+        "away); check the disk or network drive it lives on, then run again"
     )
