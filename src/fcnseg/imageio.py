@@ -12,10 +12,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .memory import available_bytes
+
 __all__ = ["MAX_PIXELS", "ImageDecodeError", "load_image", "to_rgb"]
 
 # About 179 MP: where Pillow itself refuses to open a file (twice its warning level). Above any common camera.
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+# Pillow holds a pixel of any 8-bit mode in 4 bytes (RGB as RGBX), I and F too; conversion or EXIF rotation makes
+# a second copy: what decoding an image needs at its peak, refused up front when more than the memory available
+DECODE_BYTES_PER_PIXEL = 8
 SCALE_BAND = 1 << 18  # pixels per band when high-bit-depth pixels are scaled to 8 bits (2 MB in float64)
 
 
@@ -74,6 +79,7 @@ def load_image(
                 raise ImageDecodeError(
                     f"{label}: {w}x{h} = {w * h / 1e6:.0f} MP exceeds the {max_pixels / 1e6:.0f} MP limit; not decoded"
                 )
+            _check_memory(label, w, h)
             img.seek(0)
             img.load()
             if exif_transpose:
@@ -90,6 +96,16 @@ def load_image(
         if img.width < 1 or img.height < 1:
             raise ImageDecodeError(f"{label}: image has no pixels")
         return to_rgb(img)
+
+
+def _check_memory(label: str, w: int, h: int) -> None:
+    """Refuse an image whose decoding needs more memory than is available (rather than being killed for it)."""
+    need, free = w * h * DECODE_BYTES_PER_PIXEL, available_bytes()
+    if free is not None and need > free:
+        raise ImageDecodeError(
+            f"{label}: {w}x{h} needs {need / 1e6:.0f} MB of memory to decode but {free / 1e6:.0f} MB is available; "
+            "not decoded (free memory, or split the image)"
+        )
 
 
 def _is_empty(source: str | Path | bytes) -> bool:

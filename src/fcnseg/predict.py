@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .distributed import select_device
+from .faults import is_out_of_memory
 from .imageio import ImageDecodeError, load_image
 from .models import get_model, weights_categories
 from .optimize import SpeedPlan
@@ -448,11 +449,42 @@ class Segmenter:
 
     def _run_group(
         self, paths: list[Path], group: list[tuple[int, Image.Image, Tensor]], probs: bool, confidence: bool
-    ) -> Iterator[tuple[Path, SegmentationResult]]:
-        batch = torch.stack([x for *_, x in group])
-        results = self.segment_tensors([im for _, im, _ in group], batch, probs=probs, confidence=confidence)
+    ) -> Iterator[tuple[Path, SegmentationResult | ImageDecodeError]]:
+        """One batch; out of memory, it is retried one image at a time, and an image that still does not fit fails
+        alone (as an ImageDecodeError saying so)."""
+        try:
+            batch = torch.stack([x for *_, x in group])
+            results = self.segment_tensors([im for _, im, _ in group], batch, probs=probs, confidence=confidence)
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+            del e  # its traceback holds the batch's tensors
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            for i, im, x in group:
+                alone = len(group) == 1
+                yield (
+                    paths[i],
+                    self._out_of_memory(paths[i], im) if alone else self._alone(paths[i], im, x, probs, confidence),
+                )
+            return
         for (i, _, _), r in zip(group, results, strict=True):
             yield paths[i], r
+
+    def _alone(
+        self, path: Path, image: Image.Image, x: Tensor, probs: bool, confidence: bool
+    ) -> SegmentationResult | ImageDecodeError:
+        """An image of a batch that ran out of memory, retried by itself."""
+        try:
+            return self.segment_tensors([image], x[None], probs=probs, confidence=confidence)[0]
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
+        return self._out_of_memory(path, image)
+
+    def _out_of_memory(self, path: Path, image: Image.Image) -> ImageDecodeError:
+        hint = "a smaller --window" if self.tile else "--tile or a smaller --size"
+        return ImageDecodeError(f"{path}: out of memory segmenting {image.width}x{image.height} alone; try {hint}")
 
 
 class _DecodeFiles(Dataset):

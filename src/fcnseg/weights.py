@@ -189,6 +189,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except ImportError:
         raise WeightsError(f"{path}: reading .safetensors needs the 'safetensors' package") from None
+    except OSError as e:
+        if e.errno is not None:  # the drive failed, not the file: the command words it as an I/O fault
+            raise
+        raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
     except Exception as e:  # unpickling and format errors come in many types
         raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
     extra: dict[str, Any] = {}

@@ -327,14 +327,19 @@ def break_overlay_of_b(tmp_path: Path, monkeypatch, error: BaseException) -> Pat
 
 
 def test_disk_full_mid_write(tmp_path, checkpoint, capsys, monkeypatch):
+    """A full disk stops the run at once (every later image would fail the same way): one line, and what was
+    done before is complete and listed (tests/faults has the other errnos and a real full disk)."""
     out = break_overlay_of_b(tmp_path, monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
     assert segment(tmp_path / "*.png", "-o", out, "--size", "32", "--workers", "0", checkpoint=checkpoint) == 1
     err = capsys.readouterr().err
-    assert "b.png: cannot write outputs" in err and "No space left on device" in err
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        [".fcnseg", "a_mask.png", "a_overlay.jpg", "c_mask.png", "c_overlay.jpg", "summary.csv"]
-    )
-    assert read_summary(out / "summary.csv")["b.png"]["status"] == "failed"
+    assert err.count("\n") == 1 and f"cannot write {out / 'b_overlay.jpg'}: the disk is full" in err
+    names = {p.name for p in out.iterdir()}
+    assert {".fcnseg", "a_mask.png", "a_overlay.jpg", "summary.csv"} <= names and not {
+        "b_mask.png",
+        "b_overlay.jpg",
+    } & names
+    assert len({"c_mask.png", "c_overlay.jpg"} & names) in (0, 2)  # c, written meanwhile in the background: whole
+    assert read_summary(out / "summary.csv")["a.png"]["status"] == "ok" and no_temporary_files(out)
 
 
 def test_ctrl_c_leaves_only_complete_outputs(tmp_path, checkpoint, capsys, monkeypatch):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 
 from .. import __version__
+from ..faults import DEBUG_ENV, debug_requested, describe, io_fault, is_out_of_memory
 
 __all__ = ["CLIError", "add_model_arguments", "build_parser", "main"]
 
@@ -46,22 +48,52 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
         importlib.import_module(f".{name}", __name__).register(sub)
+    _add_debug(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _add_debug(parser: argparse.ArgumentParser, *, top: bool = True) -> None:
+    """``--debug`` on every (sub)command, so that it works wherever it is typed."""
+    parser.add_argument(
+        "--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+        help=f"on an error, also print the traceback (or set {DEBUG_ENV}=1)",
+    )  # fmt: skip
+    for action in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
+        for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+            _add_debug(child, top=False)
+
+
+def _error_line(e: BaseException) -> str | None:
+    """The one line for an expected failure (bad input, an I/O fault, too little memory); None for a bug."""
     from ..imageio import ImageDecodeError
     from ..weights import WeightsError
 
+    if isinstance(e, (CLIError, WeightsError, ImageDecodeError)) or (isinstance(e, OSError) and e.errno is None):
+        return str(e)  # ours, or an OSError raised with a message of its own
+    if (fault := io_fault(e)) is not None:
+        return describe(fault)
+    if is_out_of_memory(e):
+        return f"out of memory ({str(e).splitlines()[0][:200]}); use a smaller --batch-size or input size"
+    if isinstance(e, ValueError):
+        return str(e)
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, WeightsError, ImageDecodeError, FileNotFoundError, ValueError) as e:
-        print(f"fcnseg {args.command}: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"fcnseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        line = _error_line(e)
+        if line is None:
+            raise
+        if debug_requested(args.debug):
+            traceback.print_exc()
+        print(f"fcnseg {args.command}: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

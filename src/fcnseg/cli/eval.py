@@ -11,8 +11,10 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .._atomic import atomic_path
+from ..faults import describe
 from . import CLIError, add_model_arguments
 
 
@@ -33,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..data import get_dataset
     from ..distributed import init_distributed
-    from ..evaluate import evaluate_dataset, format_table, plot_confusion_matrix, summarize
+    from ..evaluate import evaluate_dataset, format_table, summarize
     from ..models import weights_categories
     from ..predict import Segmenter
 
@@ -100,20 +102,32 @@ def _run(args: argparse.Namespace) -> int:
             **summarize(run, seg.categories),
         }
         print(format_table(summary, args.model))
-        if args.output is not None:
-            out = Path(args.output)
-            with atomic_path(out) as tmp:
-                tmp.write_text(json.dumps(summary, indent=2) + "\n")
-            print(f"results: {out}")
-        if plot is not None:
-            title = f"{args.model} on {args.dataset} {args.split}: mIoU {summary['miou']:.1f}"
-            with atomic_path(plot) as tmp:
-                plot_confusion_matrix(run.confusion.mat, seg.categories, tmp, title)
-            print(f"confusion matrix: {plot}")
+        try:
+            _write_results(summary, run, seg.categories, args, plot)
+        except OSError as e:  # the scores are on the screen: say so rather than lose them with a traceback
+            raise CLIError(describe(e, kept="the scores are printed above", todo="evaluate again")) from e
         return 0
     finally:
         if info.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _write_results(
+    summary: dict[str, Any], run: Any, categories: list[str], args: argparse.Namespace, plot: Path | None
+) -> None:
+    """``--output``'s JSON and the confusion-matrix plot, each written atomically."""
+    from ..evaluate import plot_confusion_matrix
+
+    if args.output is not None:
+        out = Path(args.output)
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"results: {out}")
+    if plot is not None:
+        title = f"{args.model} on {args.dataset} {args.split}: mIoU {summary['miou']:.1f}"
+        with atomic_path(plot) as tmp:
+            plot_confusion_matrix(run.confusion.mat, categories, tmp, title)
+        print(f"confusion matrix: {plot}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -32,6 +32,17 @@ def _tolerance(text: str) -> float:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from ..faults import describe
+
+    output = Path(args.output)
+    try:
+        return _export_checked(args, output)
+    except OSError as e:  # a write fault: --output is as it was
+        kept = f"the previous {output} is unchanged" if output.exists() else "nothing was written"
+        raise CLIError(describe(e, kept=kept, todo="export again")) from e
+
+
+def _export_checked(args: argparse.Namespace, output: Path) -> int:
     import torch
 
     from .._atomic import atomic_path
@@ -42,7 +53,6 @@ def _export(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     weights = args.weights
     seg = Segmenter(args.model, weights, device="cpu", size=None)
-    output = Path(args.output)
     runtime = "ONNX Runtime (CPU)" if args.format == "onnx" else "TorchScript (torch.jit.load)"
     with atomic_path(output) as tmp:  # checked under a temporary name: --output is replaced only by a good file
         _, module = export_model(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import sys
 import tempfile
 import time
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from ..coco_results import CocoResults
 from ..distributed import init_distributed
+from ..faults import describe
 from ..imageio import ImageDecodeError
 from ..outputs import (
     OUTPUT_KINDS,
@@ -37,6 +39,7 @@ from ..outputs import (
     write_summary,
 )
 from ..predict import TTA_SCALES, SegmentationResult, Segmenter
+from ..runlock import FolderBusyError, RunLock
 from ..video import VIDEO_OUTPUTS, is_video
 from . import CLIError, add_model_arguments
 from ._inputs import Input, collect_inputs, name_inputs
@@ -46,6 +49,8 @@ from .speed import add_speed_arguments, speed_options_from_args
 __all__ = ["Input", "collect_inputs", "example_image", "register", "run"]
 
 DEFAULT_SAVE = "mask,overlay"
+# write errors that every later image would meet too: the run stops at the first (the others are per image)
+_FOLDER_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOTCONN, errno.ESTALE})
 
 
 def example_image() -> Path:
@@ -94,21 +99,23 @@ def _row(item: Input, status: str, rank: int, **extra: Any) -> dict[str, Any]:
     return {"input": str(item.path), "name": str(item.name or ""), "status": status, "rank": rank, **extra}
 
 
-def _prepare(args: argparse.Namespace, out: Path, info: Any) -> tuple[list[Input], list[dict[str, Any]]]:
+def _prepare(args: argparse.Namespace, out: Path, info: Any, lock: RunLock) -> tuple[list[Input], list[dict[str, Any]]]:
     """The named inputs, the same on every rank, and (on rank 0) the rows of the summary already in ``out``.
 
-    Rank 0 alone reads stdin and the folders, warns, and decides the names, so that all ranks agree on them.
+    Rank 0 alone takes the folder's lock (one run at a time, so no run's summary rows are lost), reads stdin and
+    the folders, warns, and decides the names, so that all ranks agree on them.
     """
     found: list[Any] = [None]
     previous: list[dict[str, Any]] = []
     if info.is_main:
         try:
+            lock.acquire()
             previous = read_summary(out / f"summary.{args.summary}")  # unreadable: fail before any work
             inputs = collect_inputs(args.inputs, output=out)
             if args.example:
                 inputs.append(Input(example_image(), Path("astronaut")))
             found[0] = name_inputs(inputs, out)
-        except ValueError as e:
+        except (ValueError, FolderBusyError) as e:
             found[0] = CLIError(str(e))
     if info.enabled:
         dist.broadcast_object_list(found, src=0)
@@ -147,6 +154,29 @@ def _save(
     return {**fields, "outputs": ";".join(map(str, written))}
 
 
+_AGAIN = "run again (finished images are skipped)"
+
+
+def _kept(rows: list[dict[str, Any]]) -> str:
+    done = sum(r["status"] == "ok" for r in rows)
+    if not done:
+        return "no image of this run was finished, earlier outputs are untouched"
+    return f"the outputs of the {done} image{'s' * (done != 1)} segmented are complete"
+
+
+def _stop(
+    error: OSError, out: Path, previous: list[dict[str, Any]], rows: list[dict[str, Any]], summary: Path, info: Any
+) -> None:
+    """A write fault every later image would meet (full disk, read-only or failing drive): record what was done
+    (if the summary can still be written) and stop the run with one line."""
+    kept = _kept(rows)
+    if not info.enabled:
+        with contextlib.suppress(OSError):
+            write_summary(merge_rows(previous, rows), summary)
+            kept += f", listed in {summary}" if rows else ""
+    raise CLIError(describe(error, kept=kept, todo=_AGAIN)) from error
+
+
 def _workers(given: int | None, device: torch.device) -> int:
     """Decoding processes: as given, else 2 on a GPU and none on a CPU (measured on 2 cores: 0 workers ran a folder
     4 % faster than 2, whose decoding competed with the model's threads)."""
@@ -160,9 +190,11 @@ def run(args: argparse.Namespace) -> int:
     info, device = init_distributed(args.device)
     out = Path(args.output)
     created = not out.exists()
+    lock = RunLock(out, "segment")
     try:
-        return _run(args, info, device)
+        return _run(args, info, device, lock)
     finally:
+        lock.release()
         if info.enabled and dist.is_initialized():
             dist.destroy_process_group()
         if created and out.is_dir() and not any(out.iterdir()):  # a run that wrote nothing leaves nothing behind
@@ -184,14 +216,14 @@ def _segmenter(args: argparse.Namespace, device: torch.device) -> Segmenter:
     )
 
 
-def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
+def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLock) -> int:
     out = Path(args.output)
     _check_writable(out)
     if args.source is not None:  # a live stream (cli/video.py)
         from .video import run_live
 
         return run_live(args, _segmenter(args, device), out)
-    inputs, previous = _prepare(args, out, info)
+    inputs, previous = _prepare(args, out, info, lock)
     if not inputs:
         raise CLIError("no inputs: give files, folders, globs, - (paths on stdin) or --example")
     weights = args.weights
@@ -251,6 +283,8 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
                 continue
             if isinstance(saved, OSError):
                 h, w = result.mask.shape
+                if saved.errno in _FOLDER_FAULTS:
+                    _stop(saved, out, previous, rows, summary, info)
                 error = f"{path}: cannot write outputs to {(out / item.name).parent} ({saved.strerror or saved})"
                 rows.append(_row(item, "failed", info.rank, error=error, width=w, height=h))
                 tqdm.write(f"fcnseg segment: error: {error}", file=sys.stderr)
@@ -281,7 +315,10 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device) -> int:
         coco = coco.merge([c for _, _, c in gathered]) if coco is not None else None
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
     if info.is_main:
-        write_summary(merge_rows(previous, rows), summary)
+        try:
+            write_summary(merge_rows(previous, rows), summary)
+        except OSError as e:
+            raise CLIError(describe(e, kept=_kept(rows), todo=_AGAIN)) from e
         if coco is not None:
             print(f"COCO predictions: {coco.write(out / RUN_OUTPUTS['coco'])} ({len(coco.images)} images)")
         rate = counts["ok"] / elapsed if elapsed > 0 else 0.0

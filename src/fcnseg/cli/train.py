@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
 
-from ..train import TrainConfig, fit, resume
+from ..faults import describe, io_fault
+from ..runlock import FolderBusyError, RunLock
+from ..train import RUN_FILES, TrainConfig, fit, resume
 from . import CLIError
 
 
@@ -35,6 +40,49 @@ def _given(args: argparse.Namespace) -> dict[str, object]:
     return given
 
 
+@contextlib.contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """One run at a time in ``out``: rank 0 holds its lock for the job (torchrun stops the other ranks if it
+    refuses). A folder this created for the lock alone goes again if the run wrote nothing."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    created = not out.exists()
+    lock = RunLock(out, "train")
+    try:
+        lock.acquire()
+    except FolderBusyError as e:
+        raise CLIError(str(e)) from None
+    try:
+        yield
+    finally:
+        lock.release()
+        if created:
+            with contextlib.suppress(OSError):  # not empty: the run's files
+                out.rmdir()
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a training checkpoint finished, read without loading its tensors; None if it cannot be read."""
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # any reason it does not load means it is not a checkpoint to resume from
+        return None
+
+
+def _after_fault(out: Path) -> dict[str, str]:
+    """What survived an I/O fault in the run folder ``out``, and how to go on from it."""
+    last = out / "last.pth"
+    epoch = _checkpoint_epoch(last) if last.is_file() else None
+    if epoch is not None:
+        return {"kept": f"{last.name} from epoch {epoch} is intact", "todo": f"continue with --resume {last}"}
+    if any((out / name).exists() for name in RUN_FILES):
+        return {"kept": "no checkpoint was saved yet", "todo": "start over in the same folder with --exist-ok"}
+    return {"kept": "nothing was written", "todo": "run again"}
+
+
 def _train(args: argparse.Namespace) -> int:
     given = _given(args)
     if args.resume:
@@ -47,12 +95,17 @@ def _train(args: argparse.Namespace) -> int:
         run, where = partial(fit, config), Path(config.output_dir)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        result = run()
+        with _folder_lock(where):
+            result = run()
     except FileExistsError as e:  # the output folder holds another run
         raise CLIError(str(e)) from None
     except _Terminated:
         print(f"fcnseg train: terminated; continue with --resume {where / 'last.pth'}", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except Exception as e:
+        if (fault := io_fault(e)) is None:
+            raise
+        raise CLIError(describe(fault, **_after_fault(where))) from e
     finally:
         signal.signal(signal.SIGTERM, previous)
     if args.print_json:

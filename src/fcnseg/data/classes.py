@@ -87,6 +87,7 @@ class ClassMap:
             with Image.open(path) as img:
                 a = np.asarray(img.convert("RGB")).astype(np.int64)
         except (OSError, SyntaxError, ValueError) as e:
+            _raise_io_fault(e)
             raise ValueError(f"{path}: unreadable mask ({e})") from None
         return a[..., 0] << 16 | a[..., 1] << 8 | a[..., 2]
 
@@ -162,6 +163,13 @@ def read_class_map(root: str | Path) -> ClassMap:
     return parse_classes(path.read_text(), str(path))
 
 
+def _raise_io_fault(e: Exception) -> None:
+    """Re-raise an I/O fault (a vanished file, a failing drive: an ``OSError`` with an errno) as itself: it is
+    not a bad mask, and the command says so in its own words. Decoders report bad data without an errno."""
+    if isinstance(e, OSError) and e.errno is not None:
+        raise e
+
+
 def read_mask_array(path: str | Path) -> np.ndarray:
     """A mask file's raw label values as an (H, W) integer array; palette PNGs give their indices, not colours."""
     try:
@@ -169,6 +177,7 @@ def read_mask_array(path: str | Path) -> np.ndarray:
             img.load()
             mode, a = img.mode, np.asarray(img)
     except (OSError, SyntaxError, ValueError) as e:
+        _raise_io_fault(e)
         raise ValueError(f"{path}: unreadable mask ({e})") from None
     if mode not in INDEX_MODES:
         raise ValueError(
