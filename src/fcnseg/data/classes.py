@@ -124,7 +124,7 @@ def parse_classes(text: str, source: str = "classes.txt") -> ClassMap:
         raise ValueError(f"{source}: lists no classes")
     parsed = []
     for n, line in lines:
-        first, _, rest = line.partition(" ")
+        first, _, rest = line.replace("\t", " ").partition(" ")  # spreadsheets separate VALUE and NAME by a tab
         try:
             value = _parse_value(first) if rest.strip() else None
         except ValueError as e:
