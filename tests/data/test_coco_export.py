@@ -64,7 +64,7 @@ def test_data_check_finds_missing_images_and_bad_annotations(tmp_path, capsys):
     assert report.missing_images == ["c.jpg"]
     assert report.bad_annotations == [
         "annotation 100 on batch1/a.jpg: category id 99 is not in the file's categories",
-        "annotation 102 on batch1/b.png: RLE size [5, 5] but the image is 20x24",
+        "annotation 102 on batch1/b.png: RLE of size 5x5 on a 24x20 image",
     ]
     assert main(["data", "check", "--dataset", "coco", str(tmp_path), "--split", "default"]) == 1
     assert "3 problems found" in capsys.readouterr().out
