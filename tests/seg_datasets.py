@@ -235,8 +235,8 @@ def make_coco_export(root: Path, style: str) -> tuple[Path, dict[str, np.ndarray
     ``cvat``: ``annotations/instances_default.json``, images under ``images/`` in sub-folders, category ids 3, 7
     and 12 listed out of order. ``labelstudio``: ``result.json`` beside ``images/``, file names ``images/...``,
     category ids from 0. Either way the labels are background, then the categories by id: tree, car, unused
-    (never annotated). Image 1: overlapping polygons (the car, listed later, is on top); image 2: compressed RLE car and an
-    uncompressed-RLE crowd tree; image 3: no annotation; image 4: a polygon car.
+    (never annotated). Image 1: overlapping polygons (the car, listed later, is on top); image 2: compressed RLE
+    car and an uncompressed-RLE crowd tree; image 3: no annotation; image 4: a polygon car.
     """
     from pycocotools import mask as coco_mask
 
