@@ -86,7 +86,7 @@ class ClassMap:
         try:
             with Image.open(path) as img:
                 a = np.asarray(img.convert("RGB")).astype(np.int64)
-        except (OSError, SyntaxError, ValueError) as e:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise ValueError(f"{path}: unreadable mask ({e})") from None
         return a[..., 0] << 16 | a[..., 1] << 8 | a[..., 2]
 
@@ -163,12 +163,17 @@ def read_class_map(root: str | Path) -> ClassMap:
 
 
 def read_mask_array(path: str | Path) -> np.ndarray:
-    """A mask file's raw label values as an (H, W) integer array; palette PNGs give their indices, not colours."""
+    """A mask file's raw label values as an (H, W) integer array; palette PNGs give their indices, not colours.
+
+    A greyscale mask with an alpha channel (``LA``, as image editors save it) gives its grey values: the alpha
+    says how a viewer blends the mask, not which class a pixel is.
+    """
     try:
         with Image.open(path) as img:
             img.load()
-            mode, a = img.mode, np.asarray(img)
-    except (OSError, SyntaxError, ValueError) as e:
+            mode, a = img.mode, np.asarray(img.getchannel("L") if img.mode == "LA" else img)
+            mode = "L" if mode == "LA" else mode
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{path}: unreadable mask ({e})") from None
     if mode not in INDEX_MODES:
         raise ValueError(
