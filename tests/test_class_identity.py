@@ -33,4 +33,4 @@ def test_coco_output_has_an_annotation_and_a_category_per_class():
     assert sorted(by_class) == [1, 2]
     for c, a in by_class.items():
         rle = {**a["segmentation"], "counts": a["segmentation"]["counts"].encode()}
-        np.testing.assert_array_equal(coco_mask.decode(rle), (MASK == c).astype(np.uint8))
+        np.testing.assert_array_equal(coco_mask.decode(rle), (c == MASK).astype(np.uint8))

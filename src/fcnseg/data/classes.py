@@ -159,7 +159,11 @@ def read_class_map(root: str | Path) -> ClassMap:
         raise FileNotFoundError(
             f"{path}: missing (one class name a line, the first being index 0; or 'VALUE NAME' lines)"
         )
-    return parse_classes(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # spreadsheets and Notepad may start the file with a BOM
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return parse_classes(text, str(path))
 
 
 def read_mask_array(path: str | Path) -> np.ndarray:
