@@ -198,3 +198,41 @@ def test_254_categories_fit_255_are_refused_naming_the_file(tmp_path, capsys):
     assert err.count("\n") == 1 and "big/result.json: 255 categories" in err
     assert main(["data", "check", "--ann-file", str(many_categories(tmp_path / "huge", 300))]) == 1
     assert "300 categories" in capsys.readouterr().err  # not an OverflowError naming no file
+
+
+MALFORMED = {  # what fuzzing found on 133976e (tracebacks or lines naming no file), and other identity rules
+    "file_name null": ({"file_name": None}, None, "'file_name' is None, not str"),
+    "no file_name": ({"file_name": ...}, None, "'file_name' is missing"),
+    "category name null": (None, {"name": None}, "'name' is None, not str"),
+    "no category name": (None, {"name": ...}, "'name' is missing"),
+    "NUL in file_name": ({"file_name": "a\x00.png"}, None, "names no file"),
+    "image listed twice": ("twice", None, "image id 1 is listed twice"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_files_are_one_line_naming_the_file(case, tmp_path, capsys):
+    image_edit, category_edit, message = MALFORMED[case]
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": 4, "height": 4}], "annotations": [],
+           "categories": [{"id": 1, "name": "road"}]}  # fmt: skip
+    if image_edit == "twice":
+        doc["images"].append({"id": 1, "file_name": "b.png", "width": 4, "height": 4})
+    for entry, edit in ((doc["images"][0], image_edit), (doc["categories"][0], category_edit)):
+        for key, value in (edit if isinstance(edit, dict) else {}).items():
+            if value is ...:
+                del entry[key]
+            else:
+                entry[key] = value
+    ann = tmp_path / "result.json"
+    ann.write_text(json.dumps(doc))
+    assert main(["data", "check", "--ann-file", str(ann)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(ann) in err and message in err, err
+
+
+def test_bytes_that_are_not_json_are_named(tmp_path, capsys):
+    ann = tmp_path / "result.json"
+    ann.write_bytes(b"\x80\x81 not json")
+    assert main(["data", "check", "--ann-file", str(ann)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{ann}: not a COCO instances file" in err

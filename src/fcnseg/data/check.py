@@ -380,7 +380,7 @@ def check_coco(dataset: Any, pixels: bool = False) -> CocoCheck:
         out.labelled_pixels = out.overlap_pixels = 0
     for i in range(len(dataset)):
         info = dataset.image_info(i)
-        _check_coco_image(dataset, i, out)
+        image_ok = _check_coco_image(dataset, i, out)
         anns = dataset.annotations(i)
         out.images_without_annotations += not anns
         kept = []
@@ -399,7 +399,7 @@ def check_coco(dataset: Any, pixels: bool = False) -> CocoCheck:
                 continue
             out.annotations_per_class[ids.index(a["category_id"])] += 1
             kept.append(a)
-        if pixels and kept:
+        if pixels and kept and image_ok:  # rasterized at a size a real file has
             cover = sum(
                 annotation_mask(a["segmentation"], info["height"], info["width"]).astype(np.int32) for a in kept
             )
@@ -408,20 +408,23 @@ def check_coco(dataset: Any, pixels: bool = False) -> CocoCheck:
     return out
 
 
-def _check_coco_image(dataset: Any, i: int, out: CocoCheck) -> None:
-    """Image ``i`` exists, its header reads, and its stored size is the one the annotation file declares."""
+def _check_coco_image(dataset: Any, i: int, out: CocoCheck) -> bool:
+    """Whether image ``i`` exists, its header reads, and its stored size is the one the annotation file declares;
+    what is wrong goes into ``out``."""
     from PIL import Image
 
     try:
         path = dataset.image_path(i)
     except FileNotFoundError:
         out.missing_images.append(dataset.image_info(i)["file_name"])
-        return
+        return False
     try:
         with Image.open(path) as img:
             stored = img.size
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         out.unreadable_images.append(f"{path}: {e}")
-        return
+        return False
     if problem := dataset.size_mismatch(i, stored):
         out.size_mismatches.append(problem)
+        return False
+    return True

@@ -61,7 +61,7 @@ __all__ = [
 COCO_VOC_CATEGORY_IDS = [0, 5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72]
 
 _SPLITS = {"train": "train2017", "val": "val2017"}
-MAX_LABELS = 255  # labels 0..254 fit a uint8 mask beside the ignore label 255
+_MAX_LABELS = 255  # labels 0..254 fit a uint8 mask beside the ignore label 255
 
 
 def filter_and_remap(anns: list[dict[str, Any]], category_ids: list[int | None]) -> list[dict[str, Any]]:
@@ -238,10 +238,10 @@ class CocoSegmentation:
         except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise ValueError(f"{ann_file}: not a COCO instances file ({e})") from None
         self.category_ids = list(export_category_ids(data) if category_ids is None else category_ids)
-        if len(self.category_ids) > MAX_LABELS:
+        if len(self.category_ids) > _MAX_LABELS:
             raise ValueError(
                 f"{ann_file}: {len(self.category_ids) - 1} categories, but masks are 8-bit with 255 as the ignore "
-                f"label, so at most {MAX_LABELS - 1} categories fit beside the background"
+                f"label, so at most {_MAX_LABELS - 1} categories fit beside the background"
             )
         self.categories = VOC_CATEGORIES if self.category_ids == COCO_VOC_CATEGORY_IDS else self._names()
         self.transforms = transforms
@@ -334,6 +334,10 @@ def _parse_instances(data: Any) -> tuple[dict[int, dict], dict[int, list[dict]],
         _require(img, "image", {"id": int, "file_name": str, "width": int, "height": int})
         if img["width"] <= 0 or img["height"] <= 0:
             raise ValueError(f"image {img['id']}: size {img['width']}x{img['height']}")
+        if not img["file_name"] or "\x00" in img["file_name"]:
+            raise ValueError(f"image {img['id']}: file_name {img['file_name']!r} names no file")
+        if img["id"] in images:  # which of the two would its annotations belong to?
+            raise ValueError(f"image id {img['id']} is listed twice")
         images[img["id"]] = img
     categories: dict[int, str] = {}
     for cat in data.get("categories", []):
@@ -355,12 +359,12 @@ def _parse_instances(data: Any) -> tuple[dict[int, dict], dict[int, list[dict]],
 def _require(entry: Any, what: str, fields: dict[str, type]) -> None:
     """ValueError unless ``entry`` is an object whose ``fields`` have their types (bool is not an int here)."""
     if not isinstance(entry, dict):
-        raise ValueError(f"an {what} entry is a {type(entry).__name__}, not an object")
+        raise ValueError(f"each {what} must be an object, not a {type(entry).__name__}")
     for key, kind in fields.items():
         value = entry.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
-            got = "missing" if key not in entry else f"{value!r}"[:40]
-            raise ValueError(f"{what} {entry.get('id')!r}: {key!r} is {got}, not {kind.__name__}")
+            got = "missing" if key not in entry else repr(value)[:40]
+            raise ValueError(f"{what} {repr(entry.get('id'))[:40]}: {key!r} is {got}, not {kind.__name__}")
 
 
 def _export_image_roots(ann_file: Path, split: str | None) -> list[Path]:
