@@ -123,7 +123,7 @@ def test_upload_overlay_legend_download(page_url, segmenter, helpers, tmp_path):
             page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
             page.wait_for_function("document.getElementById('download').download === 'dropped_mask.png'")
             page.wait_for_selector("#overlay[data-ready='true']")
-            assert rows.locator(".name").all_text_contents() == list(expected)
+            assert rows.locator(".name").all_text_contents() == [s["name"] for s in expected]
 
             # a bad file shows the server's error message instead of breaking the page
             bad = tmp_path / "notes.png"
