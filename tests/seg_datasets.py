@@ -235,8 +235,8 @@ def make_coco_export(root: Path, style: str) -> tuple[Path, dict[str, np.ndarray
     ``cvat``: ``annotations/instances_default.json``, images under ``images/`` in sub-folders, category ids 3, 7
     and 12 listed out of order. ``labelstudio``: ``result.json`` beside ``images/``, file names ``images/...``,
     category ids from 0. Either way the labels are background, then the categories by id: tree, car, unused
-    (never annotated). Image 1: overlapping polygons (overlap -> 255); image 2: compressed RLE car and an
-    uncompressed-RLE crowd tree; image 3: no annotation; image 4: a polygon car.
+    (never annotated). Image 1: overlapping polygons (the car, listed later, is on top); image 2: compressed RLE
+    car and an uncompressed-RLE crowd tree; image 3: no annotation; image 4: a polygon car.
     """
     from pycocotools import mask as coco_mask
 
@@ -255,8 +255,7 @@ def make_coco_export(root: Path, style: str) -> tuple[Path, dict[str, np.ndarray
     add(1, "tree", [rect(2, 2, 14, 20)])
     add(1, "car", [rect(10, 4, 28, 12)])
     expected[1][box_mask(24, 32, 2, 2, 14, 20)] = 1
-    expected[1][box_mask(24, 32, 10, 4, 28, 12)] = 2
-    expected[1][4:12, 10:14] = 255
+    expected[1][box_mask(24, 32, 10, 4, 28, 12)] = 2  # over the tree where they overlap
     car = box_mask(20, 24, 12, 2, 22, 10)
     rle = coco_mask.encode(np.asfortranarray(car.astype(np.uint8)))
     add(2, "car", {"size": rle["size"], "counts": rle["counts"].decode()})

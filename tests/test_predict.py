@@ -291,22 +291,33 @@ def test_banded_overlay_and_stats_equal_whole_image(monkeypatch):
     assert len(predict._bands(37, 23)) == 8
     np.testing.assert_array_equal(np.asarray(r.overlay(0.4)), np.asarray(overlay(r.image, mask, 0.4)))
     banded = r.class_stats()
-    assert banded.keys() == whole_stats.keys()
-    for k in banded:
-        assert banded[k]["pixels"] == whole_stats[k]["pixels"] == int((mask == banded[k]["index"]).sum())
-        assert banded[k]["mean_confidence"] == pytest.approx(r.confidence[mask == banded[k]["index"]].mean(), rel=1e-5)
+    assert [s["index"] for s in banded] == [s["index"] for s in whole_stats]
+    for b, w in zip(banded, whole_stats, strict=True):
+        assert b["pixels"] == w["pixels"] == int((mask == b["index"]).sum())
+        assert b["mean_confidence"] == pytest.approx(r.confidence[mask == b["index"]].mean(), rel=1e-5)
 
 
 def test_class_stats_by_hand():
     mask = np.array([[0, 0, 2], [2, 2, 2]], np.uint8)
     conf = np.array([[0.5, 0.7, 0.9], [0.8, 0.6, 0.5]], np.float32)
     r = SegmentationResult(mask, ["bg", "cat", "dog"], confidence=conf)
-    stats = r.class_stats()
-    assert list(stats) == ["dog", "bg"] and r.classes == ["dog", "bg"]
-    assert stats["dog"]["share"] == pytest.approx(4 / 6) and stats["bg"]["pixels"] == 2
-    assert stats["dog"]["mean_confidence"] == pytest.approx((0.9 + 0.8 + 0.6 + 0.5) / 4)
-    assert stats["bg"]["mean_confidence"] == pytest.approx(0.6)
-    assert r.class_areas() == {"dog": pytest.approx(4 / 6), "bg": pytest.approx(2 / 6)}
+    dog, bg = r.class_stats()
+    assert (dog["index"], dog["name"], bg["index"], bg["name"]) == (2, "dog", 0, "bg") and r.classes == ["dog", "bg"]
+    assert dog["share"] == pytest.approx(4 / 6) and bg["pixels"] == 2 and bg["share"] == pytest.approx(2 / 6)
+    assert dog["mean_confidence"] == pytest.approx((0.9 + 0.8 + 0.6 + 0.5) / 4)
+    assert bg["mean_confidence"] == pytest.approx(0.6)
+
+
+def test_two_classes_sharing_a_name_both_count():
+    """Two classes named alike (a classes.txt or export may list a name twice) stay two entries, by index."""
+    mask = np.array([[0, 1, 1], [2, 2, 2]], np.uint8)
+    r = SegmentationResult(mask, ["bg", "car", "car"])
+    assert [(s["index"], s["name"], s["pixels"]) for s in r.class_stats()] == [
+        (2, "car", 3),
+        (1, "car", 2),
+        (0, "bg", 1),
+    ]
+    assert r.classes == ["car", "car", "bg"]
 
 
 @pytest.mark.slow
@@ -352,7 +363,7 @@ def test_writers_round_trip(tmp_path):
     assert list(npz["categories"]) == result.categories
     record = json.loads((tmp_path / "a.json").read_text())
     assert record["input"] == "a.png" and (record["width"], record["height"]) == (30, 20)
-    assert sum(c["pixels"] for c in record["classes"].values()) == 600
+    assert sum(c["pixels"] for c in record["classes"]) == 600
 
 
 def test_disk_full_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):

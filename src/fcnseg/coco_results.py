@@ -39,7 +39,7 @@ def class_annotations(result: SegmentationResult, image_id: int) -> list[dict[st
     from pycocotools import mask as coco_mask
 
     anns = []
-    for stats in result.class_stats().values():
+    for stats in result.class_stats():
         c = stats["index"]
         if c == 0:
             continue

@@ -21,6 +21,7 @@ from typing import IO, Any
 import numpy as np
 
 from ._atomic import atomic_path
+from ._stamp import file_stamp
 from .predict import SegmentationResult
 
 __all__ = [
@@ -130,11 +131,8 @@ def write_outputs(
 
 def source_of(path: str | Path) -> dict[str, Any]:
     """What identifies an input file: real path, size and modification time (ns; both None if it cannot be read)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return {"path": os.path.realpath(path), "size": None, "mtime_ns": None}
-    return {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    size, mtime_ns = file_stamp(path) or (None, None)
+    return {"path": os.path.realpath(path), "size": size, "mtime_ns": mtime_ns}
 
 
 def record_path(out: Path, name: str | Path) -> Path:

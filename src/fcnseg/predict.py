@@ -183,8 +183,8 @@ class SegmentationResult:
 
     @property
     def classes(self) -> list[str]:
-        """Names of the classes present, largest area first."""
-        return list(self.class_areas())
+        """Names of the classes present, largest area first (two classes may share a name: see ``class_stats``)."""
+        return [s["name"] for s in self.class_stats()]
 
     def to_image(self) -> Image.Image:
         """The mask as a palette PNG-ready PIL image (indices kept, seed colours)."""
@@ -201,12 +201,9 @@ class SegmentationResult:
             out.paste(overlay(self.image.crop(box), self.mask[top:bottom], alpha), box)
         return out
 
-    def class_areas(self) -> dict[str, float]:
-        """Share of the image's pixels per class present, largest first."""
-        return {name: s["share"] for name, s in self.class_stats().items()}
-
-    def class_stats(self) -> dict[str, dict[str, Any]]:
-        """Per class present, largest first: ``index``, ``pixels``, ``share`` and ``mean_confidence``."""
+    def class_stats(self) -> list[dict[str, Any]]:
+        """One entry per class present, largest first: ``index``, ``name``, ``pixels``, ``share`` and
+        ``mean_confidence``. A list identified by ``index``, not a dict by name: two classes may share a name."""
         counts, conf_sum = np.zeros(len(self.categories), np.int64), np.zeros(len(self.categories))
         for top, bottom in _bands(*self.mask.shape):  # bincount copies its input to int64 and float64
             flat = self.mask[top:bottom].reshape(-1)
@@ -215,16 +212,17 @@ class SegmentationResult:
                 weights = self.confidence[top:bottom].reshape(-1)
                 conf_sum += np.bincount(flat, weights=weights, minlength=len(self.categories))
         total = max(int(self.mask.size), 1)
-        stats = {}
+        stats = []
         for i in np.argsort(-counts, kind="stable"):
             if counts[i] == 0:
                 break
-            stats[self.categories[i]] = {
+            stats.append({
                 "index": int(i),
+                "name": self.categories[i],
                 "pixels": int(counts[i]),
                 "share": float(counts[i] / total),
                 "mean_confidence": None if self.confidence is None else float(conf_sum[i] / counts[i]),
-            }
+            })  # fmt: skip
         return stats
 
 

@@ -33,8 +33,7 @@ def plot_result(result: SegmentationResult, *, alpha: float = 0.5, figsize: tupl
         ax.axis("off")
     colors = palette(256) / 255
     handles = [
-        Patch(color=tuple(colors[s["index"]]), label=f"{name} ({s['share']:.1%})")
-        for name, s in result.class_stats().items()
+        Patch(color=tuple(colors[s["index"]]), label=f"{s['name']} ({s['share']:.1%})") for s in result.class_stats()
     ]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
     fig.tight_layout(rect=(0, 0.1, 1, 1))

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .data.categories import VOC_CATEGORIES
 from .transforms import SemanticSegmentation
 
 __all__ = [
@@ -39,11 +40,6 @@ __all__ = [
     "read_checkpoint",
     "sha256_file",
 ]
-
-VOC_CATEGORIES = [
-    "__background__", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-]  # fmt: skip
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 # What fcnseg's training checkpoints say they are: ``{"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,

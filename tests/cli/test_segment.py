@@ -71,10 +71,10 @@ def test_folder_of_formats(tmp_path, checkpoint, capsys):
         assert Image.open(f"{stem}_color.png").size == Image.open(f"{stem}_overlay.jpg").size == (w, h)
         assert np.load(f"{stem}_probs.npz")["probs"].shape == (3, h, w)
         record = json.loads(Path(f"{stem}.json").read_text())
-        assert set(record["classes"]) <= set(CATEGORIES)
-        assert sum(c["pixels"] for c in record["classes"].values()) == h * w
+        assert all(CATEGORIES[c["index"]] == c["name"] for c in record["classes"])
+        assert sum(c["pixels"] for c in record["classes"]) == h * w
         counts = np.bincount(np.asarray(mask).reshape(-1), minlength=3)
-        for c in record["classes"].values():
+        for c in record["classes"]:
             assert c["pixels"] == counts[c["index"]] and 1 / 3 <= c["mean_confidence"] <= 1
     rows = read_summary(out / "summary.csv")
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows.values())
@@ -425,9 +425,8 @@ def test_weights_none_is_labelled_random(tmp_path, capsys):
     assert rc == 0
     assert "randomly initialised" in capsys.readouterr().err
     record = json.loads((tmp_path / "o" / "a.json").read_text())
-    assert record["weights"].startswith("none (random init") and set(record["classes"]) <= set(
-        __import__("fcnseg").weights.VOC_CATEGORIES
-    )
+    assert record["weights"].startswith("none (random init")
+    assert {c["name"] for c in record["classes"]} <= set(__import__("fcnseg").weights.VOC_CATEGORIES)
 
 
 def test_help_describes_the_options(capsys):

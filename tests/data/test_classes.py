@@ -164,3 +164,23 @@ def test_a_mapped_binary_dataset_trains_to_a_foreground_model(tmp_path, capsys):
     best = max((v for v in val if v["event"] == "val"), key=lambda v: v["miou"])
     assert r["miou"] == pytest.approx(100 * best["miou"])  # eval at the checkpoint's size reproduces validation
     assert r["iou"][1] >= 55.0, r["iou"]
+
+
+def test_tab_separated_lines_are_the_mapped_form(tmp_path, capsys):
+    """``0<TAB>background`` as spreadsheets write it: 255 is the foreground class, not the ignore index."""
+    cm = parse_classes("0\tbackground\n255\tforeground\n")
+    assert cm.mapped and cm.names == ("background", "foreground") and cm.values == {0: 0, 255: 1}
+    root = make_binary(tmp_path / "tabs", "0\tbackground\n255\tforeground\n", {"train": 2})
+    assert main(["data", "check", str(root)]) == 0
+    assert "foreground" in capsys.readouterr().out
+    assert set(np.unique(FolderSegmentation(root, "train").labels(0)).tolist()) == {0, 1}
+
+
+def test_classes_file_with_a_bom_or_not_utf8(tmp_path, capsys):
+    from fcnseg.data.classes import read_class_map
+
+    (tmp_path / "classes.txt").write_bytes("\ufeffbackground\ncat\n".encode())
+    assert read_class_map(tmp_path).names == ("background", "cat")  # a BOM is not part of the first name
+    (tmp_path / "classes.txt").write_bytes(b"background\n\xff\xfecat\n")
+    with pytest.raises(ValueError, match=r"classes\.txt: not UTF-8 text"):
+        read_class_map(tmp_path)

@@ -46,7 +46,7 @@ def test_upload_overlay_legend_download(page_url, segmenter, helpers, tmp_path):
     photo = tmp_path / "street.png"
     image.save(photo)
     want = segmenter.predict(image)
-    assert len(want.class_areas()) >= 2  # so the legend and the blending below are not vacuous
+    assert len(want.class_stats()) >= 2  # so the legend and the blending below are not vacuous
 
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -77,9 +77,9 @@ def test_upload_overlay_legend_download(page_url, segmenter, helpers, tmp_path):
             rows = page.locator("#legend li")
             names = rows.locator(".name").all_text_contents()
             areas = rows.locator(".area").all_text_contents()
-            expected = want.class_areas()
-            assert names == list(expected)
-            assert areas == [f"{v * 100:.1f}%" for v in expected.values()]
+            expected = want.class_stats()
+            assert names == [s["name"] for s in expected]
+            assert areas == [f"{s['share'] * 100:.1f}%" for s in expected]
 
             # the overlay canvas shows the photo with the mask blended on top, at the photo's size
             size = page.evaluate("(c => [c.width, c.height])(document.getElementById('overlay'))")
@@ -123,7 +123,7 @@ def test_upload_overlay_legend_download(page_url, segmenter, helpers, tmp_path):
             page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
             page.wait_for_function("document.getElementById('download').download === 'dropped_mask.png'")
             page.wait_for_selector("#overlay[data-ready='true']")
-            assert rows.locator(".name").all_text_contents() == list(expected)
+            assert rows.locator(".name").all_text_contents() == [s["name"] for s in expected]
 
             # a bad file shows the server's error message instead of breaking the page
             bad = tmp_path / "notes.png"

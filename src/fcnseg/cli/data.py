@@ -18,7 +18,7 @@ def _check(args: argparse.Namespace) -> int:
         if args.ann_file is None and not args.split:
             raise CLIError("name the export's split(s) with --split (e.g. default for CVAT, result for Label Studio)")
         reports = [
-            check_coco(get_dataset("coco", args.root, split, ann_file=args.ann_file, images=args.images))
+            check_coco(get_dataset("coco", args.root, split, ann_file=args.ann_file, images=args.images), pixels=True)
             for split in (args.split if args.ann_file is None else ["-"])
         ]
     else:
@@ -41,8 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Folder datasets: decode every image and mask of ROOT/{split}/{images,masks}/ and report problems: "
             "missing pairs, size mismatches, mask values classes.txt does not map, classes with no pixel in the "
-            "training split. COCO (--dataset coco ROOT, or --ann-file FILE): image files, annotation categories "
-            "and RLE sizes, annotations per category. Exit 1 if any error."
+            "training split. COCO (--dataset coco ROOT, or --ann-file FILE): image files and their stored size "
+            "against the declared one, annotation categories, polygons and RLE, annotations per category, and the "
+            "share of overlapping pixels (COCO 2017: ignored; exports: the later annotation is on top). "
+            "Exit 1 if any error."
         ),
     )
     c.add_argument("root", nargs="?", help="dataset root (folder: classes.txt and {split}/images, {split}/masks)")

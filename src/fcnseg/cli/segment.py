@@ -147,8 +147,8 @@ def _save(
     Safe to call from a worker thread: it touches only this image's files.
     """
     h, w = result.mask.shape
-    top_class, top = next(iter(result.class_stats().items()))
-    fields = {"width": w, "height": h, "top_class": top_class, "top_share": round(top["share"], 6)}
+    top = result.class_stats()[0]
+    fields = {"width": w, "height": h, "top_class": top["name"], "top_share": round(top["share"], 6)}
     write_record(out, item.name, {"source": source, "input": str(item.path), **fields})  # claims the name first
     written = write_outputs(result, out / item.name, kinds, {"input": str(item.path), **meta})
     return {**fields, "outputs": ";".join(map(str, written))}

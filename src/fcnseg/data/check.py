@@ -7,20 +7,22 @@ and a class with no pixel in the training split (a model cannot learn it; it is 
 plain ``classes.txt`` shows up, its 255s being the ignore index).
 
 ``check_coco`` (``fcnseg data check --dataset coco``) checks a COCO file read as a dataset: image files present,
-annotations of listed categories, RLE sizes matching their images; categories without annotations are a warning
-(an export lists every label of the project, and they keep their label so that all splits agree).
+each stored at the width and height its annotations were drawn on (an EXIF-rotated photo is named as such),
+annotations of listed categories with well-formed polygons or RLE of their image's size; categories without
+annotations are a warning (an export lists every label of the project, and they keep their label so that all
+splits agree). ``data check`` also reports the share of labelled pixels where annotations overlap, and which rule
+resolves them (COCO 2017: ignored; exports: the later annotation on top).
 
 ``validate_training_data`` runs the mask checks when ``fit`` starts and raises :class:`DataError` with the same
 report. It reads only the masks, and keeps their statistics in a cache keyed by each file's path, size and
 mtime (``$TORCH_HOME/fcnseg/data-check/``), so a second run over an unchanged dataset costs a ``stat`` per mask.
-For a COCO training split it runs ``check_coco`` (no decoding: a ``stat`` per image).
+For a COCO training split it runs ``check_coco`` (no decoding: a header read per image).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +30,10 @@ from typing import Any
 import numpy as np
 
 from .._atomic import atomic_path
+from .._stamp import file_stamp
 from ..imageio import load_image
 from .classes import ClassMap, read_class_map
-from .coco import CocoSegmentation
+from .coco import CocoSegmentation, annotation_mask, check_segmentation
 from .folder import IMAGE_SUFFIXES, FolderSegmentation
 
 __all__ = [
@@ -276,10 +279,9 @@ def _cached_mask_stats(masks: list[Path], classes: ClassMap, ignore_index: int) 
         old = {}
     out, entries, changed = {}, {}, False
     for path in masks:
-        st = os.stat(path)
-        stamp = [st.st_size, st.st_mtime_ns]
+        stamp = file_stamp(path)
         entry = old.get(str(path))
-        if entry is not None and entry[0] == stamp:
+        if stamp is not None and entry is not None and entry[0] == list(stamp):
             stats = MaskStats(**entry[1])
             stats.shape = tuple(stats.shape)
         else:
@@ -303,13 +305,23 @@ class CocoCheck:
     categories: list[str]
     images: int = 0
     missing_images: list[str] = field(default_factory=list)
+    unreadable_images: list[str] = field(default_factory=list)  # "file: reason"
+    size_mismatches: list[str] = field(default_factory=list)  # stored size is not the declared width x height
     bad_annotations: list[str] = field(default_factory=list)  # "annotation ID on FILE: reason"
     annotations_per_class: list[int] = field(default_factory=list)  # index 0 (background) stays 0
+    left_out: int = 0  # annotations of listed categories that the protocol does not keep (COCO 2017: non-VOC)
     images_without_annotations: int = 0
+    overlaps_ignored: bool = True  # COCO 2017's rule; in an export the annotation listed later is on top
+    labelled_pixels: int | None = None  # counted only with check_coco(..., pixels=True)
+    overlap_pixels: int | None = None  # labelled pixels under two or more kept annotations
+
+    @property
+    def errors(self) -> int:
+        return sum(map(len, (self.missing_images, self.unreadable_images, self.size_mismatches, self.bad_annotations)))
 
     @property
     def ok(self) -> bool:
-        return not self.missing_images and not self.bad_annotations
+        return self.errors == 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -318,13 +330,29 @@ class CocoCheck:
         lines = [
             f"{self.ann_file}: {len(self.categories)} classes ({', '.join(self.categories)}), {self.images} images"
         ]
-        for what, items in (("image files not found", self.missing_images), ("bad annotations", self.bad_annotations)):
+        problems = (
+            ("image files not found", self.missing_images),
+            ("unreadable images", self.unreadable_images),
+            ("images whose stored size is not the size their annotations were drawn on", self.size_mismatches),
+            ("bad annotations", self.bad_annotations),
+        )
+        for what, items in problems:
             if items:
                 more = f" (+{len(items) - examples} more)" if len(items) > examples else ""
                 lines.append(f"  error: {len(items)} {what}{more}")
                 lines += [f"    {x}" for x in items[:examples]]
         pairs = list(zip(self.categories, self.annotations_per_class, strict=True))[1:]
         lines.append("  annotations: " + "  ".join(f"{c} {n}" for c, n in pairs))
+        if self.left_out:
+            lines.append(f"  note: {self.left_out} annotations of categories outside these classes count as background")
+        if self.labelled_pixels:
+            rule = (
+                "ignored (255), as COCO 2017's protocol says"
+                if self.overlaps_ignored
+                else "the later annotation is on top"
+            )
+            share = 100 * (self.overlap_pixels or 0) / self.labelled_pixels
+            lines.append(f"  overlaps: {share:.2f}% of labelled pixels lie under two or more annotations: {rule}")
         unused = [c for c, n in pairs if n == 0]
         if unused:
             lines.append(
@@ -333,34 +361,70 @@ class CocoCheck:
             )
         if self.images_without_annotations:
             lines.append(f"  note: {self.images_without_annotations} images have no annotation (all background)")
-        lines.append("ok" if self.ok else f"{len(self.missing_images) + len(self.bad_annotations)} problems found")
+        lines.append("ok" if self.ok else f"{self.errors} problems found")
         return "\n".join(lines)
 
 
-def check_coco(dataset: Any) -> CocoCheck:
-    """Check a :class:`~fcnseg.data.coco.CocoSegmentation`: image files present, annotations of known categories
-    whose RLE sizes match their images; count annotations per class."""
+def check_coco(dataset: Any, pixels: bool = False) -> CocoCheck:
+    """Check a :class:`~fcnseg.data.coco.CocoSegmentation` without decoding an image: image files present, their
+    stored size (from the header) the declared one, annotations of the file's categories with well-formed
+    polygons or RLE of the image's size; count annotations per class.
+
+    ``pixels`` also rasterizes the kept annotations to count labelled and overlapping pixels (``data check``).
+    """
     ids = dataset.category_ids
+    listed = dataset.file_category_ids
     out = CocoCheck(str(dataset.ann_file), list(dataset.categories), len(dataset), annotations_per_class=[0] * len(ids))
+    out.overlaps_ignored = dataset.overlaps_ignored
+    if pixels:
+        out.labelled_pixels = out.overlap_pixels = 0
     for i in range(len(dataset)):
         info = dataset.image_info(i)
-        try:
-            dataset.image_path(i)
-        except FileNotFoundError:
-            out.missing_images.append(info["file_name"])
+        image_ok = _check_coco_image(dataset, i, out)
         anns = dataset.annotations(i)
         out.images_without_annotations += not anns
+        kept = []
         for a in anns:
             where = f"annotation {a.get('id')} on {info['file_name']}"
-            seg = a.get("segmentation")
-            if a["category_id"] not in ids:
+            if a["category_id"] not in listed:
                 out.bad_annotations.append(f"{where}: category id {a['category_id']} is not in the file's categories")
                 continue
-            if isinstance(seg, dict) and list(seg.get("size", [])) != [info["height"], info["width"]]:
-                size = seg.get("size")
-                out.bad_annotations.append(
-                    f"{where}: RLE size {size} but the image is {info['height']}x{info['width']}"
-                )
+            if a["category_id"] not in ids:
+                out.left_out += 1
+                continue
+            try:
+                check_segmentation(a.get("segmentation"), info["height"], info["width"])
+            except ValueError as e:
+                out.bad_annotations.append(f"{where}: {e}")
                 continue
             out.annotations_per_class[ids.index(a["category_id"])] += 1
+            kept.append(a)
+        if pixels and kept and image_ok:  # rasterized at a size a real file has
+            cover = sum(
+                annotation_mask(a["segmentation"], info["height"], info["width"]).astype(np.int32) for a in kept
+            )
+            out.labelled_pixels += int((cover > 0).sum())
+            out.overlap_pixels += int((cover > 1).sum())
     return out
+
+
+def _check_coco_image(dataset: Any, i: int, out: CocoCheck) -> bool:
+    """Whether image ``i`` exists, its header reads, and its stored size is the one the annotation file declares;
+    what is wrong goes into ``out``."""
+    from PIL import Image
+
+    try:
+        path = dataset.image_path(i)
+    except FileNotFoundError:
+        out.missing_images.append(dataset.image_info(i)["file_name"])
+        return False
+    try:
+        with Image.open(path) as img:
+            stored = img.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        out.unreadable_images.append(f"{path}: {e}")
+        return False
+    if problem := dataset.size_mismatch(i, stored):
+        out.size_mismatches.append(problem)
+        return False
+    return True

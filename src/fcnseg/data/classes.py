@@ -86,7 +86,7 @@ class ClassMap:
         try:
             with Image.open(path) as img:
                 a = np.asarray(img.convert("RGB")).astype(np.int64)
-        except (OSError, SyntaxError, ValueError) as e:
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             _raise_io_fault(e)
             raise ValueError(f"{path}: unreadable mask ({e})") from None
         return a[..., 0] << 16 | a[..., 1] << 8 | a[..., 2]
@@ -125,7 +125,7 @@ def parse_classes(text: str, source: str = "classes.txt") -> ClassMap:
         raise ValueError(f"{source}: lists no classes")
     parsed = []
     for n, line in lines:
-        first, _, rest = line.partition(" ")
+        first, _, rest = line.replace("\t", " ").partition(" ")  # spreadsheets separate VALUE and NAME by a tab
         try:
             value = _parse_value(first) if rest.strip() else None
         except ValueError as e:
@@ -160,7 +160,11 @@ def read_class_map(root: str | Path) -> ClassMap:
         raise FileNotFoundError(
             f"{path}: missing (one class name a line, the first being index 0; or 'VALUE NAME' lines)"
         )
-    return parse_classes(path.read_text(), str(path))
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # spreadsheets and Notepad may start the file with a BOM
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return parse_classes(text, str(path))
 
 
 def _raise_io_fault(e: Exception) -> None:
@@ -171,12 +175,17 @@ def _raise_io_fault(e: Exception) -> None:
 
 
 def read_mask_array(path: str | Path) -> np.ndarray:
-    """A mask file's raw label values as an (H, W) integer array; palette PNGs give their indices, not colours."""
+    """A mask file's raw label values as an (H, W) integer array; palette PNGs give their indices, not colours.
+
+    A greyscale mask with an alpha channel (``LA``, as image editors save it) gives its grey values: the alpha
+    says how a viewer blends the mask, not which class a pixel is.
+    """
     try:
         with Image.open(path) as img:
             img.load()
-            mode, a = img.mode, np.asarray(img)
-    except (OSError, SyntaxError, ValueError) as e:
+            mode, a = img.mode, np.asarray(img.getchannel("L") if img.mode == "LA" else img)
+            mode = "L" if mode == "LA" else mode
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         _raise_io_fault(e)
         raise ValueError(f"{path}: unreadable mask ({e})") from None
     if mode not in INDEX_MODES:

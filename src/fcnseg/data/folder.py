@@ -19,6 +19,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "FolderSegmentation",
     "check_pair_size",
+    "exif_turn_hint",
     "image_header_size",
     "read_classes",
     "read_mask",
@@ -55,23 +56,32 @@ def image_header_size(path: str | Path) -> tuple[int, int]:
 
 
 def check_pair_size(image: Image.Image, mask: Image.Image, mask_path: str | Path, image_path: str | Path) -> None:
-    """A mask must cover its image's stored pixels one for one; raise naming the mask file otherwise.
-
-    A mask the size of the image *as displayed* (an EXIF orientation that swaps width and height) was drawn on
-    the rotated photo: the error says so, as nothing else would tell the two conventions apart.
-    """
+    """A mask must cover its image's stored pixels one for one; raise naming the mask file otherwise."""
     if image.size == mask.size:
         return
     w, h = image.size
-    hint = ""
+    hint = exif_turn_hint(image_path, image.size, mask.size, "masks")
+    raise ValueError(f"{mask_path}: mask is {mask.width}x{mask.height} but its image is {w}x{h}{hint}")
+
+
+def exif_turn_hint(image_path: str | Path, stored: tuple[int, int], other: tuple[int, int], what: str) -> str:
+    """Why ``other`` (W, H) differs from an image's ``stored`` size when it is the image *as displayed* (an EXIF
+    orientation that swaps width and height), else "".
+
+    Masks or annotations of that size were drawn on the rotated photo: the message says so, as nothing else would
+    tell the two conventions apart. ``what`` names them ("masks", "annotations").
+    """
+    if other != stored[::-1]:
+        return ""
     with Image.open(image_path) as img:
         orientation = img.getexif().get(0x0112, 1)
-    if orientation in (5, 6, 7, 8) and mask.size == (h, w):
-        hint = (
-            f"; it matches the image as displayed (EXIF orientation {orientation}), but masks pair with an image's "
-            "stored pixels, as in COCO and VOC: rotate the mask to them or remove the image's orientation tag"
-        )
-    raise ValueError(f"{mask_path}: mask is {mask.width}x{mask.height} but its image is {w}x{h}{hint}")
+    if orientation not in (5, 6, 7, 8):
+        return ""
+    return (
+        f"; it matches the image as displayed (EXIF orientation {orientation}), but {what} pair with an image's "
+        f"stored pixels, as in COCO and VOC: rotate the {what} to them, or store the photo upright (e.g. "
+        "ImageMagick's `mogrify -auto-orient`)"
+    )
 
 
 class ImageMaskPairs:

@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..weights import VOC_CATEGORIES
+from .categories import VOC_CATEGORIES
 from .folder import ImageMaskPairs
 
 __all__ = ["VOCSegmentation", "find_voc_root"]

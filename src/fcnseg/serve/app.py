@@ -288,11 +288,10 @@ def create_app(
             mask = {"encoding": "png_base64", "data": base64.b64encode(_png(result.to_image())).decode("ascii")}
         else:
             mask = rle_encode(result.mask)
-        index = {name: i for i, name in enumerate(categories)}
         classes = [
-            {"index": index[name], "name": name, "area": float(share), "pixels": round(share * h * w),
-             "segmentation": coco_rle(result.mask == index[name])}  # COCO compressed RLE, as every tool reads
-            for name, share in result.class_areas().items()  # largest first
+            {"index": s["index"], "name": s["name"], "area": s["share"], "pixels": s["pixels"],
+             "segmentation": coco_rle(result.mask == s["index"])}  # COCO compressed RLE, as every tool reads
+            for s in result.class_stats()  # largest first
         ]  # fmt: skip
         return JSONResponse({"model": info["name"], "width": w, "height": h, "classes": classes, "mask": mask})
 
