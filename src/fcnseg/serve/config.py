@@ -67,6 +67,4 @@ def check_dependencies() -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError:
-            raise ModuleNotFoundError(
-                f"fcnseg serve needs {package} ({module} is missing): pip install 'fcnseg[serve]'"
-            ) from None
+            raise ModuleNotFoundError(f"fcnseg serve needs {package} ({module} is missing)") from None
