@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -110,7 +111,7 @@ def live_server(app, **options) -> Iterator[str]:
         time.sleep(0.02)
     scheme = "https" if "ssl_certfile" in options else "http"
     url = f"{scheme}://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    verify = options.get("ssl_certfile", True)
+    verify = ssl.create_default_context(cafile=options["ssl_certfile"]) if "ssl_certfile" in options else True
     try:
         wait_until(lambda: httpx.get(f"{url}/readyz", verify=verify).status_code == 200, timeout=120)
         yield url
