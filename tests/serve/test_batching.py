@@ -58,14 +58,20 @@ def test_batches_form_while_busy_and_results_map_back():
 
 
 def test_idle_model_starts_at_once():
-    calls = []
+    calls, ran = [], threading.Event()
+
+    def fn(items):
+        calls.append(list(items))
+        ran.set()
+        return items
 
     async def main():
-        b = MicroBatcher(lambda items: calls.append(list(items)) or items, max_batch=8)
+        b = MicroBatcher(fn, max_batch=8)
         b.start()
         first = asyncio.create_task(b.submit("a"))
-        await asyncio.sleep(0.05)  # "a" does not wait for companions: it is done before "b" arrives
-        assert first.done()
+        # "a" alone reaches the model: nothing else is submitted until the model has run it (a batcher that
+        # waited for companions would never call fn, and this wait would fail)
+        assert await asyncio.get_running_loop().run_in_executor(None, ran.wait, 60)
         out = [await first, await b.submit("b")]
         await b.stop()
         return out
