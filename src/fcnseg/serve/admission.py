@@ -121,9 +121,10 @@ class Admission:
 
     def arrive(self, client: str) -> Ticket:
         """A request from ``client`` arrived (its body not read yet); :class:`OverloadError` when every slot is
-        taken, so a server at its limit does not read uploads it cannot take."""
-        self._check_free()
-        return Ticket(client)
+        taken or the client holds its share, so the server does not read uploads it cannot take."""
+        ticket = Ticket(client)
+        self._check_free(ticket)
+        return ticket
 
     def hold_upload(self, ticket: Ticket, nbytes: int) -> None:
         """Charge ``nbytes`` more of a body being read to the memory budget; :class:`OverloadError` when it would
@@ -136,19 +137,19 @@ class Admission:
     def enter(self, ticket: Ticket) -> None:
         """Take a slot, once the body is read; :class:`OverloadError` when all are taken or its client holds its
         share of them."""
-        self._check_free()
-        share = self.max_per_client
-        if share is not None and self.per_client[ticket.client] >= share:
-            per_request = self.backlog_seconds() / max(self.inflight, 1)
-            raise OverloadError(f"this client has {share} requests in flight, its share", _ceil(per_request))
+        self._check_free(ticket)
         ticket.slot = True
         self.inflight += 1
         self.per_client[ticket.client] += 1
 
-    def _check_free(self) -> None:
+    def _check_free(self, ticket: Ticket) -> None:
+        """:class:`OverloadError` unless a slot is free for ``ticket``'s client."""
+        per_request = _ceil(self.backlog_seconds() / max(self.inflight, 1))
         if self.inflight >= self.max_inflight:
-            per_request = self.backlog_seconds() / max(self.inflight, 1)
-            raise OverloadError(f"{self.inflight} requests in flight, the limit", _ceil(per_request))
+            raise OverloadError(f"{self.inflight} requests in flight, the limit", per_request)
+        share = self.max_per_client
+        if share is not None and self.per_client[ticket.client] >= share:
+            raise OverloadError(f"this client has {share} requests in flight, its share", per_request)
 
     def charge(self, ticket: Ticket, *, cost: int, image_pixels: int, nbytes: int, deadline: float) -> None:
         """Charge the model cost, uploaded pixels and decoded bytes of a request, or raise :class:`OverloadError`
