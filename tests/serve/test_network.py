@@ -145,6 +145,8 @@ def test_per_client_share(segmenter, helpers, good, trusted):
         other = pool.submit(post, url, good, **{"x-forwarded-for": "10.0.0.2"})
         if trusted:
             helpers.wait_until(lambda: app.state.batcher.queued == 1)  # admitted: another client
+        else:
+            other.result()  # refused while the first still holds the slot (before the gate opens)
         gated.gate.set()
         codes = [first.result().status_code, again.status_code, other.result().status_code]
     assert "its share" in again.json()["detail"] and again.headers["retry-after"]
