@@ -15,11 +15,20 @@ PYTHONPATH), with the same model, input size, threads and timeout. Then, for eac
    counts and peak RSS. The other tree's flood uses ``--flood-other`` uploads: 239b6b3 decodes each to float64
    (about 384 MB a decode), and a 40-upload flood would take about 15 GB of a machine others share.
 
+4. slow and idle clients (``--phases slow``): ``--idle`` connections that send nothing and ``--slow`` clients that
+   send a request's headers announcing a 100 kB upload, then its body at one byte a second, for ``--slow-s``
+   seconds; meanwhile a normal client sends a photo every 2 s (retrying after a 503 as Retry-After says).
+   Reported: seconds until the normal client's first mask, its status counts, how each slow client ended (408,
+   closed without an answer, or still connected at the end) and when, how many idle connections the server
+   closed, and the server's peak RSS.
+
 Load levels alternate between the servers (ours 1x, theirs 1x, ours 2x...), so drifting load from other jobs
 on a shared CPU hits both alike. Everything runs on loopback; every loop is bounded by time.
 
     git worktree add /tmp/base239 239b6b3
     PYTHONPATH=src python benchmarks/bench_serve.py --other /tmp/base239 --json benchmarks/results/bench_serve.json
+    # the slow-client phase alone, at the server's defaults (timeout 60 s) and size 128:
+    PYTHONPATH=src python benchmarks/bench_serve.py --other /tmp/base133 --phases slow --input-size 128 --timeout 60
 """
 
 from __future__ import annotations
@@ -184,6 +193,86 @@ async def flood(url: str, body: bytes, n: int, timeout: float) -> dict:
             "wall_s": round(time.perf_counter() - t, 1)}  # fmt: skip
 
 
+SLOW_HEADERS = (
+    b"POST /v1/segment?format=png HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+    b"Content-Length: 100000\r\n\r\n"
+)
+
+
+async def slow_client(port: int, phase_s: float, t0: float) -> tuple[str, float]:
+    """Headers at once, then the body at one byte a second: ('408' or another status, 'closed' or 'open', seconds
+    since ``t0`` when it ended)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(SLOW_HEADERS)
+        while time.monotonic() - t0 < phase_s:
+            writer.write(b"\0")
+            await writer.drain()
+            try:
+                data = await asyncio.wait_for(reader.read(4096), 1.0)
+            except asyncio.TimeoutError:
+                continue
+            return (data[9:12].decode() if data else "closed"), time.monotonic() - t0
+        return "open", time.monotonic() - t0
+    except OSError:
+        return "closed", time.monotonic() - t0
+    finally:
+        writer.close()
+
+
+async def idle_client(port: int, phase_s: float, t0: float) -> tuple[str, float]:
+    """A connection that sends nothing: ('closed' or 'open', seconds since ``t0``)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        data = await asyncio.wait_for(reader.read(4096), max(0.0, phase_s - (time.monotonic() - t0)))
+        return ("closed" if not data else "answered"), time.monotonic() - t0
+    except asyncio.TimeoutError:
+        return "open", time.monotonic() - t0
+    except OSError:
+        return "closed", time.monotonic() - t0
+    finally:
+        writer.close()
+
+
+async def normal_client(url: str, body: bytes, phase_s: float, t0: float) -> list[tuple[float, int, float]]:
+    """A photo every 2 s, or after Retry-After when refused: (seconds since ``t0``, status, latency) per request."""
+    import httpx
+
+    out = []
+    async with httpx.AsyncClient(timeout=90) as client:
+        while time.monotonic() - t0 < phase_s:
+            t = time.monotonic()
+            try:
+                r = await client.post(f"{url}/v1/segment?format=png", content=body,
+                                      headers={"content-type": "image/png"})  # fmt: skip
+                status, wait = r.status_code, float(r.headers.get("retry-after", 2))
+            except httpx.HTTPError:
+                status, wait = -1, 2.0
+            out.append((round(t - t0, 2), status, round(time.monotonic() - t, 2)))
+            await asyncio.sleep(max(0.0, min(wait, 5.0) - (time.monotonic() - t)))
+    return out
+
+
+async def slow_phase(url: str, body: bytes, *, slow: int, idle: int, phase_s: float) -> dict:
+    """``slow`` trickling uploads and ``idle`` silent connections against ``url`` while a normal client asks."""
+    port = int(url.rsplit(":", 1)[1])
+    t0 = time.monotonic()
+    idles = [asyncio.ensure_future(idle_client(port, phase_s, t0)) for _ in range(idle)]
+    slows = [asyncio.ensure_future(slow_client(port, phase_s, t0)) for _ in range(slow)]
+    await asyncio.sleep(1.0)  # every attacker connected and sending before the normal client starts
+    normal = await normal_client(url, body, phase_s, t0)
+    ends, idle_ends = await asyncio.gather(*slows), await asyncio.gather(*idles)
+    ok = [t + lat for t, status, lat in normal if status == 200]
+    return {
+        "first_mask_s": round(ok[0] - 1.0, 1) if ok else None,  # from the normal client's first try
+        "normal_codes": {str(c): [s for _, s, _ in normal].count(c) for c in sorted({s for _, s, _ in normal})},
+        "slow_ends": {k: sum(e == k for e, _ in ends) for k in sorted({e for e, _ in ends})},
+        "slow_last_end_s": round(max((t for e, t in ends if e != "open"), default=0.0), 1),
+        "idle_closed": sum(e == "closed" for e, _ in idle_ends),
+        "idle_last_close_s": round(max((t for e, t in idle_ends if e == "closed"), default=0.0), 1),
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--other", type=Path, required=True, help="the tree to compare with (e.g. a checkout of 239b6b3)")
@@ -199,6 +288,10 @@ def main() -> int:
     p.add_argument("--levels", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     p.add_argument("--flood", type=int, default=40, help="concurrent 16-bit 4000x4000 uploads (default 40)")
     p.add_argument("--flood-other", type=int, default=8, help="the same for the other tree (default 8; see above)")
+    p.add_argument("--phases", nargs="+", choices=("overload", "slow"), default=["overload", "slow"])
+    p.add_argument("--slow", type=int, default=64, help="clients trickling an upload at 1 byte/s (default 64)")
+    p.add_argument("--idle", type=int, default=200, help="connections that send nothing (default 200)")
+    p.add_argument("--slow-s", type=float, default=130.0, help="seconds of the slow-client phase (default 130)")
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args()
 
@@ -209,61 +302,87 @@ def main() -> int:
     try:
         for name, (_, url) in servers.items():
             results[name]["ready_s"] = round(asyncio.run(wait_ready(url)), 1)
-        capacity = {}
-        for name, (_, url) in servers.items():
-            runs = asyncio.run(closed_loop(url, bodies, clients=8, think_s=0, phase_s=args.capacity_s,
-                                           timeout=args.timeout, seed=0))  # fmt: skip
-            capacity[name] = sum(s == 200 for s, _ in runs) / args.capacity_s
-        c = capacity["this checkout"]
-        for i, f in enumerate(args.levels):
-            order = list(servers.items()) if i % 2 == 0 else list(servers.items())[::-1]
-            think = args.clients / (f * c)
-            for name, (proc, url) in order:
-                reset_peak_rss(proc.pid)
-                t = time.perf_counter()
-                load = closed_loop(url, bodies, clients=args.clients, think_s=think,
-                                   phase_s=max(args.phase_s, think), timeout=args.timeout, seed=i)  # fmt: skip
-                runs = asyncio.run(load)
-                row = summarize(runs, time.perf_counter() - t)
-                row["peak_rss_mb"] = round(peak_rss_mb(proc.pid))
-                results[name][f"{f:g}x"] = row
-                print(f"{name} {f:g}x: {row}", flush=True)
-        for name, (proc, url) in servers.items():
+        for name, (proc, url) in servers.items() if "slow" in args.phases else ():
             reset_peak_rss(proc.pid)
-            n = args.flood if name == "this checkout" else args.flood_other
-            row = asyncio.run(flood(url, deep, n, args.timeout))
+            row = asyncio.run(slow_phase(url, bodies[1], slow=args.slow, idle=args.idle, phase_s=args.slow_s))
             row["peak_rss_mb"] = round(peak_rss_mb(proc.pid))
-            results[name]["flood16"] = row
-            print(f"{name} flood: {row}", flush=True)
+            results[name]["slow"] = row
+            print(f"{name} slow clients: {row}", flush=True)
+        if "overload" in args.phases:
+            overload(servers, results, bodies, deep, args)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=60)
+    report(results, trees, args)
+    return 0
 
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs shared with other jobs"
+
+def overload(servers: dict, results: dict, bodies: list[bytes], deep: bytes, args: argparse.Namespace) -> None:
+    """Phases 1-3: capacity, closed-loop load levels, the 16-bit flood (results under each server's name)."""
+    capacity = {}
+    for name, (_, url) in servers.items():
+        runs = asyncio.run(closed_loop(url, bodies, clients=8, think_s=0, phase_s=args.capacity_s,
+                                       timeout=args.timeout, seed=0))  # fmt: skip
+        capacity[name] = sum(s == 200 for s, _ in runs) / args.capacity_s
+        results[name]["capacity_rps"] = round(capacity[name], 3)
+    c = capacity["this checkout"]
+    for i, f in enumerate(args.levels):
+        order = list(servers.items()) if i % 2 == 0 else list(servers.items())[::-1]
+        think = args.clients / (f * c)
+        for name, (proc, url) in order:
+            reset_peak_rss(proc.pid)
+            t = time.perf_counter()
+            load = closed_loop(url, bodies, clients=args.clients, think_s=think,
+                               phase_s=max(args.phase_s, think), timeout=args.timeout, seed=i)  # fmt: skip
+            runs = asyncio.run(load)
+            row = summarize(runs, time.perf_counter() - t)
+            row["peak_rss_mb"] = round(peak_rss_mb(proc.pid))
+            results[name][f"{f:g}x"] = row
+            print(f"{name} {f:g}x: {row}", flush=True)
+    for name, (proc, url) in servers.items():
+        reset_peak_rss(proc.pid)
+        n = args.flood if name == "this checkout" else args.flood_other
+        row = asyncio.run(flood(url, deep, n, args.timeout))
+        row["peak_rss_mb"] = round(peak_rss_mb(proc.pid))
+        results[name]["flood16"] = row
+        print(f"{name} flood: {row}", flush=True)
+
+
+def report(results: dict, trees: dict, args: argparse.Namespace) -> None:
+    """The tables, and the JSON file when asked."""
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs shared with other jobs, load {os.getloadavg()[0]:.1f}"
     print(f"\n{args.model} at shorter side {args.input_size}, fp32 random weights, {args.threads} threads, "
-          f"timeout {args.timeout:g} s, {args.clients} clients; capacity C = {c:.2f} req/s (this checkout), "
-          f"{capacity['other']:.2f} (--other); {machine}")  # fmt: skip
-    head = f"{'server':12} {'load':>5} {'goodput/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'shed':>6} {'503 p50/max ms':>15} "
-    print(head + f"{'504':>4} {'other':>5} {'RSS MB':>7}")
-    for f in args.levels:
+          f"timeout {args.timeout:g} s; {machine}")  # fmt: skip
+    if "overload" in args.phases:
+        caps = ", ".join(f"{name} {results[name]['capacity_rps']:.2f}" for name in trees)
+        print(f"{args.clients} clients; capacity req/s: {caps} (load levels relative to this checkout's)")
+        head = f"{'server':13} {'load':>5} {'goodput/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'shed':>6} "
+        print(head + f"{'503 p50/max ms':>15} {'504':>4} {'other':>5} {'RSS MB':>7}")
+        for f in args.levels:
+            for name in trees:
+                r = results[name][f"{f:g}x"]
+                shed_ms = f"{r['shed_p50_ms'] or 0:.0f}/{r['shed_max_ms'] or 0:.0f}"
+                print(f"{name:13} {f:>4g}x {r['goodput_rps']:>9.2f} {r['p50_ms'] or 0:>8.0f} "
+                      f"{r['p99_ms'] or 0:>8.0f} {r['shed_share']:>6.0%} {shed_ms:>15} {r['timeouts_504']:>4} "
+                      f"{r['other']:>5} {r['peak_rss_mb']:>7}")  # fmt: skip
         for name in trees:
-            r = results[name][f"{f:g}x"]
-            shed_ms = f"{r['shed_p50_ms'] or 0:.0f}/{r['shed_max_ms'] or 0:.0f}"
-            print(f"{name:12} {f:>4g}x {r['goodput_rps']:>9.2f} {r['p50_ms'] or 0:>8.0f} {r['p99_ms'] or 0:>8.0f} "
-                  f"{r['shed_share']:>6.0%} {shed_ms:>15} {r['timeouts_504']:>4} {r['other']:>5} "
-                  f"{r['peak_rss_mb']:>7}")  # fmt: skip
-    for name in trees:
-        r = results[name]["flood16"]
-        print(f"{name:12} 16-bit 4000x4000 flood: {r['uploads']} uploads, codes {r['codes']}, {r['wall_s']} s, "
-              f"peak RSS {r['peak_rss_mb']} MB")  # fmt: skip
+            r = results[name]["flood16"]
+            print(f"{name:13} 16-bit 4000x4000 flood: {r['uploads']} uploads, codes {r['codes']}, {r['wall_s']} s, "
+                  f"peak RSS {r['peak_rss_mb']} MB")  # fmt: skip
+    if "slow" in args.phases:
+        print(f"slow clients: {args.slow} trickling 1 byte/s + {args.idle} idle connections for {args.slow_s:g} s")
+        for name in trees:
+            r = results[name]["slow"]
+            print(f"{name:13} first mask after {r['first_mask_s']} s, normal client codes {r['normal_codes']}; "
+                  f"slow clients ended {r['slow_ends']} (last at {r['slow_last_end_s']} s); idle closed "
+                  f"{r['idle_closed']}/{args.idle} (last at {r['idle_last_close_s']} s); "
+                  f"peak RSS {r['peak_rss_mb']} MB")  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        payload = {"config": config, "capacity_rps": capacity, "results": results, "machine": machine}
-        args.json.write_text(json.dumps(payload, indent=2))
+        args.json.write_text(json.dumps({"config": config, "results": results, "machine": machine}, indent=2))
         print(f"wrote {args.json}")
-    return 0
 
 
 if __name__ == "__main__":

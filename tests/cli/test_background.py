@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -40,24 +41,43 @@ def test_the_producer_never_runs_more_than_a_window_ahead():
 
 def test_ctrl_c_lets_running_work_finish_and_starts_no_more():
     started, completed = [], []
-    release = threading.Event()
+    first_running, release = threading.Event(), threading.Event()
+    main = threading.current_thread()
 
     def work(i: int) -> None:
         started.append(i)
-        release.wait(5)
-        time.sleep(0.05)
+        first_running.set()
+        assert release.wait(60)
         completed.append(i)
 
     def items():
-        yield from range(3)
+        yield 0
+        assert first_running.wait(60)  # item 0 is running; 1 and 2 wait in the queue behind it
+        yield from (1, 2)
+        threading.Thread(target=release_once_shut_down).start()
+        raise KeyboardInterrupt  # the model loop interrupted while the writer is busy
+
+    def release_once_shut_down() -> None:
+        """Let item 0 finish only once the interrupted loop is waiting for it (the queue already cancelled)."""
+        while not in_join_of_shutdown(main):
+            release.wait(0.001)
         release.set()
-        raise KeyboardInterrupt  # the model loop interrupted while the writers are busy
 
     with pytest.raises(KeyboardInterrupt):
         for _ in in_background(items(), work, threads=1, window=5):
             pass
-    assert completed == started  # every write that started has finished: its files are complete
-    assert 1 <= len(started) < 3  # and the queued ones were cancelled
+    assert completed == started == [0]  # the write that started has finished: its files are complete
+    # and the queued ones were cancelled, never started
+
+
+def in_join_of_shutdown(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is inside ``ThreadPoolExecutor.shutdown`` waiting for its workers (``join``)."""
+    frame = sys._current_frames().get(thread.ident)
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return "shutdown" in names and "join" in names[: names.index("shutdown")]
 
 
 def test_an_interrupt_inside_the_work_starts_no_later_item():

@@ -357,16 +357,23 @@ def env() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_sigint_from_outside(tmp_path, checkpoint):
-    """A real Ctrl-C (SIGINT) mid-run: exit 130, every file on disk is complete, no temporary files."""
-    for i in range(12):
+    """A real Ctrl-C (SIGINT) mid-run: exit 130, every file on disk is complete, no temporary files.
+
+    The last input is a named pipe nobody writes to: the run blocks reading it, so it is always mid-run when the
+    signal comes, however fast or slow the machine.
+    """
+    for i in range(11):
         photo(48, 64, seed=i).save(tmp_path / f"{i:02}.png")
+    os.mkfifo(tmp_path / "11.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "fcnseg", "segment", str(tmp_path), "-o", str(out), "--weights", str(checkpoint),
+    inputs = [str(tmp_path / f"{i:02}.png") for i in range(12)]
+    cmd = [sys.executable, "-m", "fcnseg", "segment", *inputs, "-o", str(out), "--weights", str(checkpoint),
            "--size", "64", "--workers", "0", "--save", "mask,overlay,probs,json"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
+    deadline = time.time() + 120
     while not list(out.glob("*.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)  # the JSON is an image's last output: wait for one image to be complete
+    assert proc.poll() is None  # still running: it cannot get past the pipe
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

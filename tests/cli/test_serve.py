@@ -17,8 +17,8 @@ import pytest
 from checkpoints import write_checkpoint
 from PIL import Image
 
-from fcnseg.cli import main
-from fcnseg.cli.serve import _is_loopback, _threads
+from fcnseg.cli import CLIError, build_parser, main
+from fcnseg.cli.serve import _is_loopback, _threads, api_key, check_exposure, serve_config
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -44,6 +44,65 @@ def test_thread_budget_shared_by_workers():
     for argv, want in ((["serve"], cores), (["serve", "--workers", "2"], max(1, cores // 2)),
                        (["serve", "--workers", "2", "--threads", "3"], 3)):  # fmt: skip
         assert _threads(build_parser().parse_args(argv)) == want
+
+
+def test_api_key_sources(tmp_path):
+    keyfile = tmp_path / "key"
+    keyfile.write_text("  from-file\n")
+    parse = build_parser().parse_args
+    assert api_key(parse(["serve"]), {}) is None
+    assert api_key(parse(["serve", "--api-key", "flag"]), {}) == "flag"
+    assert api_key(parse(["serve", "--api-key-file", str(keyfile)]), {}) == "from-file"
+    assert api_key(parse(["serve"]), {"FCNSEG_API_KEY": "env"}) == "env"
+    with pytest.raises(CLIError, match="one way, not --api-key-file and FCNSEG_API_KEY"):
+        api_key(parse(["serve", "--api-key-file", str(keyfile)]), {"FCNSEG_API_KEY": "env"})
+    with pytest.raises(CLIError, match="is empty"):
+        api_key(parse(["serve", "--api-key", " "]), {})
+    with pytest.raises(CLIError, match="missing: cannot read the API key file"):
+        api_key(parse(["serve", "--api-key-file", str(tmp_path / "missing")]), {})
+
+
+def test_exposure_needs_a_key_or_no_auth(capsys):
+    check_exposure("127.0.0.1", None, False)  # loopback: no key needed
+    check_exposure("0.0.0.0", "key", False)
+    with pytest.raises(CLIError, match="refusing to listen on 0.0.0.0 without an API key"):
+        check_exposure("0.0.0.0", None, False)
+    check_exposure("0.0.0.0", None, True)
+    assert "anyone who can reach this port can use the model" in capsys.readouterr().err
+    with pytest.raises(CLIError, match="contradict"):
+        check_exposure("127.0.0.1", "key", True)
+
+
+def test_public_bind_without_key_refuses_before_loading(capsys, monkeypatch):
+    monkeypatch.delenv("FCNSEG_API_KEY", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--weights", "none", "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refusing to listen on 0.0.0.0" in err and "--no-auth" in err
+
+
+def test_missing_serve_dependency_is_one_line_at_start(capsys, monkeypatch):
+    from fcnseg.serve import config
+
+    monkeypatch.setitem(config.RUNTIME_MODULES, "fcnseg_no_such_module", "no-such-package")
+    assert main(["serve", "--weights", "none", "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs no-such-package" in err and "pip install 'fcnseg[serve]'" in err
+
+
+def test_flags_reach_the_server_config():
+    args = build_parser().parse_args(
+        ["serve", "--body-timeout", "7", "--min-upload-rate", "100", "--header-timeout", "3", "--keep-alive", "2",
+         "--max-connections", "9", "--max-per-client", "4", "--cors-origin", "https://a.example",
+         "--cors-origin", "https://b.example"]
+    )  # fmt: skip
+    args.resolved_key = "k"
+    cfg = serve_config(args)
+    assert (cfg.body_timeout_s, cfg.min_upload_rate, cfg.header_timeout_s, cfg.keep_alive_s) == (7, 100, 3, 2)
+    assert (cfg.max_connections, cfg.client_share, cfg.api_key) == (9, 4, "k")
+    assert cfg.cors_origins == ("https://a.example", "https://b.example")
+    defaults = build_parser().parse_args(["serve"])
+    defaults.resolved_key = None
+    assert serve_config(defaults).client_share == 16  # half of the 32 slots
 
 
 def free_port() -> int:
@@ -102,7 +161,9 @@ def test_serve_process_answers(tmp_path):
             m = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", line)
             url = m.group(1) if m else None
         assert url, "".join(lines)
-        wait_ready(url)
+        while not any("ready: " in line for line in lines) and proc.poll() is None:  # the one line saying so
+            lines.append(proc.stdout.readline())
+        assert httpx.get(f"{url}/readyz").status_code == 200, "".join(lines)
         info = httpx.get(f"{url}/v1/models").json()["models"][0]
         assert info["categories"] == ["bg", "fg"] and info["weights"] == str(ckpt)
         buf = io.BytesIO()
@@ -118,11 +179,3 @@ def test_bad_weights_one_line_error(tmp_path, capsys):
     assert main(["serve", "--weights", str(tmp_path / "missing.pth"), "--port", "0"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.pth" in err
-
-
-def wait_ready(url: str, timeout: float = 120) -> None:
-    """Poll ``/readyz`` until the warm-up is done."""
-    deadline = time.monotonic() + timeout
-    while httpx.get(f"{url}/readyz").status_code != 200:
-        assert time.monotonic() < deadline, httpx.get(f"{url}/readyz").text
-        time.sleep(0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +36,21 @@ def make_image(seed: int = 0, size: tuple[int, int] = (64, 48)) -> Image.Image:
     w, h = size
     small = rng.integers(0, 256, (max(h // 8, 1), max(w // 8, 1), 3), dtype=np.uint8)
     return Image.fromarray(small).resize((w, h), Image.BILINEAR)
+
+
+def mask_of(body: dict) -> np.ndarray:
+    """The (H, W) label map of a JSON answer, rebuilt from its per-class COCO RLEs by pycocotools (an independent
+    decoder); every pixel must belong to exactly one class."""
+    from pycocotools import mask as coco_mask
+
+    mask, covered = np.zeros((body["height"], body["width"]), np.uint8), 0
+    for c in body["classes"]:
+        rle = {"size": c["segmentation"]["size"], "counts": c["segmentation"]["counts"].encode()}
+        pixels = coco_mask.decode(rle).astype(bool)
+        mask[pixels] = c["index"]
+        covered += int(pixels.sum())
+    assert covered == mask.size  # the classes partition the image
+    return mask
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -75,12 +91,17 @@ def client(app) -> Iterator:
 
 
 @contextmanager
-def live_server(app) -> Iterator[str]:
-    """Run ``app`` on uvicorn at 127.0.0.1 with an ephemeral port, until ready; yields the base URL."""
+def live_server(app, **options) -> Iterator[str]:
+    """Run ``app`` on uvicorn at 127.0.0.1 with an ephemeral port, guarded as ``fcnseg serve`` guards it, until
+    ready; yields the base URL. ``options`` go to ``uvicorn.Config`` (e.g. TLS files)."""
     import httpx
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    from fcnseg.serve import uvicorn_options
+
+    settings = {**uvicorn_options(app.state.config), **options}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                           **settings))  # fmt: skip
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -88,9 +109,11 @@ def live_server(app) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    scheme = "https" if "ssl_certfile" in options else "http"
+    url = f"{scheme}://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    verify = ssl.create_default_context(cafile=options["ssl_certfile"]) if "ssl_certfile" in options else True
     try:
-        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout=120)
+        wait_until(lambda: httpx.get(f"{url}/readyz", verify=verify).status_code == 200, timeout=120)
         yield url
     finally:
         server.should_exit = True
@@ -110,5 +133,5 @@ def wait_until(predicate, timeout: float = 20.0) -> None:
 def helpers() -> SimpleNamespace:
     return SimpleNamespace(
         make_image=make_image, encode=encode, live_server=live_server, wait_until=wait_until, Gated=GatedSegmenter,
-        config=config, client=client,
+        config=config, client=client, mask_of=mask_of,
     )  # fmt: skip

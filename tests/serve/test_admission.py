@@ -50,9 +50,13 @@ def test_slots_memory_and_deadline():
     pool.per_pixel = 0.0005  # decoding and encoding: 1 s per 2000 uploaded pixels, on 2 threads
     adm = Admission(service, pool, pool_workers=2, max_inflight=3, max_bytes=1000)
     now = time.monotonic()
-    a, b, c = adm.enter(), adm.enter(), adm.enter()
+    a, b, c, d = (adm.arrive(f"10.0.0.{i}") for i in range(4))
+    for t in (a, b, c):
+        adm.enter(t)
     with pytest.raises(OverloadError, match="3 requests in flight"):
-        adm.enter()
+        adm.enter(d)
+    with pytest.raises(OverloadError, match="3 requests in flight"):
+        adm.arrive("10.0.0.9")  # a full server refuses before reading the body
     adm.charge(a, cost=4000, image_pixels=4000, nbytes=900, deadline=now - 1)  # idle: admitted whatever the estimate
     with pytest.raises(OverloadError, match="exceed"):
         adm.charge(b, cost=1, image_pixels=1, nbytes=200, deadline=now + 100)  # 900 + 200 bytes > 1000
@@ -65,9 +69,46 @@ def test_slots_memory_and_deadline():
     adm.decoded(a)  # a is decoded: its pixels leave the pool's backlog
     adm.computed(a)  # the model is done with a: its cost leaves the model's backlog, its bytes stay until answered
     assert (adm.backlog, adm.pool_backlog, adm.held_bytes) == (1000, 4000, 910)
-    for t in (a, b, c):
+    for t in (a, b, c, d):
         adm.leave(t)
     assert (adm.inflight, adm.backlog, adm.pool_backlog, adm.held_bytes) == (0, 0, 0, 0)
+
+
+def test_upload_bytes_charged_from_the_first_byte():
+    adm = Admission(ServiceTime(), ServiceTime(), pool_workers=1, max_inflight=4, max_bytes=1000)
+    a, b = adm.arrive("a"), adm.arrive("b")
+    adm.hold_upload(a, 1)
+    assert adm.held_bytes == 1 and adm.inflight == 0  # a reader holds bytes, not a slot
+    adm.hold_upload(a, 1500)  # alone, an upload may use the whole budget (and more: the upload limit caps it)
+    with pytest.raises(OverloadError, match="uploads and images in flight would exceed"):
+        adm.hold_upload(b, 10)
+    adm.enter(a)
+    adm.charge(a, cost=1, image_pixels=1, nbytes=16, deadline=time.monotonic() + 10)
+    adm.decoded(a)  # the upload is decoded: its bytes leave the budget, the decoded image's stay
+    assert adm.held_bytes == 16
+    adm.hold_upload(b, 900)
+    adm.leave(b)  # a refused reader gives its bytes back
+    adm.leave(a)
+    assert (adm.inflight, adm.held_bytes) == (0, 0)
+
+
+def test_one_client_cannot_take_every_slot():
+    adm = Admission(ServiceTime(), ServiceTime(), pool_workers=1, max_inflight=4, max_bytes=1000, max_per_client=2)
+    mine = [adm.arrive("10.0.0.1") for _ in range(3)]
+    adm.enter(mine[0])
+    adm.enter(mine[1])
+    with pytest.raises(OverloadError, match="its share"):
+        adm.enter(mine[2])
+    with pytest.raises(OverloadError, match="its share"):
+        adm.arrive("10.0.0.1")  # refused before its body is read
+    other = adm.arrive("10.0.0.2")
+    adm.enter(other)  # the rest stay free for other clients
+    adm.leave(mine[0])
+    adm.enter(mine[2])  # a slot given back is this client's again
+    assert adm.per_client == {"10.0.0.1": 2, "10.0.0.2": 1}
+    for t in (*mine, other):
+        adm.leave(t)
+    assert adm.inflight == 0 and not adm.per_client
 
 
 # -- over HTTP, with a gated model ----------------------------------------------------------------------------
@@ -174,7 +215,8 @@ def _unready(app):
 
 
 class Timed:
-    """A fake model: each call sleeps ``per_call + per_image * n`` seconds; ``hold`` blocks calls until set."""
+    """A fake model with its own clock: each call takes ``per_call + per_image * n`` seconds of it (``now``), so
+    what warm-up measures does not depend on the machine's load; ``hold`` blocks calls until set."""
 
     categories, model_name = ["bg", "fg"], "timed"
 
@@ -183,19 +225,29 @@ class Timed:
         self.hold = threading.Event()
         self.hold.set()
         self.calls: list[int] = []
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
 
     def predict_batch(self, images):
         self.hold.wait(30)
         self.calls.append(len(images))
-        time.sleep(self.per_call + self.per_image * len(images))
+        self.now += self.per_call + self.per_image * len(images)
         return self.inner.predict_batch(images) if self.inner else [None] * len(images)
+
+
+def timed_app(fake: Timed, config):
+    app = create_app(fake, config=config)
+    app.state.batcher.clock = fake.clock  # the batcher times the fake on the fake's clock
+    return app
 
 
 def test_not_ready_until_warmed_up(segmenter, helpers, good):
     fake = Timed(0.0, 0.0, inner=segmenter)
     fake.categories = segmenter.categories
     fake.hold.clear()  # warm-up cannot finish yet
-    app = create_app(fake, config=helpers.config(max_batch=1))
+    app = timed_app(fake, helpers.config(max_batch=1))
     with _unready(app) as c:
         ready = c.get("/readyz")
         assert ready.status_code == 503 and ready.json()["status"] == "warming up"
@@ -213,18 +265,21 @@ def test_not_ready_until_warmed_up(segmenter, helpers, good):
 )
 def test_warm_up_keeps_batching_only_when_it_pays(helpers, per_call, per_image, kept):
     fake = Timed(per_call, per_image)
-    app = create_app(fake, config=helpers.config(max_batch=8, timeout_s=5))
+    app = timed_app(fake, helpers.config(max_batch=8, timeout_s=5))
     with _unready(app) as c:
         helpers.wait_until(lambda: c.get("/readyz").json()["warmup"] is not None)
         report = c.get("/readyz").json()["warmup"]
     assert report["max_batch"] == kept and app.state.batcher.max_batch == kept
-    assert report["single_s"] >= 0.06 and report["pixels"] == 32 * 32 and report["image_pixel_weight"] == 0
+    assert (
+        report["single_s"] == pytest.approx(0.06) and report["pixels"] == 32 * 32 and report["image_pixel_weight"] == 0
+    )
     if kept > 1:  # every batch size the server may form was run once
         assert set(range(1, 9)) <= set(fake.calls)
 
 
 def test_too_slow_for_the_timeout_is_never_ready(helpers):
-    app = create_app(Timed(0.05, 0.0), config=helpers.config(max_batch=1, timeout_s=0.01))
+    fake = Timed(0.05, 0.0)
+    app = timed_app(fake, helpers.config(max_batch=1, timeout_s=0.01))
     with _unready(app) as c:
         helpers.wait_until(lambda: c.get("/readyz").json()["warmup"] is not None)
         r = c.get("/readyz")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from fcnseg.serve import create_app, rle_decode, rle_encode
+from fcnseg.serve import create_app
 from fcnseg.transforms import palette
 
 
@@ -31,22 +30,13 @@ def expected(segmenter, photo):
     return segmenter.predict(photo[0])
 
 
-def test_rle_round_trip_and_hand_case():
-    mask = np.array([[0, 0, 1], [1, 1, 2]], dtype=np.uint8)
-    rle = rle_encode(mask)
-    assert rle == {"encoding": "rle", "size": [2, 3], "values": [0, 1, 2], "lengths": [2, 3, 1]}
-    assert np.array_equal(rle_decode(rle), mask)
-    big = np.random.default_rng(0).integers(0, 5, (17, 23)).astype(np.uint8)
-    assert np.array_equal(rle_decode(rle_encode(big)), big)
-
-
-def test_json_multipart_rle(client, photo, expected):
+def test_json_multipart_coco_rle(client, photo, expected, helpers):
     r = client.post("/v1/segment", files={"file": ("p.png", photo[1], "image/png")})
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     body = r.json()
     assert (body["width"], body["height"]) == photo[0].size
-    mask = rle_decode(body["mask"])
-    assert np.array_equal(mask, expected.mask)
+    assert set(body) == {"model", "width", "height", "classes"}  # v1: the mask once, as COCO RLE per class
+    assert np.array_equal(helpers.mask_of(body), expected.mask)
     counts = np.bincount(expected.mask.ravel(), minlength=3)
     assert {c["name"]: c["pixels"] for c in body["classes"]} == {
         name: int(n) for name, n in zip(expected.categories, counts, strict=True) if n
@@ -55,11 +45,9 @@ def test_json_multipart_rle(client, photo, expected):
     assert [c["area"] for c in body["classes"]] == sorted((c["area"] for c in body["classes"]), reverse=True)
 
 
-def test_json_png_base64_raw_body(client, photo, expected):
-    r = client.post("/v1/segment?mask_encoding=png", content=photo[1], headers={"content-type": "image/png"})
-    assert r.status_code == 200
-    png = Image.open(io.BytesIO(base64.b64decode(r.json()["mask"]["data"])))
-    assert png.mode == "P" and np.array_equal(np.asarray(png), expected.mask)
+def test_json_raw_body(client, photo, expected, helpers):
+    r = client.post("/v1/segment", content=photo[1], headers={"content-type": "image/png"})
+    assert r.status_code == 200 and np.array_equal(helpers.mask_of(r.json()), expected.mask)
 
 
 @pytest.mark.parametrize("how", ["param", "accept"])
@@ -89,7 +77,7 @@ def test_jpeg_upload(client, helpers, segmenter):
     r = client.post("/v1/segment", files={"file": ("p.jpg", data, "image/jpeg")})
     assert r.status_code == 200
     decoded = Image.open(io.BytesIO(data)).convert("RGB")
-    assert np.array_equal(rle_decode(r.json()["mask"]), segmenter.predict(decoded).mask)
+    assert np.array_equal(helpers.mask_of(r.json()), segmenter.predict(decoded).mask)
 
 
 def test_models_health_ready_docs(client, segmenter):

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fcnseg.transforms import palette
+
 CHROMIUM = os.environ.get("FCNSEG_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -97,16 +99,14 @@ def test_upload_overlay_legend_download(page_url, segmenter, helpers, tmp_path):
             page.dispatch_event("#opacity", "input")
             full = canvas()
             fg = want.mask != 0  # opacity 1: class colours wherever the class is not background
-            from fcnseg.transforms import palette
-
             if fg.any():
                 assert np.abs(full[fg].astype(np.int32) - palette(3)[want.mask[fg]]).max() <= 1
             assert np.abs(full[~fg].astype(np.int32) - rgb[~fg]).max() <= 1
 
-            # the download link holds the palette PNG mask itself
+            # the download link holds the mask in class colours, decoded in the page from the COCO RLEs
             href = page.get_attribute("#download", "href")
-            mask = Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1])))
-            assert mask.mode == "P" and np.array_equal(np.asarray(mask), want.mask)
+            mask = Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1]))).convert("RGB")
+            assert np.array_equal(np.asarray(mask), palette(3)[want.mask])
             assert page.get_attribute("#download", "download") == "street_mask.png"
 
             # drag and drop works like the file picker
@@ -133,7 +133,36 @@ def test_upload_overlay_legend_download(page_url, segmenter, helpers, tmp_path):
             status = page.text_content("#status")
             assert "400" in status and re.search(r"\(request [0-9a-f]{16}\)", status)
             assert errors == [] and on_this_server(requests, page_url) == []
-            assert [u for u in failed if not u.endswith("/v1/segment?format=json&mask_encoding=png")] == []
+            assert [u for u in failed if not u.endswith("/v1/segment?format=json")] == []
+        finally:
+            browser.close()
+
+
+def test_page_asks_for_the_api_key(segmenter, helpers, tmp_path):
+    """A server with a key: the page asks for it, a wrong key is refused, the right one segments."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    from fcnseg.serve import create_app
+
+    image = helpers.make_image(6, (40, 32))
+    photo = tmp_path / "p.png"
+    image.save(photo)
+    app = create_app(segmenter, config=helpers.config(max_batch=1, api_key="s3cret-key"))
+    with helpers.live_server(app) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.wait_for_selector("#auth", state="visible")
+            page.fill("#api-key", "wrong")
+            page.click("#auth button")
+            page.wait_for_function("document.getElementById('auth-message').textContent.includes('needs')")
+            assert page.is_visible("#auth") and "classes" not in page.text_content("#model")
+            page.fill("#api-key", "s3cret-key")
+            page.click("#auth button")
+            page.wait_for_function("document.getElementById('model').textContent.includes('3 classes')")
+            assert not page.is_visible("#auth")
+            page.set_input_files("#file", str(photo))
+            page.wait_for_selector("#overlay[data-ready='true']", timeout=60_000)
         finally:
             browser.close()
 

@@ -107,18 +107,31 @@ def test_malformed_multipart(client):
     r = client.post(
         "/v1/segment", content=b"--xyz\r\ngarbage", headers={"content-type": "multipart/form-data; boundary=xyz"}
     )
-    assert r.status_code in (400, 422), r.text
+    check(r, 400, "malformed multipart body")
     r = client.post("/v1/segment", content=b"whatever", headers={"content-type": "multipart/form-data"})
-    assert r.status_code in (400, 422), r.text
+    check(r, 400, "malformed multipart body")
+
+
+def test_truncated_multipart_is_400(client, good):
+    """A whole form cut short (the closing boundary never came): the client's broken upload, not a missing field."""
+    form = httpx.Request("POST", "http://x", files={"file": ("p.png", good, "image/png")})
+    ctype, whole = form.headers["content-type"], form.read()
+    boundary = ctype.split("boundary=")[1]
+    assert whole.rstrip().endswith(f"--{boundary}--".encode())  # the test's form is well made...
+    for cut in (len(whole) // 2, len(whole) - 10):  # ...and cut short, in the file or in the closing boundary
+        r = client.post("/v1/segment", content=whole[:cut], headers={"content-type": ctype})
+        check(r, 400, "no closing boundary")
 
 
 @pytest.mark.parametrize(
-    "query", ["format=gif", "alpha=1.5", "alpha=-0.1", "alpha=abc", "mask_encoding=zip", "format=overlay&alpha=nan"]
+    "query", ["format=gif", "alpha=1.5", "alpha=3", "alpha=-0.1", "alpha=abc", "format=overlay&alpha=nan"]
 )
 def test_bad_parameters(client, good, query):
     r = client.post(f"/v1/segment?{query}", content=good, headers={"content-type": "image/png"})
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"][0] == "query"
+    assert r.json()["request_id"] == r.headers["x-request-id"]  # validation errors keep the error shape
+    assert set(r.json()) == {"detail", "request_id"}
 
 
 def test_extreme_aspect_ratio_refused(segmenter, helpers):
@@ -139,8 +152,8 @@ def test_model_pixel_limit_at_native_size(segmenter, helpers):
 
 
 def test_method_and_path_errors(client):
-    assert client.get("/v1/segment").status_code == 405
-    assert client.get("/nope").status_code == 404
+    check(client.get("/v1/segment"), 405, "Method Not Allowed")
+    check(client.get("/nope"), 404, "Not Found")
 
 
 def test_server_still_serves_after_errors(client, good):

@@ -1,5 +1,10 @@
 """``fcnseg serve``: the HTTP API and web page on uvicorn, bound to loopback unless told otherwise.
 
+Safe by default: loopback only; listening on another address needs an API key (``--api-key-file``,
+``FCNSEG_API_KEY`` or ``--api-key``), or ``--no-auth`` to say that anyone who reaches the port may use it.
+Slow and idle clients are cut off (header, body and keep-alive deadlines, a minimum upload rate), connections
+are capped, and one client address gets at most a share of the admission slots.
+
 ``--workers N`` runs N server processes on one port (uvicorn's process manager; the kernel spreads
 connections over them). Each loads its own model and uses ``cores / N`` torch threads, so the processes do
 not fight over the cores; each has its own queue, admission control and warm-up.
@@ -8,16 +13,19 @@ not fight over the cores; each has its own queue, admission control and warm-up.
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from . import add_model_arguments
+from . import CLIError, add_model_arguments
 from .speed import add_speed_arguments
 
 WORKER_ARGS = "FCNSEG_SERVE_ARGS"  # how the parent hands its parsed arguments to uvicorn's worker processes
+KEY_ENV = "FCNSEG_API_KEY"
 
 
 def _is_loopback(host: str) -> bool:
@@ -34,12 +42,70 @@ def _threads(args: argparse.Namespace) -> int:
     return args.threads or max(1, len(os.sched_getaffinity(0)) // args.workers)
 
 
+def api_key(args: argparse.Namespace, environ: dict[str, str] | None = None) -> str | None:
+    """The API key from ``--api-key``, ``--api-key-file`` or ``$FCNSEG_API_KEY`` (at most one may be given);
+    None when there is none. :class:`CLIError` for an empty or unreadable key, or several sources."""
+    environ = os.environ if environ is None else environ
+    sources = {"--api-key": args.api_key, "--api-key-file": args.api_key_file, KEY_ENV: environ.get(KEY_ENV)}
+    given = {name: value for name, value in sources.items() if value is not None}
+    if len(given) > 1:
+        raise CLIError(f"give the API key one way, not {' and '.join(given)}")
+    if not given:
+        return None
+    (name, value), = given.items()  # fmt: skip
+    if name == "--api-key-file":
+        try:
+            value = Path(value).read_text().strip()
+        except OSError as e:
+            raise CLIError(f"{args.api_key_file}: cannot read the API key file ({e.strerror})") from None
+    if not value.strip():
+        raise CLIError(f"the API key from {name} is empty")
+    return value.strip()
+
+
+def check_exposure(host: str, key: str | None, no_auth: bool) -> None:
+    """Refuse to listen beyond loopback without a key unless ``--no-auth`` says so; warn when it does."""
+    if key is not None and no_auth:
+        raise CLIError("--no-auth and an API key contradict each other; drop one")
+    if _is_loopback(host) or key is not None:
+        return
+    if not no_auth:
+        raise CLIError(
+            f"refusing to listen on {host} without an API key: anyone who can reach the port could use the model "
+            f"and its CPU/GPU. Set --api-key-file FILE or ${KEY_ENV}, or pass --no-auth to accept that"
+        )
+    print(f"fcnseg serve: warning: --no-auth on {host}: anyone who can reach this port can use the model, and a "
+          "flood of requests can keep it busy for everyone", file=sys.stderr)  # fmt: skip
+
+
+def serve_config(args: argparse.Namespace) -> Any:
+    """The server's limits and access settings from parsed arguments (the model is not loaded)."""
+    from ..serve import ServeConfig
+
+    return ServeConfig(
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=int(args.max_pixels),
+        max_batch=args.max_batch,
+        max_inflight=args.max_inflight,
+        max_per_client=args.max_per_client or None,
+        max_decoded_mb=args.max_decoded_mb,
+        timeout_s=args.timeout,
+        body_timeout_s=args.body_timeout,
+        min_upload_rate=args.min_upload_rate,
+        header_timeout_s=args.header_timeout,
+        keep_alive_s=args.keep_alive,
+        max_connections=args.max_connections,
+        api_key=args.resolved_key,
+        cors_origins=tuple(args.cors_origin),
+    )
+
+
 def build_app(args: argparse.Namespace) -> Any:
     """The FastAPI app for parsed ``fcnseg serve`` arguments: the model loaded, the limits set."""
     import torch
 
     from ..predict import Segmenter
-    from ..serve import ServeConfig, create_app
+    from ..serve import create_app
     from .speed import speed_options_from_args
 
     torch.set_num_threads(_threads(args))
@@ -59,33 +125,67 @@ def build_app(args: argparse.Namespace) -> Any:
         member = find_weights(args.model, weights)
         if member is not None:
             info["weights"], info["metrics"] = repr(member), member.meta["metrics"]
-    config = ServeConfig(
-        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-        max_pixels=int(args.max_pixels),
-        max_batch=args.max_batch,
-        max_inflight=args.max_inflight,
-        max_decoded_mb=args.max_decoded_mb,
-        timeout_s=args.timeout,
-    )
-    return create_app(segmenter, config=config, model_info=info)
+    return create_app(segmenter, config=serve_config(args), model_info=info)
+
+
+def _worker_args() -> argparse.Namespace:
+    return argparse.Namespace(**json.loads(os.environ[WORKER_ARGS]))
 
 
 def worker_app() -> Any:
     """uvicorn's app factory in each ``--workers`` process: the parent's arguments, from the environment."""
-    return build_app(argparse.Namespace(**json.loads(os.environ[WORKER_ARGS])))
+    return build_app(_worker_args())
+
+
+@functools.cache
+def _worker_protocol() -> type:
+    from ..serve import uvicorn_options
+
+    return uvicorn_options(serve_config(_worker_args()))["http"]
+
+
+def __getattr__(name: str) -> Any:
+    """``WorkerProtocol``: the header-deadline protocol for ``--workers`` processes, which uvicorn imports by name
+    (a class made at run time cannot be handed to a process it spawns)."""
+    if name == "WorkerProtocol":
+        return _worker_protocol()
+    raise AttributeError(name)
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, with the server's own lines (ready, refusals, slow clients) on the same handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = json.loads(json.dumps(LOGGING_CONFIG))
+    config["loggers"]["fcnseg.serve"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    args.resolved_key = api_key(args)
+    check_exposure(args.host, args.resolved_key, args.no_auth)
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise CLIError("--ssl-certfile and --ssl-keyfile go together")
+    try:  # every module answering needs, now rather than at the first request
+        import uvicorn
 
-    if not _is_loopback(args.host):
-        print(f"fcnseg serve: warning: listening on {args.host}, reachable from other machines", file=sys.stderr)
-    where = {"host": args.host, "port": args.port, "log_level": args.log_level}
+        from ..serve import check_dependencies, uvicorn_options
+
+        check_dependencies()
+    except ImportError as e:
+        raise CLIError(f"{e.msg if e.name is None else f'{e.name} is missing'}: pip install 'fcnseg[serve]'") from None
+    options = {
+        "host": args.host, "port": args.port, "log_level": args.log_level, "log_config": _log_config(args.log_level),
+        "ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile,
+        "proxy_headers": bool(args.forwarded_allow_ips), "forwarded_allow_ips": args.forwarded_allow_ips or "",
+        **uvicorn_options(serve_config(args)),
+    }  # fmt: skip
     if args.workers == 1:
-        uvicorn.run(build_app(args), **where)
+        uvicorn.run(build_app(args), **options)
         return 0
     os.environ[WORKER_ARGS] = json.dumps({k: v for k, v in vars(args).items() if k != "func"})
-    uvicorn.run("fcnseg.cli.serve:worker_app", factory=True, workers=args.workers, **where)
+    options["http"] = "fcnseg.cli.serve:WorkerProtocol"
+    uvicorn.run("fcnseg.cli.serve:worker_app", factory=True, workers=args.workers, **options)
     return 0
 
 
@@ -94,8 +194,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve the model over HTTP (JSON API + web page)",
         description="FastAPI + uvicorn server: POST /v1/segment, GET /v1/models, /healthz, /readyz, /docs, "
-        "and a web page at /. Binds to 127.0.0.1 by default. Requests that cannot be answered before --timeout "
-        "are refused at once with 503 and Retry-After.",
+        "and a web page at /. Binds to 127.0.0.1 by default; another address needs an API key (or --no-auth). "
+        "Requests that cannot be answered before --timeout are refused at once with 503 and Retry-After; "
+        "uploads slower than --min-upload-rate or --body-timeout get 408.",
     )
     add_model_arguments(p)
     add_speed_arguments(p)
@@ -107,8 +208,75 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=float, default=16e6, help="largest accepted image in pixels (default 16e6)")
     p.add_argument("--max-batch", type=int, default=8, help="micro-batch limit, used only if batching pays (default 8)")
     p.add_argument("--max-inflight", type=int, default=32, help="requests admitted at once per process (default 32)")
-    p.add_argument("--max-decoded-mb", type=int, default=1024, help="decoded images held at once (default 1024 MB)")
+    p.add_argument(
+        "--max-per-client",
+        type=int,
+        default=0,
+        help="admitted requests one client address may hold (default 0: half of --max-inflight)",
+    )
+    p.add_argument(
+        "--max-decoded-mb",
+        type=int,
+        default=1024,
+        help="memory uploads and decoded images may hold at once (default 1024 MB)",
+    )
     p.add_argument("--timeout", type=float, default=60.0, help="per-request deadline in seconds (default: 60)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: cores / workers)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    slow = p.add_argument_group("slow and idle clients")
+    slow.add_argument(
+        "--body-timeout", type=float, default=60.0, help="seconds an upload may take in all, else 408 (default 60)"
+    )
+    slow.add_argument(
+        "--min-upload-rate",
+        type=float,
+        default=240.0,
+        help="bytes/s an upload must average after its first 5 s, else 408 (default 240, as "
+        "ASP.NET Kestrel; 0: no minimum)",
+    )
+    slow.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a connection may take to send a request's headers, else it is closed (default 10)",
+    )
+    slow.add_argument(
+        "--keep-alive", type=int, default=5, help="seconds an idle keep-alive connection stays open (default 5)"
+    )
+    slow.add_argument(
+        "--max-connections",
+        type=int,
+        default=512,
+        help="open connections per process; beyond it requests get 503 (default 512)",
+    )
+    access = p.add_argument_group("who may connect")
+    access.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help=f"require 'Authorization: Bearer KEY' on /v1/..., KEY read from FILE (or set ${KEY_ENV})",
+    )
+    access.add_argument(
+        "--api-key", help="the key on the command line (visible to other local users in ps; prefer --api-key-file)"
+    )
+    access.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="allow a non-loopback --host without a key: anyone who reaches the port may use it",
+    )
+    access.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM), with --ssl-keyfile")
+    access.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+    access.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin (https://app.example) whose pages may call the API; repeatable "
+        "(default: none, browsers block other sites' pages)",
+    )
+    access.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="behind a reverse proxy: its addresses (comma-separated, or *), whose "
+        "X-Forwarded-For names the client for the per-client share (default: none trusted)",
+    )
     p.set_defaults(func=_serve)

@@ -1,8 +1,9 @@
 """HTTP serving: a FastAPI app (``create_app``) with admission control, micro-batching and a web page at ``/``."""
 
 from .admission import Admission, OverloadError, ServiceTime
-from .app import ServeConfig, create_app, rle_decode, rle_encode
+from .app import create_app
 from .batching import DeadlineExceededError, MicroBatcher
+from .config import ServeConfig, check_dependencies, uvicorn_options
 
 __all__ = [
     "Admission",
@@ -11,7 +12,7 @@ __all__ = [
     "OverloadError",
     "ServeConfig",
     "ServiceTime",
+    "check_dependencies",
     "create_app",
-    "rle_decode",
-    "rle_encode",
+    "uvicorn_options",
 ]

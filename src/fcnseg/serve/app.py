@@ -2,89 +2,69 @@
 
 Imported only by ``fcnseg serve`` and users of :mod:`fcnseg.serve`, so FastAPI stays an optional dependency.
 
-Request path, cheapest refusals first (:mod:`.admission`): a slot is taken before the body is read ->
-body read with a size cap -> media type checked -> the image header gives the pixel count (nothing decoded
-yet), checked against the limits, charged to the memory budget and the backlog, refused with 503 when it
-cannot finish before its deadline -> decoded in a small bounded pool by :func:`fcnseg.imageio.load_image` ->
+Request path, cheapest refusals first (:mod:`.admission`): 401 without the API key when one is set
+(:mod:`.security`) -> 503 at once when every slot is taken -> media type checked -> body read under a size cap,
+a deadline and a minimum rate, its bytes charged to the memory budget (:mod:`.upload`) -> a slot taken (within
+the client's share) -> the image header gives the pixel count (nothing decoded yet), checked against the limits,
+charged to the memory budget and the backlog, refused with 503 when it cannot finish before its deadline ->
+decoded in a small bounded pool by :func:`fcnseg.imageio.load_image` ->
 queued for the micro-batching worker (:mod:`.batching`), dropped there if the client left or the deadline can
 no longer be met -> encoded (PNG / overlay / JSON) in the same pool. Every bad input has its own 4xx status;
 every error body is ``{"detail": ..., "request_id": ...}`` (:mod:`.errors`).
+
+Connections are guarded by uvicorn itself (:func:`.config.uvicorn_options`): request headers within a deadline
+(:mod:`.protocol`), idle keep-alive connections closed, open connections capped.
+
+API v1's JSON answer has one mask format: COCO compressed RLE per class (what pycocotools and COCO tools read).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..coco_results import coco_rle
 from ..imageio import ImageDecodeError, load_image
 from ..transforms import palette, resized_size
 from .admission import SAFETY, Admission, OverloadError, ServiceTime
 from .batching import DeadlineExceededError, MicroBatcher
+from .config import ServeConfig, check_dependencies
 from .errors import HTTPError, RequestIds, error_body, logger
+from .security import BearerAuth
+from .upload import ClientGoneError, upload
 from .warmup import WarmupReport, warm_up, warmup_image
 
-__all__ = ["ServeConfig", "create_app", "rle_decode", "rle_encode"]
+__all__ = ["create_app"]
 
 STATIC = Path(__file__).parent / "static"
-RAW_TYPES = ("application/octet-stream",)  # besides image/*
 NATIVE_WARMUP_SIDE = 256  # warm-up image side when the model runs at each image's native size
 # memory an upload holds per pixel: RGB (3) and mask (1), plus the float32 RGB copy preprocessing makes (12);
 # measured: five 16-bit 4000x4000 uploads in flight raised peak RSS by about 300 MB each
 BYTES_PER_PIXEL = 16
 
 
-@dataclass
-class ServeConfig:
-    """Limits, admission and batching knobs of the server (the flags of ``fcnseg serve``)."""
-
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 16_000_000  # of the uploaded image, checked from its header before decoding
-    max_model_pixels: int = 4_000_000  # of the image as the model sees it (resized, or native with size None)
-    max_batch: int = 8  # upper bound; warm-up keeps 1 unless batching raises throughput
-    max_inflight: int = 32  # requests admitted at once; more are answered 503 before their body is read
-    max_decoded_mb: int = 1024  # memory all admitted requests' images may hold (BYTES_PER_PIXEL a pixel)
-    decode_workers: int = 2  # threads decoding uploads and encoding answers
-    timeout_s: float = 60.0  # each request's deadline, from its arrival
-    warmup: bool = True  # warm up and time the model before /readyz says ready (tests of fakes turn it off)
-    warmup_side: int | None = None  # warm-up image side; None: the model's input size, else 256
-
-
-def rle_encode(mask: np.ndarray) -> dict[str, Any]:
-    """Row-major run-length code of an (H, W) label map: ``values[i]`` repeated ``lengths[i]`` times."""
-    flat = np.asarray(mask).reshape(-1)
-    if flat.size == 0:
-        return {"encoding": "rle", "size": list(np.shape(mask)), "values": [], "lengths": []}
-    starts = np.flatnonzero(np.r_[True, flat[1:] != flat[:-1]])
-    lengths = np.diff(np.r_[starts, flat.size])
-    return {"encoding": "rle", "size": list(mask.shape), "values": flat[starts].tolist(), "lengths": lengths.tolist()}
-
-
-def rle_decode(rle: dict[str, Any]) -> np.ndarray:
-    """Inverse of :func:`rle_encode`."""
-    flat = np.repeat(np.asarray(rle["values"], dtype=np.uint8), np.asarray(rle["lengths"], dtype=np.int64))
-    return flat.reshape(rle["size"])
-
-
 def _png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _busy(e: OverloadError) -> HTTPError:
+    return HTTPError(503, f"server busy: {e.reason}", {"Retry-After": str(e.retry_after)})
 
 
 def _header_size(data: bytes) -> tuple[int, int] | None:
@@ -125,12 +105,13 @@ def create_app(
 
     from .. import __version__
 
+    check_dependencies()
     cfg = config or ServeConfig()
     service, pool_time = ServiceTime(), ServiceTime()
     batcher = MicroBatcher(segmenter.predict_batch, max_batch=cfg.max_batch, service=service)
     admission = Admission(
         service, pool_time, pool_workers=cfg.decode_workers, max_inflight=cfg.max_inflight,
-        max_bytes=cfg.max_decoded_mb << 20,
+        max_bytes=cfg.max_decoded_mb << 20, max_per_client=cfg.client_share,
     )  # fmt: skip
     categories = list(segmenter.categories)
     input_size = getattr(getattr(segmenter, "preprocess", None), "resize_size", None)
@@ -167,6 +148,12 @@ def create_app(
         slow = report.single_s * SAFETY > cfg.timeout_s
         app.state.status = "too slow for the timeout" if slow else "ready"
         logger.info("warm-up: %s", report)
+        if slow:
+            logger.error("not ready: one image takes %.2f s, too slow for the %g s timeout", report.single_s,
+                         cfg.timeout_s)  # fmt: skip
+        else:
+            logger.info("ready: %s answers one image in %.2f s (batches of up to %d)", info["name"], report.single_s,
+                        report.max_batch)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -188,7 +175,16 @@ def create_app(
         swagger_ui_parameters={"validatorUrl": None},  # Swagger UI's validator badge would call swagger.io
         redoc_url=None,  # ReDoc's sidebar logo loads from cdn.redoc.ly; Swagger UI at /docs is self-contained
     )
-    app.add_middleware(RequestIds)
+    if cfg.api_key:
+        app.add_middleware(BearerAuth, api_key=cfg.api_key)
+    if cfg.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Request-ID"],
+        )  # fmt: skip
+    app.add_middleware(RequestIds)  # the outermost: every answer, refusals included, has a request id
     app.state.batcher, app.state.admission, app.state.config = batcher, admission, cfg
     app.state.status, app.state.warmup = "starting", None
 
@@ -196,6 +192,21 @@ def create_app(
     async def _http_error(request: Request, exc: HTTPError) -> JSONResponse:
         rid = request.state.request_id
         return JSONResponse(error_body(exc.detail, rid), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)  # 404, 405 from the router
+    async def _routing_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        rid = request.state.request_id
+        return JSONResponse(error_body(exc.detail, rid), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)  # bad query parameters, e.g. alpha=3
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()]
+        return JSONResponse(error_body(errors, request.state.request_id), status_code=422)
+
+    @app.exception_handler(ClientGoneError)
+    async def _client_gone(request: Request, exc: ClientGoneError) -> Response:
+        logger.info("request %s: %s", request.state.request_id, exc)
+        return Response(status_code=400)  # nobody reads it: the connection is closed
 
     async def offload(fn: Any, *args: Any) -> tuple[Any, float]:
         """``fn(*args)`` in the bounded decode/encode pool; returns its result and the seconds it ran."""
@@ -205,60 +216,6 @@ def create_app(
             return fn(*args), time.perf_counter() - t
 
         return await asyncio.get_running_loop().run_in_executor(app.state.pool, timed)
-
-    async def read_capped(request: Request) -> bytes:
-        """The body, refusing (413) as soon as it is known to exceed the limit: from Content-Length or while read."""
-        limit = cfg.max_upload_bytes + 64 * 1024  # room for multipart framing around a file at the limit
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise HTTPError(413, f"upload of {int(length)} bytes exceeds the {cfg.max_upload_bytes} byte limit")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPError(413, f"upload exceeds the {cfg.max_upload_bytes} byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def upload(request: Request) -> tuple[bytes, str]:
-        """(image bytes, name) from a multipart form field ``file`` or a raw image body."""
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "multipart/form-data" and not ctype.startswith("image/") and ctype not in RAW_TYPES:
-            raise HTTPError(
-                415, f"unsupported media type {ctype or '(none)'!r}; send multipart/form-data or an image/* body"
-            )
-        body = await read_capped(request)
-        if ctype != "multipart/form-data":
-            return _checked_size(body), "upload"
-        sent = False
-
-        async def replay() -> dict[str, Any]:  # feed the already-read body to the form parser
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        try:
-            form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
-        except Exception as e:  # starlette's MultiPartException and parser errors
-            raise HTTPError(400, f"malformed multipart body: {getattr(e, 'message', 'cannot parse')}") from None
-        try:
-            file = form.get("file")
-            if file is None or isinstance(file, str):
-                raise HTTPError(422, "multipart body has no file field named 'file'")
-            ftype = (file.content_type or "application/octet-stream").split(";")[0].strip().lower()
-            if not ftype.startswith("image/") and ftype not in RAW_TYPES:
-                raise HTTPError(415, f"{file.filename}: unsupported media type {ftype!r}; upload an image")
-            data = await file.read()
-        finally:
-            await form.close()  # the parser spools parts to temporary files
-        return _checked_size(data), file.filename or "upload"
-
-    def _checked_size(data: bytes) -> bytes:
-        if len(data) > cfg.max_upload_bytes:
-            raise HTTPError(413, f"upload of {len(data)} bytes exceeds the {cfg.max_upload_bytes} byte limit")
-        return data
 
     def checked_pixels(size: tuple[int, int], name: str) -> None:
         """413 when an image of ``size``, or the model's input for it, is over the limits."""
@@ -278,22 +235,18 @@ def create_app(
         except ImageDecodeError as e:
             raise HTTPError(400, str(e)) from None
 
-    def render(result: Any, fmt: str, mask_encoding: str, alpha: float) -> Response:
+    def render(result: Any, fmt: str, alpha: float) -> Response:
         if fmt == "png":
             return Response(_png(result.to_image()), media_type="image/png")
         if fmt == "overlay":
             return Response(_png(result.overlay(alpha)), media_type="image/png")
         h, w = result.mask.shape
-        if mask_encoding == "png":
-            mask = {"encoding": "png_base64", "data": base64.b64encode(_png(result.to_image())).decode("ascii")}
-        else:
-            mask = rle_encode(result.mask)
         classes = [
             {"index": s["index"], "name": s["name"], "area": s["share"], "pixels": s["pixels"],
              "segmentation": coco_rle(result.mask == s["index"])}  # COCO compressed RLE, as every tool reads
             for s in result.class_stats()  # largest first
         ]  # fmt: skip
-        return JSONResponse({"model": info["name"], "width": w, "height": h, "classes": classes, "mask": mask})
+        return JSONResponse({"model": info["name"], "width": w, "height": h, "classes": classes})
 
     async def infer(request: Request, image: Image.Image, cost: int, deadline: float) -> Any:
         """The model's result for ``image``, unless the client leaves first or the deadline passes."""
@@ -323,10 +276,13 @@ def create_app(
         response_class=Response,
         responses={
             200: {
-                "description": "The mask as a palette PNG, the overlay PNG, or JSON with class areas and the mask",
+                "description": "The mask as a palette PNG, the overlay PNG, or JSON: per class its area and its "
+                "mask as COCO compressed RLE (column-major counts, as pycocotools.mask.decode reads)",
                 "content": {"image/png": {}, "application/json": {}},
             },
             400: {"description": "Not an image, corrupt, or a malformed multipart body"},
+            401: {"description": "Missing or wrong API key (when the server has one)"},
+            408: {"description": "The upload arrived too slowly (see --body-timeout, --min-upload-rate)"},
             413: {"description": "Upload too large, or too many pixels"},
             415: {"description": "Unsupported media type"},
             503: {"description": "Busy (it could not be answered in time), warming up, or inference failed; "
@@ -356,7 +312,6 @@ def create_app(
         format: Literal["json", "png", "overlay"] | None = Query(
             None, description="Response kind; when absent, chosen from Accept (image/png gives the mask PNG)."
         ),
-        mask_encoding: Literal["rle", "png"] = Query("rle", description="Mask in JSON responses: RLE or base64 PNG"),
         alpha: float = Query(0.5, ge=0.0, le=1.0, description="Overlay opacity"),
     ) -> Response:
         """Upload an image (multipart field ``file``, or the raw image as the body) and get its segmentation."""
@@ -366,26 +321,28 @@ def create_app(
             format = "png" if "image/png" in accept and "application/json" not in accept else "json"
         if app.state.status != "ready":
             raise HTTPError(503, f"not ready: {app.state.status}", {"Retry-After": "1"})
+        client = request.client.host if request.client else ""
         try:
-            ticket = admission.enter()  # before the body is read
+            ticket = admission.arrive(client)  # before the body is read
         except OverloadError as e:
-            raise HTTPError(503, f"server busy: {e.reason}", {"Retry-After": str(e.retry_after)}) from None
+            raise _busy(e) from None
         try:
-            data, name = await upload(request)
-            size = _header_size(data)
-            if size is not None:  # else decoding says what is wrong
-                checked_pixels(size, name)
-                try:
+            try:
+                data, name = await upload(request, cfg.body_limits, lambda n: admission.hold_upload(ticket, n))
+                admission.enter(ticket)
+                size = _header_size(data)
+                if size is not None:  # else decoding says what is wrong
+                    checked_pixels(size, name)
                     admission.charge(ticket, cost=model_cost(*size), image_pixels=size[0] * size[1],
                                      nbytes=BYTES_PER_PIXEL * size[0] * size[1], deadline=deadline)  # fmt: skip
-                except OverloadError as e:
-                    raise HTTPError(503, f"server busy: {e.reason}", {"Retry-After": str(e.retry_after)}) from None
+            except OverloadError as e:
+                raise _busy(e) from None
             image, decode_s = await offload(decode, data, name)
             admission.decoded(ticket)
             del data
             result = await infer(request, image, model_cost(image.width, image.height), deadline)
             admission.computed(ticket)
-            response, render_s = await offload(render, result, format, mask_encoding, alpha)
+            response, render_s = await offload(render, result, format, alpha)
             pool_time.observe(decode_s + render_s, image.width * image.height)
             return response
         finally:

@@ -56,14 +56,20 @@ class MicroBatcher:
         fn: the batch function; called in a worker thread, one call at a time.
         max_batch: largest batch handed to ``fn`` (1 turns batching off); may be changed while running.
         service: the estimate each batch's time is folded into (a fresh one when not given).
+        clock: what batches and warm-up calls are timed with (tests give a fake model its own clock).
     """
 
     def __init__(
-        self, fn: Callable[[list[Any]], Sequence[Any]], *, max_batch: int = 8, service: ServiceTime | None = None
+        self,
+        fn: Callable[[list[Any]], Sequence[Any]],
+        *,
+        max_batch: int = 8,
+        service: ServiceTime | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
-        self.fn, self.max_batch = fn, max_batch
+        self.fn, self.max_batch, self.clock = fn, max_batch, clock
         self.service = service or ServiceTime()
         self.stats = BatchStats()
         self._queue: asyncio.Queue[_Item] | None = None
@@ -98,9 +104,9 @@ class MicroBatcher:
         """Run ``fn`` on ``items`` in the model's thread now (warm-up); returns its seconds, results dropped."""
         if self._pool is None:
             raise RuntimeError("the batch worker is not running")
-        t = time.perf_counter()
+        t = self.clock()
         await asyncio.get_running_loop().run_in_executor(self._pool, self.fn, items)
-        return time.perf_counter() - t
+        return self.clock() - t
 
     async def submit(self, item: Any, *, cost: int = 1, deadline: float = float("inf")) -> Any:
         """Queue ``item`` and wait for its result.
@@ -151,12 +157,12 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect()
-            t = time.perf_counter()
+            t = self.clock()
             try:
                 results = await loop.run_in_executor(self._pool, self._run, [it.value for it in batch])
             except Exception as e:  # a single item failed: its request gets the error, the worker goes on
                 results = [e] * len(batch)
-            self.service.observe(time.perf_counter() - t, sum(it.cost for it in batch))
+            self.service.observe(self.clock() - t, sum(it.cost for it in batch))
             self.stats.batches += 1
             self.stats.items += len(batch)
             self.stats.sizes[len(batch)] += 1
