@@ -20,7 +20,8 @@ from PIL import Image
 from shapes_data import CLASSES, write_shapes_dataset
 from torch import nn
 
-import fcnseg.train as train_mod
+import fcnseg.train.loop as loop_mod
+import fcnseg.train.setup as setup_mod
 from fcnseg.cli import main
 from fcnseg.data import FolderSegmentation
 from fcnseg.evaluate import evaluate
@@ -36,6 +37,7 @@ from fcnseg.train import (
     poly_lr_factor,
     save_checkpoint,
 )
+from fcnseg.train.checkpoint import per_process_batch
 from fcnseg.transforms import IMAGENET_MEAN, IMAGENET_STD, SegmentationEval, SegmentationTrain
 from fcnseg.weights import FCN_ResNet50_Weights, ResNet50_Weights, WeightsError, read_checkpoint
 
@@ -210,7 +212,7 @@ def test_a_few_dozen_steps_lower_the_loss_and_raise_miou(shapes, tmp_path, torch
 
 
 def _without_dropout(monkeypatch) -> None:
-    real = train_mod.build_model
+    real = setup_mod.build_model
 
     def build(*args, **kwargs):
         model, categories, fresh = real(*args, **kwargs)
@@ -219,7 +221,7 @@ def _without_dropout(monkeypatch) -> None:
                 m.p = 0.0
         return model, categories, fresh
 
-    monkeypatch.setattr(train_mod, "build_model", build)
+    monkeypatch.setattr(setup_mod, "build_model", build)
 
 
 def test_gradient_accumulation_equals_the_larger_batch(mini, tmp_path, monkeypatch):
@@ -261,7 +263,7 @@ def test_run_crashed_mid_epoch_and_resumed_ends_bitwise_equal(mini, tmp_path, mo
     reference = torch.load(tmp_path / "a" / "last.pth", weights_only=True)
 
     calls = {"n": 0}
-    real = train_mod.criterion
+    real = loop_mod.criterion
 
     def crash_in_step_7(*args, **kwargs):
         calls["n"] += 1
@@ -269,11 +271,11 @@ def test_run_crashed_mid_epoch_and_resumed_ends_bitwise_equal(mini, tmp_path, mo
             raise RuntimeError("injected crash")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "criterion", crash_in_step_7)
+    monkeypatch.setattr(loop_mod, "criterion", crash_in_step_7)
     b = tmp_path / "b"
     with pytest.raises(RuntimeError, match="injected crash"):
         fit(replace(cfg, output_dir=str(b)))
-    monkeypatch.setattr(train_mod, "criterion", real)
+    monkeypatch.setattr(loop_mod, "criterion", real)
     saved = torch.load(b / "last.pth", weights_only=True)
     assert (saved["step"], saved["epoch"]) == (6, 1)  # mid-epoch 2: two of its four steps done
 
@@ -382,10 +384,11 @@ import sys
 from pathlib import Path
 import torch
 from torch import nn
-import fcnseg.train as T
+import fcnseg.train.loop as L
+import fcnseg.train.setup as S
 
 torch.set_num_threads(1)
-build, save = T.build_model, T.save_checkpoint
+build, save = S.build_model, L.save_checkpoint
 
 def build_without_dropout(*args, **kwargs):
     # Dropout masks come from each process's RNG, so they cannot match a single process: switch it off.
@@ -402,9 +405,9 @@ def keep_steps(state, path):
     if Path(path).name == "last.pth":
         shutil.copyfile(path, Path(path).with_name(f"step{state['step']}.pth"))
 
-T.build_model = build_without_dropout
+S.build_model = build_without_dropout
 if os.environ.get("KEEP_STEPS") == "1":
-    T.save_checkpoint = keep_steps
+    L.save_checkpoint = keep_steps
 from fcnseg.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -504,7 +507,7 @@ def finished(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     The save after step 3 is also kept as ``step3.pth``, to resume mid-epoch from.
     """
     out = tmp_path_factory.mktemp("finished") / "run"
-    real = train_mod.save_checkpoint
+    real = loop_mod.save_checkpoint
 
     def keep_steps(state, path):
         real(state, path)
@@ -514,7 +517,7 @@ def finished(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_mod, "save_checkpoint", keep_steps)
+        mp.setattr(loop_mod, "save_checkpoint", keep_steps)
         fit(_tiny(mini, out, epochs=2, save_every=3, base_size=32, crop_size=32, aux_loss=False))
     torch.set_num_threads(threads)
     return out
@@ -594,13 +597,13 @@ def test_resume_refuses_changed_settings_in_one_line(finished, shapes, capsys):
 
 def test_per_process_batch_keeps_the_global_batch_or_refuses():
     """Scenario 3: the per-process batch a resume with another number of processes gets."""
-    assert train_mod._per_process_batch(8, world_size=2, accum_steps=1) == 4
-    assert train_mod._per_process_batch(8, world_size=1, accum_steps=2) == 4
-    assert train_mod._per_process_batch(8, world_size=4, accum_steps=1, batch_size=2) == 2
+    assert per_process_batch(8, world_size=2, accum_steps=1) == 4
+    assert per_process_batch(8, world_size=1, accum_steps=2) == 4
+    assert per_process_batch(8, world_size=4, accum_steps=1, batch_size=2) == 2
     with pytest.raises(ValueError, match="global batch is 6, which 4 processes x 1 accumulation x a whole per"):
-        train_mod._per_process_batch(6, world_size=4, accum_steps=1)
+        per_process_batch(6, world_size=4, accum_steps=1)
     with pytest.raises(ValueError, match="global batch is 8, which 2 processes x 1 accumulation x 3 per process"):
-        train_mod._per_process_batch(8, world_size=2, accum_steps=1, batch_size=3)
+        per_process_batch(8, world_size=2, accum_steps=1, batch_size=3)
 
 
 def test_checkpoints_are_versioned_and_load_everywhere_without_aux_head(finished, mini, tmp_path, capsys):
