@@ -8,15 +8,14 @@ import signal
 import sys
 from dataclasses import fields
 from functools import partial
-from pathlib import Path
 
-from ..train import TrainConfig, fit, resume
+from ..train import TrainConfig, TrainingStopped, fit, resume
 from . import CLIError
 
 
 class _Terminated(BaseException):
-    """SIGTERM as an exception (not an ``Exception``, so nothing swallows it): a checkpoint being written is
-    removed as the exception unwinds, leaving the previous one."""
+    """SIGTERM outside the training loop (setting up, finishing) as an exception, like Ctrl-C's KeyboardInterrupt;
+    inside it, the loop saves the current step and raises TrainingStopped instead."""
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -39,19 +38,20 @@ def _train(args: argparse.Namespace) -> int:
     given = _given(args)
     if args.resume:
         run = partial(resume, args.resume, **given)
-        where = Path(args.output_dir or Path(args.resume).parent)
     elif args.data_root is None:
         raise CLIError("--data-root is required (unless resuming with --resume)")
     else:
-        config = TrainConfig(**given)
-        run, where = partial(fit, config), Path(config.output_dir)
+        run = partial(fit, TrainConfig(**given))
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = run()
     except FileExistsError as e:  # the output folder holds another run
         raise CLIError(str(e)) from None
+    except TrainingStopped as e:  # SIGINT or SIGTERM while training: the current step is saved
+        print(f"fcnseg train: {e}", file=sys.stderr)
+        return 128 + e.signum
     except _Terminated:
-        print(f"fcnseg train: terminated; continue with --resume {where / 'last.pth'}", file=sys.stderr)
+        print("fcnseg train: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -21,7 +21,8 @@ The files, in the order a run meets them:
 - ``checkpoint.py``: the run state, RNG states, atomic writes, and the rules a resumed run follows.
 - ``setup.py``: builds a :class:`Run` (data, model, optimizer, output) from a config, writing nothing until it all
   succeeded.
-- ``loop.py``: :func:`fit` and :func:`resume`: setup, then per epoch train, validate, save.
+- ``stop.py``: SIGINT/SIGTERM save the current step and stop (:class:`TrainingStopped`).
+- ``loop.py``: :func:`fit` and :func:`resume`: setup, then per epoch train, validate, save, one line said.
 """
 
 from .checkpoint import RunState, save_checkpoint
@@ -29,10 +30,12 @@ from .config import TrainConfig
 from .data import build_dataset, class_weights_from_masks, pad_collate
 from .loop import fit, resume
 from .recipe import build_model, criterion, load_finetune_state_dict, poly_lr_factor
+from .stop import TrainingStopped
 
 __all__ = [
     "RunState",
     "TrainConfig",
+    "TrainingStopped",
     "build_dataset",
     "build_model",
     "class_weights_from_masks",

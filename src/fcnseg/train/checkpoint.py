@@ -1,17 +1,22 @@
 """Checkpoints: the run state, RNG states, atomic writing, and the rules a resumed run follows.
 
-A checkpoint is self-describing (nanoGPT style) and versioned (``format``, ``version``): the run state
-(``epoch``, ``step``, ``samples``, ``best_miou``, ``metrics``), the model's state dict under ``model`` in
-torchvision's key layout, the optimizer, scheduler and grad-scaler states, every rank's RNG states, the global
-batch, the full config (``config``: a dict of :class:`TrainConfig` fields) and the class names (``categories``),
-so it alone can be resumed, evaluated, exported or served.
+A run writes two self-describing (nanoGPT style), versioned (``format``, ``version``) files:
+
+- ``last.pth``, to continue the run: the run state (``epoch``, ``step``, ``samples``, ``best_miou``,
+  ``metrics``), the model's state dict under ``model`` in torchvision's key layout, the optimizer, scheduler and
+  grad-scaler states, every rank's RNG states, the global batch, the class weights, the full config (``config``:
+  a dict of :class:`TrainConfig` fields, sizes included) and the class names (``categories``).
+- ``best.pth``, to use the best model: ``model``, ``config``, ``categories``, ``model_name``, ``num_classes``,
+  the format fields, and where and what it scored (``epoch``, ``step``, ``samples``, ``best_miou``, ``metrics``).
+
+Either alone can be evaluated, exported or served; ``last.pth`` alone can be resumed.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,19 +26,28 @@ import torch.distributed as dist
 
 from .._atomic import atomic_path
 from ..distributed import DistInfo
-from ..weights import WeightsError, read_checkpoint
+from ..weights import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, WeightsError, read_checkpoint
 from .config import RUNTIME_FIELDS, TrainConfig
 
 if TYPE_CHECKING:
     from .setup import Run
 
+# What a run's two files hold: last.pth all of a run_checkpoint, best.pth these keys of it.
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng", "config", "epoch", "step", "samples", "global_batch")
+INFERENCE_KEYS = ("format", "version", "model", "config", "categories", "model_name", "num_classes", "epoch", "step",
+                  "samples", "best_miou", "metrics")  # fmt: skip
+
 __all__ = [
+    "INFERENCE_KEYS",
+    "RESUME_KEYS",
     "RunState",
     "all_rng_states",
     "changed_fields",
+    "inference_checkpoint",
     "load_resume",
     "per_process_batch",
     "restore",
+    "run_checkpoint",
     "resumed_config",
     "save_checkpoint",
     "seed_everything",
@@ -83,19 +97,48 @@ def seed_everything(seed: int) -> None:
 
 
 def load_resume(path: str | Path) -> dict[str, Any]:
-    """A training checkpoint, upgraded to the current format version (a newer one is refused on reading)."""
+    """A run's ``last.pth``: the model and everything a run needs to continue (a newer format is refused on
+    reading). ``best.pth`` holds the model only: it starts a new run (``--weights``), it does not resume one."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint to resume from")
     model, ckpt = read_checkpoint(path)
-    missing = [k for k in ("optimizer", "scheduler", "config", "step", "epoch") if k not in ckpt]
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(f"{path}: not an fcnseg training checkpoint; start a new run from it with --weights")
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
     if missing:
-        raise WeightsError(f"{path}: not a training checkpoint (no {missing[0]!r}); use it as --weights instead")
+        raise WeightsError(
+            f"{path}: holds a model for inference (no {missing[0]!r}), not a run to resume: resume from the run's "
+            "last.pth, or start a new run from this one with --weights"
+        )
     ckpt["model"] = model
-    if "version" not in ckpt:  # before the format fields: one RNG state per process, the step in global batches
-        c = ckpt["config"]
-        ckpt["global_batch"] = c["batch_size"] * len(ckpt["rng"]) * c["accum_steps"]
-        ckpt["samples"] = ckpt["step"] * ckpt["global_batch"]
     return ckpt
+
+
+def run_checkpoint(run: Run, state: RunState) -> dict[str, Any]:
+    """``last.pth``: the run state with everything needed to continue it (collective under DDP: it gathers every
+    rank's RNG states)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        **asdict(state),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "rng": all_rng_states(run.info),
+        "global_batch": run.global_batch,
+        "config": asdict(run.config),
+        "categories": run.categories,
+        "model_name": run.config.model,
+        "num_classes": len(run.categories),
+        "class_weights": run.class_weights.tolist() if run.class_weights is not None else None,
+    }
+
+
+def inference_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """``best.pth``: what inference reads (weights, config with the sizes, categories, format) and what the model
+    scored where; no optimizer, schedule or RNG states, so half the size of ``last.pth``."""
+    return {k: checkpoint[k] for k in INFERENCE_KEYS}
 
 
 def changed_fields(config: TrainConfig) -> dict[str, Any]:

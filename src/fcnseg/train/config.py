@@ -54,7 +54,7 @@ class TrainConfig:
     device: str = "auto"
     output_dir: str = "runs/train"  # one run per folder; a resumed run defaults to its checkpoint's folder
     exist_ok: bool = False  # start in a folder that holds another run's files, replacing them
-    resume: str | None = None  # a last.pth/best.pth to continue exactly; the run's settings come from it
+    resume: str | None = None  # a last.pth to continue exactly; the run's settings come from it
     save_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
     log_every: int = 10
     progress: bool = True

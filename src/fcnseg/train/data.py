@@ -6,13 +6,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data import get_dataset
 from ..transforms import SegmentationEval, SegmentationTrain
@@ -22,6 +23,7 @@ __all__ = [
     "Augmented",
     "SkipFirst",
     "build_dataset",
+    "epoch_loader",
     "class_weights_for",
     "class_weights_from_masks",
     "pad_collate",
@@ -128,3 +130,20 @@ def train_val_datasets(config: TrainConfig) -> tuple[Any, Any]:
         preset = SegmentationEval(resize_size=config.base_size)
         val_set = build_dataset(config.dataset, config.data_root, config.val_split, preset)
     return train_raw, val_set
+
+
+def epoch_loader(
+    dataset: Augmented, sampler: Sampler[int], skip: int, config: TrainConfig, device: torch.device
+) -> DataLoader:
+    """One epoch's training batches from this rank's ``skip``-th sample on: a resumed epoch continues where it
+    stopped. The loader has a private generator, so it never draws from the global RNG (see ``fcnseg.train``)."""
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        sampler=SkipFirst(sampler, skip),
+        num_workers=config.workers,
+        collate_fn=partial(pad_collate, ignore_index=config.ignore_index),
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        generator=torch.Generator(),
+    )

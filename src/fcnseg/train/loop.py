@@ -1,41 +1,43 @@
-"""The loop: :func:`fit` sets a run up, then per epoch trains, validates and saves, moving one
-:class:`RunState` forward; :func:`resume` continues a saved run exactly."""
+"""The loop: :func:`fit` sets a run up, then per epoch trains, validates, saves and says one line, moving one
+:class:`RunState` forward; :func:`resume` continues a saved run exactly. SIGINT or SIGTERM saves ``last.pth`` at
+the current step and stops (see ``stop.py``)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import time
-from dataclasses import asdict, fields, replace
-from functools import partial
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
-from torch.utils.data import DataLoader
 
 from ..distributed import DistInfo, process_group
 from ..evaluate import evaluate
-from ..weights import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from .checkpoint import (
     RunState,
-    all_rng_states,
     changed_fields,
+    inference_checkpoint,
     load_resume,
     per_process_batch,
     restore,
     resumed_config,
+    run_checkpoint,
     save_checkpoint,
     seed_everything,
 )
 from .config import TrainConfig
-from .data import SkipFirst, pad_collate
+from .data import epoch_loader
 from .recipe import criterion, set_train_mode
+from .runs import epoch_line
 from .setup import Run, setup_run
+from .stop import StopRequest, TrainingStopped, stop_on_signals
 
-__all__ = ["fit", "resume"]
+__all__ = ["TrainingStopped", "fit", "resume"]
+
+clock = time.monotonic  # the epoch times and ETA; a test may set another
 
 
 def fit(config: TrainConfig) -> dict[str, Any]:
@@ -68,7 +70,7 @@ def resume(checkpoint: str | Path, **changes: Any) -> dict[str, Any]:
 
 
 def _train(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, device: torch.device) -> dict[str, Any]:
-    """Setup, then per epoch: train, validate, save. ``ckpt`` is the checkpoint a resumed run continues."""
+    """Setup, then per epoch: train, validate, save, report. ``ckpt`` is the checkpoint a resumed run continues."""
     run = setup_run(config, ckpt, info, device)
     if ckpt is None:
         state = RunState()
@@ -78,16 +80,27 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, dev
         restore(run, ckpt, state)
     if state.epoch >= config.epochs:
         run.log.message(f"{config.resume} has finished its {config.epochs} epochs: nothing to do")
-    while state.epoch < config.epochs:
-        _train_epoch(run, state)
-        if run.val_loader is not None:
-            _validate(run, state)
-        is_best = state.metrics is not None and state.metrics["miou"] > state.best_miou
-        if is_best:
-            state.best_miou = state.metrics["miou"]
-        state.epoch += 1
-        _save(run, state, "last.pth", "best.pth" if is_best else None)
-    run.log.close()
+    started, start_samples = clock(), state.samples
+    total = config.epochs * run.steps_per_epoch * run.global_batch  # samples, all processes together
+    with stop_on_signals() as stop, contextlib.closing(run.log):
+        while state.epoch < config.epochs:
+            epoch_start = clock()
+            loss = _train_epoch(run, state, stop)
+            if run.val_loader is not None:
+                _validate(run, state)
+            is_best = state.metrics is not None and state.metrics["miou"] > state.best_miou
+            if is_best:
+                state.best_miou = state.metrics["miou"]
+            state.epoch += 1
+            _save(run, state, best=is_best)
+            now, trained = clock(), state.samples - start_samples
+            # the time left: the samples left at this process's pace so far (validation included)
+            left = (total - state.samples) * (now - started) / trained if trained else None
+            lr = run.optimizer.param_groups[0]["lr"]
+            line = epoch_line(state.epoch, config.epochs, loss, lr, state.metrics, now - epoch_start, left)
+            run.log.message(line)
+            if state.epoch < config.epochs:
+                _stop_if_asked(run, state, stop)  # a signal during validation: last.pth is this epoch's
     out = run.out
     return {
         "output_dir": str(out),
@@ -100,26 +113,21 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, dev
     }
 
 
-def _train_epoch(run: Run, state: RunState) -> None:
-    """Train the rest of epoch ``state.epoch``: from the sample where a resumed run stopped to the epoch's end."""
+def _train_epoch(run: Run, state: RunState, stop: StopRequest) -> float | None:
+    """Train the rest of epoch ``state.epoch``: from the sample where a resumed run stopped to the epoch's end.
+
+    Returns the mean training loss of the steps taken (None if there were none); stops when ``stop`` is asked.
+    """
     config, info, device = run.config, run.info, run.device
     done_samples = state.samples - state.epoch * run.steps_per_epoch * run.global_batch  # all ranks together
     done = done_samples // run.global_batch  # optimizer steps of this epoch already taken
     run.sampler.set_epoch(state.epoch)
     run.train_set.epoch = state.epoch
-    loader = DataLoader(
-        run.train_set,
-        batch_size=config.batch_size,
-        sampler=SkipFirst(run.sampler, done_samples // info.world_size),  # this rank's share of the samples seen
-        num_workers=config.workers,
-        collate_fn=partial(pad_collate, ignore_index=config.ignore_index),
-        pin_memory=device.type == "cuda",
-        drop_last=True,
-        generator=torch.Generator(),  # keeps the loader off the global RNG (see module docstring)
-    )
+    loader = epoch_loader(run.train_set, run.sampler, done_samples // info.world_size, config, device)
     set_train_mode(run.model, config)
     from tqdm import tqdm
 
+    epoch_loss, epoch_steps = 0.0, 0
     bar = tqdm(total=run.steps_per_epoch, initial=done, desc=f"epoch {state.epoch + 1}/{config.epochs}",
                disable=not (info.is_main and config.progress), leave=False, dynamic_ncols=True)  # fmt: skip
     window_loss, window_steps, window_start = torch.zeros((), device=device), 0, time.perf_counter()
@@ -135,7 +143,7 @@ def _train_epoch(run: Run, state: RunState) -> None:
         last = micro % config.accum_steps == 0  # the micro-batch that completes a step: DDP syncs gradients
         with run.net.no_sync() if info.enabled and not last else contextlib.nullcontext():
             with torch.autocast(device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-                loss = criterion(run.net(images), targets, _on(run.class_weights, device), config.ignore_index)
+                loss = criterion(run.net(images), targets, run.class_weights, config.ignore_index)
             run.scaler.scale(loss / config.accum_steps).backward()
         window_loss += loss.detach().float() / config.accum_steps
         if not last:
@@ -157,15 +165,16 @@ def _train_epoch(run: Run, state: RunState) -> None:
             mean_loss, lr = window_loss.item() / window_steps, run.optimizer.param_groups[0]["lr"]
             bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_s:.1f}")
             run.log.record("train", epoch=state.epoch, step=state.step, loss=mean_loss, lr=lr, images_per_s=images_s)
+            epoch_loss, epoch_steps = epoch_loss + window_loss.item(), epoch_steps + window_steps
             window_loss.zero_()
             window_steps, window_start = 0, time.perf_counter()
-        if config.save_every and state.step % config.save_every == 0 and not end_of_epoch:
-            _save(run, state, "last.pth")
+        saved = config.save_every and state.step % config.save_every == 0 and not end_of_epoch
+        if saved:
+            _save(run, state)
+        if not end_of_epoch:  # after the epoch's last step, it stops once the epoch is validated and saved
+            _stop_if_asked(run, state, stop, save=not saved)
     bar.close()
-
-
-def _on(tensor: Tensor | None, device: torch.device) -> Tensor | None:
-    return tensor.to(device) if tensor is not None else None
+    return epoch_loss / epoch_steps if epoch_steps else None
 
 
 def _validate(run: Run, state: RunState) -> None:
@@ -184,32 +193,26 @@ def _validate(run: Run, state: RunState) -> None:
     m = state.metrics
     run.log.record("val", epoch=state.epoch, step=state.step, miou=m["miou"], pixel_acc=m["pixel_acc"],
                    mean_acc=m["mean_acc"], iou=m["iou"])  # fmt: skip
-    run.log.message(
-        f"epoch {state.epoch + 1}/{config.epochs}: mIoU {100 * m['miou']:.1f}, pixel acc {100 * m['pixel_acc']:.1f}"
-    )
 
 
-def _save(run: Run, state: RunState, name: str, also: str | None = None) -> None:
-    """Write the checkpoint, the run state with everything needed to continue it, as ``name`` (and ``also``).
+def _save(run: Run, state: RunState, *, best: bool = False) -> None:
+    """Write ``last.pth`` (to continue the run) and, for the best model so far, ``best.pth`` (to use it).
 
     Collective under DDP (it gathers every rank's RNG states); rank 0 writes.
     """
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        **asdict(state),
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        "rng": all_rng_states(run.info),
-        "global_batch": run.global_batch,
-        "config": asdict(run.config),
-        "categories": run.categories,
-        "model_name": run.config.model,
-        "num_classes": len(run.categories),
-        "class_weights": run.class_weights.tolist() if run.class_weights is not None else None,
-    }
+    checkpoint = run_checkpoint(run, state)
     if run.info.is_main:
-        for n in (name, also) if also else (name,):
-            save_checkpoint(checkpoint, run.out / n)
+        save_checkpoint(checkpoint, run.out / "last.pth")
+        if best:
+            save_checkpoint(inference_checkpoint(checkpoint), run.out / "best.pth")
+
+
+def _stop_if_asked(run: Run, state: RunState, stop: StopRequest, *, save: bool = False) -> None:
+    """On a signal (agreed by every rank), save ``last.pth`` at this step if ``save`` and raise TrainingStopped."""
+    signum = stop.agreed(run.info, run.device)
+    if not signum:
+        return
+    if save:
+        _save(run, state)
+    run.log.record("stop", epoch=state.epoch, step=state.step, samples=state.samples, signal=signum)
+    raise TrainingStopped(signum, str(run.out / "last.pth"), state.step)

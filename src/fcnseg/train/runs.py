@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
 
-__all__ = ["RUN_FILES", "Logger", "check_output_dir", "clear_output_dir", "own_folder"]
+__all__ = ["RUN_FILES", "Logger", "check_output_dir", "clear_output_dir", "duration", "epoch_line", "own_folder"]
 
 
 RUN_FILES = ("last.pth", "best.pth", "log.jsonl", "class_weights.txt", "tensorboard")  # what a run writes
@@ -56,10 +57,12 @@ class Logger:
         self.tb_dir = out / "tensorboard"
 
     def message(self, text: str) -> None:
+        """A line on stdout, above the bar if there is one; flushed, so a pipe (``| tee``) sees it at once."""
         if self.enabled:
             from tqdm import tqdm
 
-            tqdm.write(text)
+            tqdm.write(text, file=sys.stdout)
+            sys.stdout.flush()
 
     def record(self, event: str, **values: Any) -> None:
         if self.path is None:
@@ -81,3 +84,26 @@ class Logger:
     def close(self) -> None:
         if self.tb:
             self.tb.close()
+
+
+def epoch_line(
+    epoch: int, epochs: int, loss: float | None, lr: float, metrics: dict[str, Any] | None, took: float,
+    left: float | None,
+) -> str:  # fmt: skip
+    """The line a finished epoch (1-based ``epoch``) prints, bar or no bar: mean training loss, lr, validation
+    scores (if validated), how long it took and the time left (None: not known yet)."""
+    parts = [f"epoch {epoch}/{epochs}: loss {'-' if loss is None else f'{loss:.4f}'}", f"lr {lr:.3g}"]
+    if metrics is not None:
+        parts.append(f"val mIoU {100 * metrics['miou']:.1f} (pixel acc {100 * metrics['pixel_acc']:.1f})")
+    parts += [duration(took), f"ETA {'-' if left is None else duration(left)}"]
+    return ", ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

@@ -76,6 +76,8 @@ def setup_run(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, 
     else:
         saved = ckpt.get("class_weights")
         class_weights = None if saved is None else torch.tensor(saved)
+    if class_weights is not None:
+        class_weights = class_weights.to(device)
     model, net = place_model(model, config, info, device)
 
     # Data order: every rank draws its share of each global batch; validation images are split across ranks
