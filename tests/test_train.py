@@ -298,6 +298,19 @@ def uninterrupted(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     return cfg, torch.load(Path(cfg.output_dir) / "last.pth", weights_only=True)
 
 
+def _first_in_step_7(action):
+    """The recipe's loss, running ``action()`` first in step 7 (one loss a step in these runs)."""
+    calls, real = {"n": 0}, loop_mod.criterion
+
+    def criterion(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            action()
+        return real(*args, **kwargs)
+
+    return criterion
+
+
 @pytest.mark.slow
 def test_run_crashed_mid_epoch_and_resumed_ends_bitwise_equal(uninterrupted, tmp_path, monkeypatch):
     """2 epochs x 4 steps, checkpoint every 3 steps, dropout on; a crash in step 7 resumes from step 6.
@@ -306,20 +319,14 @@ def test_run_crashed_mid_epoch_and_resumed_ends_bitwise_equal(uninterrupted, tmp
     """
     cfg, reference = uninterrupted
 
-    calls = {"n": 0}
-    real = loop_mod.criterion
+    def crash() -> None:
+        raise RuntimeError("injected crash")
 
-    def crash_in_step_7(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise RuntimeError("injected crash")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop_mod, "criterion", crash_in_step_7)
+    monkeypatch.setattr(loop_mod, "criterion", _first_in_step_7(crash))
     b = tmp_path / "b"
     with pytest.raises(RuntimeError, match="injected crash"):
         fit(replace(cfg, output_dir=str(b)))
-    monkeypatch.setattr(loop_mod, "criterion", real)
+    monkeypatch.undo()
     saved = torch.load(b / "last.pth", weights_only=True)
     assert (saved["step"], saved["epoch"]) == (6, 1)  # mid-epoch 2: two of its four steps done
 
@@ -342,20 +349,12 @@ def test_ctrl_c_saves_the_current_step_and_the_resumed_run_ends_bitwise_equal(un
     so no timing decides where it lands."""
     cfg, reference = uninterrupted
 
-    calls = {"n": 0}
-    real = loop_mod.criterion
-
-    def ctrl_c_in_step_7(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            signal.raise_signal(signal.SIGINT)  # handled before the next line runs: the run is asked to stop
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop_mod, "criterion", ctrl_c_in_step_7)
+    # the handler runs as soon as raise_signal returns: the run is asked to stop in step 7
+    monkeypatch.setattr(loop_mod, "criterion", _first_in_step_7(lambda: signal.raise_signal(signal.SIGINT)))
     b, handler = tmp_path / "b", signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingStopped) as e:
         fit(replace(cfg, output_dir=str(b)))
-    monkeypatch.setattr(loop_mod, "criterion", real)
+    monkeypatch.undo()
     assert (e.value.signum, e.value.step, e.value.checkpoint) == (signal.SIGINT, 7, str(b / "last.pth"))
     assert f"stopped by SIGINT at step 7, saved; continue with --resume {b / 'last.pth'}" == str(e.value)
     assert signal.getsignal(signal.SIGINT) is handler  # the handler is put back
