@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -109,12 +110,13 @@ def test_missing_inputs_are_named(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_saves_the_current_step_and_says_how_to_resume(data, tmp_path, sig):
     """Ctrl-C (SIGINT) or SIGTERM: the step in progress is saved to last.pth and the resume command printed.
 
     Without a bar, each epoch prints one line: the first one is the sign that training runs, and the signal is sent
-    then (10000 epochs of 2 steps are far from done). Nothing waits on a clock.
+    then (10000 epochs of 2 steps are far from done). Nothing waits on a clock; a watchdog only ends a run that
+    never says its first epoch (the old code, which printed no such line without validation), so it fails, not hangs.
     """
     out = tmp_path / "run"
     argv = ["train", "--data-root", str(data), "--output-dir", str(out), "--weights-backbone", "none", "--epochs",
@@ -123,6 +125,8 @@ def test_a_signal_saves_the_current_step_and_says_how_to_resume(data, tmp_path, 
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "fcnseg", *argv], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    watchdog = threading.Timer(600, proc.kill)
+    watchdog.start()
     said = []
     for line in proc.stdout:
         said.append(line)
@@ -130,6 +134,7 @@ def test_a_signal_saves_the_current_step_and_says_how_to_resume(data, tmp_path, 
             proc.send_signal(sig)
             break
     rest, err = proc.communicate(timeout=300)
+    watchdog.cancel()
     assert proc.returncode == 128 + sig, err
     last = out / "last.pth"
     stopped = re.search(
