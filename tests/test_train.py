@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -9,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -20,13 +20,15 @@ from PIL import Image
 from shapes_data import CLASSES, write_shapes_dataset
 from torch import nn
 
-import fcnseg.train as train_mod
+import fcnseg.train.loop as loop_mod
+import fcnseg.train.setup as setup_mod
 from fcnseg.cli import main
 from fcnseg.data import FolderSegmentation
 from fcnseg.evaluate import evaluate
 from fcnseg.models import fcn_resnet50
 from fcnseg.train import (
     TrainConfig,
+    TrainingStopped,
     build_dataset,
     build_model,
     class_weights_from_masks,
@@ -36,6 +38,8 @@ from fcnseg.train import (
     poly_lr_factor,
     save_checkpoint,
 )
+from fcnseg.train.checkpoint import per_process_batch
+from fcnseg.train.runs import duration, epoch_line
 from fcnseg.transforms import IMAGENET_MEAN, IMAGENET_STD, SegmentationEval, SegmentationTrain
 from fcnseg.weights import FCN_ResNet50_Weights, ResNet50_Weights, WeightsError, read_checkpoint
 
@@ -210,7 +214,7 @@ def test_a_few_dozen_steps_lower_the_loss_and_raise_miou(shapes, tmp_path, torch
 
 
 def _without_dropout(monkeypatch) -> None:
-    real = train_mod.build_model
+    real = setup_mod.build_model
 
     def build(*args, **kwargs):
         model, categories, fresh = real(*args, **kwargs)
@@ -219,7 +223,7 @@ def _without_dropout(monkeypatch) -> None:
                 m.p = 0.0
         return model, categories, fresh
 
-    monkeypatch.setattr(train_mod, "build_model", build)
+    monkeypatch.setattr(setup_mod, "build_model", build)
 
 
 def test_gradient_accumulation_equals_the_larger_batch(mini, tmp_path, monkeypatch):
@@ -246,34 +250,83 @@ def test_gradient_accumulation_equals_the_larger_batch(mini, tmp_path, monkeypat
             assert (va - vb).abs().max().item() <= 1e-6 * va.abs().max().item(), k
 
 
+# ------------------------------------------------------------------------------------------ what it says
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_every_epoch_says_its_loss_lr_miou_time_and_eta(mini, tmp_path, monkeypatch, capsys, progress):
+    """One line per epoch, with the bar or without: the epoch's mean loss and last lr as log.jsonl records them
+    step by step, the validation scores, the epoch's time and the time left.
+
+    The clock is injected and advances 7 s a reading: the run reads it once before the first epoch and each
+    epoch twice (start, end), so every epoch took 7 s, the pace is 14 s an epoch, and the ETA after epoch e of 3
+    is 14 x (3 - e) s.
+    """
+    ticks = itertools.count(0, 7)
+    monkeypatch.setattr(loop_mod, "clock", lambda: next(ticks))
+    out = tmp_path / "run"
+    fit(_tiny(mini, out, epochs=3, base_size=32, crop_size=32, progress=progress))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    train, val = _records(out, "train"), _records(out, "val")
+    assert len(lines) == 3 and len(train) == 6
+    for e, line in enumerate(lines):
+        steps = [r for r in train if r["epoch"] == e]
+        loss, lr = np.mean([r["loss"] for r in steps]), steps[-1]["lr"]
+        scores = f"val mIoU {100 * val[e]['miou']:.1f} (pixel acc {100 * val[e]['pixel_acc']:.1f})"
+        assert line == f"epoch {e + 1}/3: loss {loss:.4f}, lr {lr:.3g}, {scores}, 7 s, ETA {14 * (2 - e)} s"
+
+
+def test_durations_read_in_the_largest_sensible_units():
+    assert [duration(s) for s in (0.4, 59.4, 60, 185, 3599, 3600, 7625)] == [
+        "0 s", "59 s", "1 min 00 s", "3 min 05 s", "59 min 59 s", "1 h 00 min", "2 h 07 min"
+    ]  # fmt: skip
+    assert epoch_line(2, 5, None, 0.0123, None, 61, None) == "epoch 2/5: loss -, lr 0.0123, 1 min 01 s, ETA -"
+
+
 # ------------------------------------------------------------------------------------------------ resume
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, dict]:
+    """2 epochs x 4 steps, checkpoint every 3 steps, dropout on: the config and its final last.pth."""
+    cfg = _tiny(mini, tmp_path_factory.mktemp("uninterrupted"), epochs=2, save_every=3, batch_size=2, base_size=32,
+                crop_size=32)  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    fit(cfg)
+    torch.set_num_threads(threads)
+    return cfg, torch.load(Path(cfg.output_dir) / "last.pth", weights_only=True)
+
+
+def _first_in_step_7(action):
+    """The recipe's loss, running ``action()`` first in step 7 (one loss a step in these runs)."""
+    calls, real = {"n": 0}, loop_mod.criterion
+
+    def criterion(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            action()
+        return real(*args, **kwargs)
+
+    return criterion
+
+
 @pytest.mark.slow
-def test_run_crashed_mid_epoch_and_resumed_ends_bitwise_equal(mini, tmp_path, monkeypatch):
+def test_run_crashed_mid_epoch_and_resumed_ends_bitwise_equal(uninterrupted, tmp_path, monkeypatch):
     """2 epochs x 4 steps, checkpoint every 3 steps, dropout on; a crash in step 7 resumes from step 6.
 
     The resumed run also uses a loader worker where the first used none: augmentation is per-sample seeded.
-    Then the same run from the CLI is killed with SIGTERM after its first checkpoint and resumed: same weights.
     """
-    cfg = _tiny(mini, tmp_path / "a", epochs=2, save_every=3, batch_size=2, base_size=32, crop_size=32)
-    fit(cfg)
-    reference = torch.load(tmp_path / "a" / "last.pth", weights_only=True)
+    cfg, reference = uninterrupted
 
-    calls = {"n": 0}
-    real = train_mod.criterion
+    def crash() -> None:
+        raise RuntimeError("injected crash")
 
-    def crash_in_step_7(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise RuntimeError("injected crash")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "criterion", crash_in_step_7)
+    monkeypatch.setattr(loop_mod, "criterion", _first_in_step_7(crash))
     b = tmp_path / "b"
     with pytest.raises(RuntimeError, match="injected crash"):
         fit(replace(cfg, output_dir=str(b)))
-    monkeypatch.setattr(train_mod, "criterion", real)
+    monkeypatch.undo()
     saved = torch.load(b / "last.pth", weights_only=True)
     assert (saved["step"], saved["epoch"]) == (6, 1)  # mid-epoch 2: two of its four steps done
 
@@ -287,24 +340,35 @@ def test_run_crashed_mid_epoch_and_resumed_ends_bitwise_equal(mini, tmp_path, mo
     assert resumed["scheduler"] == reference["scheduler"]
     assert resumed["metrics"] == reference["metrics"]
 
-    # The same run from the command line, stopped by SIGTERM once its first checkpoint exists, then resumed.
-    c = tmp_path / "c"
-    argv = ["train", "--data-root", str(mini), "--output-dir", str(c), "--weights-backbone", "none", "--epochs", "2",
-            "-b", "2", "--base-size", "32", "--crop-size", "32", "--lr", "0.01", "--workers", "0",
-            "--save-every", "3", "--log-every", "1", "--no-progress"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "fcnseg", *argv], env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not (c / "last.pth").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert f"terminated; continue with --resume {c / 'last.pth'}" in err
-    assert not [p.name for p in c.iterdir() if p.name.endswith(".tmp")]  # an interrupted save cleans up
-    assert torch.load(c / "last.pth", weights_only=True)["step"] < 8
-    assert main(["train", "--resume", str(c / "last.pth"), "--no-progress", "--workers", "0"]) == 0
-    _assert_state_equal(torch.load(c / "last.pth", weights_only=True)["model"], reference["model"])
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_current_step_and_the_resumed_run_ends_bitwise_equal(uninterrupted, tmp_path, monkeypatch):
+    """The run of the test above, sent SIGINT (Ctrl-C) by its own loss function in step 7: the step in progress
+    finishes, last.pth is saved at step 7 (not at the last save_every checkpoint, step 6) and TrainingStopped
+    names it; resuming it ends where the uninterrupted run ends, bitwise. The signal comes from inside the run,
+    so no timing decides where it lands."""
+    cfg, reference = uninterrupted
+
+    # the handler runs as soon as raise_signal returns: the run is asked to stop in step 7
+    monkeypatch.setattr(loop_mod, "criterion", _first_in_step_7(lambda: signal.raise_signal(signal.SIGINT)))
+    b, handler = tmp_path / "b", signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingStopped) as e:
+        fit(replace(cfg, output_dir=str(b)))
+    monkeypatch.undo()
+    assert (e.value.signum, e.value.step, e.value.checkpoint) == (signal.SIGINT, 7, str(b / "last.pth"))
+    assert f"stopped by SIGINT at step 7, saved; continue with --resume {b / 'last.pth'}" == str(e.value)
+    assert signal.getsignal(signal.SIGINT) is handler  # the handler is put back
+    saved = torch.load(b / "last.pth", weights_only=True)
+    assert (saved["step"], saved["epoch"], saved["samples"]) == (7, 1, 14)
+    assert _records(b, "stop")[0] | {"time": 0} == {"event": "stop", "time": 0, "epoch": 1, "step": 7, "samples": 14,
+                                                    "signal": int(signal.SIGINT)}  # fmt: skip
+
+    torch.manual_seed(999)
+    result = fit(TrainConfig(resume=str(b / "last.pth"), progress=False, workers=0))
+    assert result["steps"] == 8 and [r["step"] for r in _records(b, "train")][-1:] == [8]
+    resumed = torch.load(b / "last.pth", weights_only=True)
+    _assert_state_equal(resumed["model"], reference["model"])
+    assert resumed["scheduler"] == reference["scheduler"] and resumed["metrics"] == reference["metrics"]
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
@@ -382,10 +446,11 @@ import sys
 from pathlib import Path
 import torch
 from torch import nn
-import fcnseg.train as T
+import fcnseg.train.loop as L
+import fcnseg.train.setup as S
 
 torch.set_num_threads(1)
-build, save = T.build_model, T.save_checkpoint
+build, save = S.build_model, L.save_checkpoint
 
 def build_without_dropout(*args, **kwargs):
     # Dropout masks come from each process's RNG, so they cannot match a single process: switch it off.
@@ -402,9 +467,9 @@ def keep_steps(state, path):
     if Path(path).name == "last.pth":
         shutil.copyfile(path, Path(path).with_name(f"step{state['step']}.pth"))
 
-T.build_model = build_without_dropout
+S.build_model = build_without_dropout
 if os.environ.get("KEEP_STEPS") == "1":
-    T.save_checkpoint = keep_steps
+    L.save_checkpoint = keep_steps
 from fcnseg.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -504,7 +569,7 @@ def finished(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     The save after step 3 is also kept as ``step3.pth``, to resume mid-epoch from.
     """
     out = tmp_path_factory.mktemp("finished") / "run"
-    real = train_mod.save_checkpoint
+    real = loop_mod.save_checkpoint
 
     def keep_steps(state, path):
         real(state, path)
@@ -514,7 +579,7 @@ def finished(mini: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_mod, "save_checkpoint", keep_steps)
+        mp.setattr(loop_mod, "save_checkpoint", keep_steps)
         fit(_tiny(mini, out, epochs=2, save_every=3, base_size=32, crop_size=32, aux_loss=False))
     torch.set_num_threads(threads)
     return out
@@ -594,13 +659,13 @@ def test_resume_refuses_changed_settings_in_one_line(finished, shapes, capsys):
 
 def test_per_process_batch_keeps_the_global_batch_or_refuses():
     """Scenario 3: the per-process batch a resume with another number of processes gets."""
-    assert train_mod._per_process_batch(8, world_size=2, accum_steps=1) == 4
-    assert train_mod._per_process_batch(8, world_size=1, accum_steps=2) == 4
-    assert train_mod._per_process_batch(8, world_size=4, accum_steps=1, batch_size=2) == 2
+    assert per_process_batch(8, world_size=2, accum_steps=1) == 4
+    assert per_process_batch(8, world_size=1, accum_steps=2) == 4
+    assert per_process_batch(8, world_size=4, accum_steps=1, batch_size=2) == 2
     with pytest.raises(ValueError, match="global batch is 6, which 4 processes x 1 accumulation x a whole per"):
-        train_mod._per_process_batch(6, world_size=4, accum_steps=1)
+        per_process_batch(6, world_size=4, accum_steps=1)
     with pytest.raises(ValueError, match="global batch is 8, which 2 processes x 1 accumulation x 3 per process"):
-        train_mod._per_process_batch(8, world_size=2, accum_steps=1, batch_size=3)
+        per_process_batch(8, world_size=2, accum_steps=1, batch_size=3)
 
 
 def test_checkpoints_are_versioned_and_load_everywhere_without_aux_head(finished, mini, tmp_path, capsys):
@@ -615,6 +680,18 @@ def test_checkpoints_are_versioned_and_load_everywhere_without_aux_head(finished
     assert (ckpt["format"], ckpt["version"]) == ("fcnseg-checkpoint", 1)
     assert set(ckpt["config"]) == {f.name for f in fields(TrainConfig)} and ckpt["config"]["base_size"] == 32
     assert ckpt["categories"] == CLASSES and not any(k.startswith("aux_classifier.") for k in ckpt["model"])
+    # best.pth: what inference reads, and what it scored; the run state only in last.pth, which is twice as big
+    assert set(ckpt) == {"format", "version", "model", "config", "categories", "model_name", "num_classes", "epoch",
+                         "step", "samples", "best_miou", "metrics"}  # fmt: skip
+    last = torch.load(finished / "last.pth", weights_only=True)
+    assert set(last) - set(ckpt) == {"optimizer", "scheduler", "scaler", "rng", "global_batch", "class_weights"}
+    assert path.stat().st_size < 0.55 * (finished / "last.pth").stat().st_size
+    with pytest.raises(WeightsError, match="holds a model for inference .*resume from the run's last.pth"):
+        fit(TrainConfig(resume=str(path)))
+    unversioned = tmp_path / "unversioned.pth"  # no release wrote checkpoints without the format fields
+    torch.save({k: v for k, v in last.items() if k not in ("format", "version")}, unversioned)
+    with pytest.raises(WeightsError, match="not an fcnseg training checkpoint; start a new run from it with --weights"):
+        fit(TrainConfig(resume=str(unversioned)))
 
     model = fcn_resnet50(weights=str(path))
     assert model.aux_classifier is None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "select_device"]
+__all__ = ["DistInfo", "init_distributed", "process_group", "select_device"]
 
 
 def select_device(device: str = "auto") -> torch.device:
@@ -50,3 +52,15 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
     if info.enabled and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return info, dev
+
+
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[tuple[DistInfo, torch.device]]:
+    """Join torchrun's process group (if launched by it) for the run; leave it after, if we created it."""
+    created = not (dist.is_available() and dist.is_initialized())
+    info, dev = init_distributed(device)
+    try:
+        yield info, dev
+    finally:
+        if created and info.enabled:
+            dist.destroy_process_group()

@@ -15,13 +15,14 @@ from pathlib import Path
 
 from ..faults import describe, io_fault
 from ..runlock import FolderBusyError, RunLock
-from ..train import RUN_FILES, TrainConfig, fit, resume
+from ..train import TrainConfig, TrainingStopped, fit, resume
+from ..train.runs import RUN_FILES
 from . import CLIError
 
 
 class _Terminated(BaseException):
-    """SIGTERM as an exception (not an ``Exception``, so nothing swallows it): a checkpoint being written is
-    removed as the exception unwinds, leaving the previous one."""
+    """SIGTERM outside the training loop (setting up, finishing) as an exception, like Ctrl-C's KeyboardInterrupt;
+    inside it, the loop saves the current step and raises TrainingStopped instead."""
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -99,8 +100,11 @@ def _train(args: argparse.Namespace) -> int:
             result = run()
     except FileExistsError as e:  # the output folder holds another run
         raise CLIError(str(e)) from None
+    except TrainingStopped as e:  # SIGINT or SIGTERM while training: the current step is saved
+        print(f"fcnseg train: {e}", file=sys.stderr)
+        return 128 + e.signum
     except _Terminated:
-        print(f"fcnseg train: terminated; continue with --resume {where / 'last.pth'}", file=sys.stderr)
+        print("fcnseg train: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except Exception as e:
         if (fault := io_fault(e)) is None:
