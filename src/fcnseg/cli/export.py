@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from . import CLIError, add_model_arguments
+from . import CLIError, add_model_arguments, add_size_argument
 
 
 def _sizes(text: str) -> list[tuple[int, int]]:
@@ -41,7 +41,9 @@ def _export(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     weights = args.weights
-    seg = Segmenter(args.model, weights, device="cpu", size=None)
+    seg = Segmenter(args.model, weights, device="cpu", size=args.size)
+    inside = args.with_preprocessing and args.format == "onnx"
+    print(seg.describe_size() + ("" if inside else "; recorded in the file, done by the caller"))
     output = Path(args.output)
     runtime = "ONNX Runtime (CPU)" if args.format == "onnx" else "TorchScript (torch.jit.load)"
     with atomic_path(output) as tmp:  # checked under a temporary name: --output is replaced only by a good file
@@ -57,6 +59,8 @@ def _export(args: argparse.Namespace) -> int:
             opset=args.opset,
             mean=seg.preprocess.mean,
             std=seg.preprocess.std,
+            resize_size=seg.preprocess.resize_size,
+            size_reason=seg.size_reason,
         )
         print(
             f"exported {args.format} ({tmp.stat().st_size / 1e6:.1f} MB): {module.describe()['input']} -> "
@@ -82,12 +86,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export a model to ONNX or TorchScript and check it against PyTorch",
         description="Export to ONNX (opset >= 17, dynamic batch/height/width) or TorchScript, with categories, "
-        "mean/std, palette and version stored in the file. The export is then run on several input sizes "
+        "mean/std, palette, input size (resize_size: the size rule of every command) and version stored in the "
+        "file; an ONNX file --with-preprocessing also resizes each image to that size and its output back. "
+        "The export is then run on several input sizes "
         "and compared with PyTorch before it replaces --output; a mismatch beyond the tolerance fails the command "
         "and leaves --output as it was.",
     )
     add_model_arguments(p, device=False)
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    add_size_argument(p)
     p.add_argument(
         "--output", "-o", required=True, help="output file (.onnx, or .pt for TorchScript; --format decides)"
     )
