@@ -57,6 +57,7 @@ ONNX_OPSET = 18
 DEFAULT_CHECK_SIZES: tuple[tuple[int, int], ...] = ((64, 64), (75, 101), (120, 56))
 EXAMPLE_SHAPE = (2, 72, 88)  # (N, H, W) traced with; batch 2 so torch.export does not specialize it to 1
 METADATA_FILE = "fcnseg.json"  # TorchScript extra file holding the metadata
+RESIZED_MIN_AGREEMENT = 0.99  # parity of a file that resizes inside: share of pixels of the same class
 
 
 class ExportModule(nn.Module):
@@ -286,7 +287,10 @@ def check_parity(
 
     A shape passes when the largest logit difference is at most ``rtol * max(1, max|logit|)`` and no pixel
     whose PyTorch top-2 margin exceeds that tolerance changes class (near-ties may flip either way).
-    Argmax exports output no logits, so for them only the class check applies.
+    Argmax exports output no logits, so for them only the class check applies. A file that resizes inside is held
+    to its output size and :data:`RESIZED_MIN_AGREEMENT` instead: ONNX Runtime's antialiased resize lands within
+    a uint8 level of PyTorch's, and one level moves logits by more than ``rtol`` (on random-noise inputs, the
+    worst case, a fraction of a percent of pixels change class; on photos far fewer).
     """
     path = Path(path)
     run = _runner(path)
@@ -324,6 +328,8 @@ def check_parity(
             same = cls == ref.argmax(1)
             decisive = int((~same & (margin > tol)).sum())
             ok = decisive == 0 and (math.isnan(diff) or diff <= tol)
+            if core.resize_size is not None and core.preprocessing is not None:
+                ok = same.float().mean().item() >= RESIZED_MIN_AGREEMENT
             reports.append(ParityReport(tuple(x.shape), diff, same.float().mean().item(), decisive, tol, ok))
     return reports
 

@@ -61,7 +61,7 @@ def input_size(size: Size, weights: LoadedWeights | None, tiled: bool = False) -
     validation size, else 520), or native resolution with tiles; ``"native"`` keeps each image as it is.
     """
     if size == "native":
-        return None, "native resolution, as asked"
+        return None, "as asked"
     if size == "auto":
         if tiled:
             return None, "tiles run at native resolution"

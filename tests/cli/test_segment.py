@@ -101,6 +101,7 @@ def test_bad_and_odd_inputs(tmp_path, checkpoint, capsys, monkeypatch):
     rc = segment(src, svg, tmp_path / "missing.jpg", "-o", out, "--size", "32", "--workers", "0", checkpoint=checkpoint)
     assert rc == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert err.pop(0) == "preprocessing: shorter side resized to 32 (as asked)"
     expected_bad = {**bad, "drawing.svg": "unsupported format", "missing.jpg": "cannot open",
                     "locked.png": "Permission denied"}  # fmt: skip
     assert len(err) == len(expected_bad)

@@ -93,9 +93,24 @@ def test_an_output_missing_from_the_record_is_redone(tmp_path, checkpoint, capsy
     assert "1 segmented, 0 failed, 0 skipped" in summary_line(capsys)
 
 
-def test_coco_scores_and_unique_file_names_without_json(tmp_path, checkpoint, capsys):
-    """Scores are the class's mean probability even when no JSON is saved, and two ``a.png`` from two folders
-    keep two file names, each that of the image's own outputs."""
+def test_coco_scores_are_mean_probabilities_without_json(tmp_path, checkpoint):
+    from pycocotools.coco import COCO
+
+    photo(40, 48, seed=0).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    assert segment(tmp_path / "a.png", "-o", out, "--size", "32", "--save", "mask,coco", checkpoint=checkpoint) == 0
+    expected = Segmenter("fcn_resnet50", checkpoint, device="cpu", size=32).predict(tmp_path / "a.png", confidence=True)
+    gt = COCO(str(out / "predictions.coco.json"))
+    anns = gt.loadAnns(gt.getAnnIds())
+    assert {a["category_id"] for a in anns} == set(np.unique(expected.mask)) - {0}
+    for a in anns:
+        pixels = expected.mask == a["category_id"]
+        assert a["score"] == pytest.approx(float(expected.confidence[pixels].mean()), abs=1e-5)
+        assert a["score"] < 1.0  # a random 3-class model is never sure
+
+
+def test_coco_file_names_are_unique_and_lead_to_the_outputs(tmp_path, checkpoint):
+    """Two ``a.png`` from two folders keep two file names, each that of the image's own outputs."""
     from pycocotools.coco import COCO
 
     for folder, seed in (("x", 0), ("y", 1)):
@@ -111,16 +126,11 @@ def test_coco_scores_and_unique_file_names_without_json(tmp_path, checkpoint, ca
     seg = Segmenter("fcn_resnet50", checkpoint, device="cpu", size=32)
     for info in images:
         name = info["file_name"].removesuffix(".png")
-        mask = np.asarray(Image.open(out / f"{name}_mask.png"))
         source = tmp_path / ("x" if name == "a" else "y") / "a.png"
-        expected = seg.predict(source, confidence=True)
-        np.testing.assert_array_equal(mask, expected.mask)  # the file name leads to this image's own mask
-        anns = gt.loadAnns(gt.getAnnIds(imgIds=info["id"]))
-        assert anns
-        for a in anns:
-            pixels = expected.mask == a["category_id"]
-            assert a["score"] == pytest.approx(float(expected.confidence[pixels].mean()), abs=1e-5)
-            assert a["score"] < 1.0  # a random 3-class model is never sure
+        mask = seg.predict(source).mask
+        np.testing.assert_array_equal(np.asarray(Image.open(out / f"{name}_mask.png")), mask)
+        for a in gt.loadAnns(gt.getAnnIds(imgIds=info["id"])):
+            np.testing.assert_array_equal(gt.annToMask(a), (mask == a["category_id"]).astype(np.uint8))
 
 
 def test_save_coco_without_pycocotools_fails_before_segmenting(tmp_path, checkpoint, capsys, monkeypatch):

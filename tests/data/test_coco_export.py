@@ -4,6 +4,7 @@ rasterization, images in sub-folders, ``data check``."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,6 +109,7 @@ def test_an_export_trains_evaluates_and_segments_from_the_cli(tmp_path, capsys):
     assert f"preprocessing: shorter side resized to 32 (the size {best} was validated at" in capsys.readouterr().err
     r = json.loads(out.read_text())
     assert r["resize_size"] == 32 and r["categories"] == names and r["num_images"] == 4
+    assert r["split"] == Path(ann_file).name  # the file scored, not the default split name "val"
 
     seg_out = tmp_path / "seg"
     argv = ["segment", root / "images", "--weights", best, "--size", 32, "--save", "mask,json,coco",

@@ -35,7 +35,7 @@ def _export(args: argparse.Namespace) -> int:
     import torch
 
     from .._atomic import atomic_path
-    from ..export import check_parity, export_model
+    from ..export import RESIZED_MIN_AGREEMENT, check_parity, export_model
     from ..predict import Segmenter
 
     if args.threads:
@@ -66,10 +66,16 @@ def _export(args: argparse.Namespace) -> int:
             f"exported {args.format} ({tmp.stat().st_size / 1e6:.1f} MB): {module.describe()['input']} -> "
             f"{module.describe()['output']}"
         )
-        print(
-            f"parity: {runtime} vs PyTorch eager, pass if max|dlogit| <= {args.rtol:g} * max(1, max|logit|) and no "
-            "class change where the top-2 margin exceeds that"
-        )
+        if module.resize_size is not None:
+            print(
+                f"parity: {runtime} vs PyTorch eager, pass if the output has the input's size and argmax agreement "
+                f">= {RESIZED_MIN_AGREEMENT:.0%} (resized inside: the two runtimes' resizing differs by a uint8 level)"
+            )
+        else:
+            print(
+                f"parity: {runtime} vs PyTorch eager, pass if max|dlogit| <= {args.rtol:g} * max(1, max|logit|) and "
+                "no class change where the top-2 margin exceeds that"
+            )
         reports = check_parity(tmp, module, sizes=args.check_sizes, batch_sizes=(1, 2), rtol=args.rtol)
         for r in reports:
             print("  " + r.line())
