@@ -141,4 +141,3 @@ def test_every_command_runs_a_fine_tuned_model_at_its_size(fine_tuned, tmp_path,
     correct = sum(int((api[s] == truth[s]).sum()) for s in api)
     total = sum(truth[s].size for s in api)
     assert scores["pixel_acc"] == pytest.approx(100 * correct / total, abs=0.05)
-    assert scores["pixel_acc"] > 80  # the probe learned the shapes at this size

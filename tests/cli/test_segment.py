@@ -467,6 +467,7 @@ def test_speed_options_reach_the_segmenter(tmp_path, checkpoint, capsys):
     b = np.asarray(Image.open(tmp_path / "cl" / "a_mask.png"))
     assert a.shape == b.shape == (40, 56) and (a == b).mean() > 0.99
 
+    capsys.readouterr()
     assert segment(tmp_path / "a.png", "-o", tmp_path / "bad", "--precision", "int8", "--backend", "eager",
                    checkpoint=checkpoint) == 1  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
