@@ -65,7 +65,7 @@ def test_merge_orders_images_by_name_and_renumbers():
     a, b = CocoResults(), CocoResults()
     a.add("z.jpg", _result(8, 8, 2))
     b.add("a.jpg", _result(8, 8, 3))
-    merged = a.merge([a, b]).document()
+    merged = CocoResults.merge([a, b]).document()
     assert [i["file_name"] for i in merged["images"]] == ["a.jpg", "z.jpg"]
     assert [i["id"] for i in merged["images"]] == [1, 2]
     assert {x["image_id"] for x in merged["annotations"]} == {1, 2}

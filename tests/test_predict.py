@@ -192,7 +192,7 @@ def test_window_starts_cover_the_length():
 
 def test_tiles_average_overlapping_logits_like_by_hand():
     model, image = TinyFCN().eval(), rand_image(40, 50)
-    seg = Segmenter(model, size=None, tile=32, stride=12, batch_size=3)
+    seg = Segmenter(model, size="native", tile=32, stride=12, batch_size=3)
     got = seg.predict(image, probs=True)
     x = SemanticSegmentation(resize_size=None)(image)[None]
     total, count = torch.zeros(3, 40, 50), torch.zeros(1, 40, 50)
@@ -219,8 +219,8 @@ def test_tiles_of_a_pointwise_model_equal_the_whole_image():
 
     torch.manual_seed(1)
     model, image = Pointwise(), rand_image(70, 45)
-    whole = Segmenter(model, size=None).predict(image, probs=True)
-    tiled = Segmenter(model, size=None, tile=16, stride=10).predict(image, probs=True)
+    whole = Segmenter(model, size="native").predict(image, probs=True)
+    tiled = Segmenter(model, size="native", tile=16, stride=10).predict(image, probs=True)
     np.testing.assert_allclose(tiled.probs, whole.probs, atol=1e-6)
     # tiles at a resized resolution are assembled, then upsampled to the input size
     resized = Segmenter(model, size=30, tile=16).predict(image)
@@ -229,7 +229,7 @@ def test_tiles_of_a_pointwise_model_equal_the_whole_image():
 
 def test_tta_equals_averaging_by_hand():
     model, image = TinyFCN().eval(), rand_image(36, 44, seed=3)
-    got = Segmenter(model, size=None, tta=(0.5, 1.0, 1.5)).predict(image, probs=True)
+    got = Segmenter(model, size="native", tta=(0.5, 1.0, 1.5)).predict(image, probs=True)
     x = SemanticSegmentation(resize_size=None)(image)[None]
     outs = []
     with torch.no_grad():
@@ -241,7 +241,7 @@ def test_tta_equals_averaging_by_hand():
                 outs.append(F.interpolate(o, size=(36, 44), mode="bilinear", align_corners=False))
     expected = torch.stack(outs).mean(0)[0].softmax(0)
     torch.testing.assert_close(torch.from_numpy(got.probs), expected, atol=1e-5, rtol=1e-5)
-    assert not np.allclose(got.probs, Segmenter(model, size=None).predict(image, probs=True).probs, atol=1e-3)
+    assert not np.allclose(got.probs, Segmenter(model, size="native").predict(image, probs=True).probs, atol=1e-3)
 
 
 def test_same_size_inputs_share_a_forward_pass(monkeypatch):
@@ -326,7 +326,7 @@ def test_segmenter_from_checkpoint_takes_its_categories(tmp_path):
 
     path = tmp_path / "ckpt.pth"
     torch.save({"model": fcn_resnet50(num_classes=2).state_dict(), "categories": ["sky", "ground"]}, path)
-    seg = Segmenter("fcn_resnet50", path, size=None)
+    seg = Segmenter("fcn_resnet50", path, size="native")
     result = seg.predict(rand_image(33, 47))
     assert seg.categories == ["sky", "ground"] and result.mask.shape == (33, 47)
     assert set(result.classes) <= {"sky", "ground"}
@@ -346,7 +346,7 @@ def test_bad_options_are_refused():
 
 def test_writers_round_trip(tmp_path):
     image = rand_image(20, 30)
-    result = Segmenter(TinyFCN(), size=None).predict(image, probs=True)
+    result = Segmenter(TinyFCN(), size="native").predict(image, probs=True)
     written = outputs.write_outputs(result, tmp_path / "a", list(outputs.OUTPUT_KINDS), {"input": "a.png"})
     assert sorted(p.name for p in written) == sorted(
         ["a_mask.png", "a_color.png", "a_overlay.jpg", "a_probs.npz", "a.json"]
@@ -367,7 +367,7 @@ def test_writers_round_trip(tmp_path):
 
 
 def test_disk_full_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    result = Segmenter(TinyFCN(), size=None).predict(rand_image(20, 30))
+    result = Segmenter(TinyFCN(), size="native").predict(rand_image(20, 30))
 
     def full_disk(result, f, meta):
         f.write(b"\x89PNG half an image")

@@ -18,13 +18,24 @@ from fcnseg.transforms import (
     to_uint8_tensor,
 )
 
+# Pascal VOC's colours for its 21 classes, as listed in the devkit's VOClabelcolormap and its SegmentationClass PNGs
+VOC_COLOURS = [
+    (0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128), (128, 128, 128),
+    (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128), (192, 0, 128), (64, 128, 128),
+    (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 192, 0), (0, 64, 128),
+]  # fmt: skip
 
-def test_palette_is_the_seed_formula():
-    # the hub page: palette = [2**25-1, 2**15-1, 2**21-1]; colors = (i * palette) % 255 as uint8
-    seed = np.array([[(i * p) % 255 for p in (2**25 - 1, 2**15 - 1, 2**21 - 1)] for i in range(21)], dtype=np.uint8)
-    np.testing.assert_array_equal(palette(21), seed)
-    assert palette(256).shape == (256, 3) and palette(256).dtype == np.uint8
-    assert tuple(palette(21)[1]) == (1, 127, 31) and tuple(palette(21)[0]) == (0, 0, 0)
+
+def test_palette_is_vocs_and_keeps_neighbouring_classes_apart():
+    np.testing.assert_array_equal(palette(21), np.array(VOC_COLOURS, dtype=np.uint8))
+    table = palette(256).astype(int)
+    assert table.shape == (256, 3) and palette(256).dtype == np.uint8
+    assert tuple(table[255]) == (224, 224, 192)  # VOC's void colour
+    assert len({tuple(c) for c in table}) == 256  # every class its own colour
+    # classes i and i+1 differ by 128 in some channel (the hub formula made classes 1 and 2 two greens)
+    assert np.abs(table[1:] - table[:-1]).max(1).min() >= 128
+    for k in (2, 3, 7, 40):  # any class count: the first k colours of the same table
+        np.testing.assert_array_equal(palette(k), palette(256)[:k])
 
 
 def test_label_map_round_trips_through_a_palette_png():

@@ -46,13 +46,15 @@ def class_annotations(result: SegmentationResult, image_id: int) -> list[dict[st
         rle = coco_rle(result.mask == c)
         encoded = {**rle, "counts": rle["counts"].encode("ascii")}
         score = stats["mean_confidence"]
+        if score is None:  # a score of 1.0 for every class would rank nothing
+            raise ValueError("COCO scores are the classes' mean probability: predict with confidence=True")
         anns.append({
             "image_id": image_id,
             "category_id": c,
             "segmentation": rle,
             "area": float(coco_mask.area(encoded)),
             "bbox": [float(v) for v in coco_mask.toBbox(encoded)],
-            "score": 1.0 if score is None else round(float(score), 6),
+            "score": round(float(score), 6),
             "iscrowd": 0,
         })  # fmt: skip
     return anns
@@ -65,28 +67,35 @@ class CocoResults:
         self.categories: list[str] = []  # the model's, taken from the first result
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
+        self._file_names: set[str] = set()
 
     def add(self, file_name: str, result: SegmentationResult, **fields: Any) -> None:
-        """Record one image (``file_name`` as the annotation tool knows it) and its class annotations; ``fields``
-        are added to the image's entry (a video frame's ``frame_index`` and ``timestamp``)."""
-        self.categories = list(result.categories)
+        """Record one image (``file_name`` as the annotation tool knows it, unique in the file) and its class
+        annotations; the result must hold its confidence map (the scores). ``fields`` are added to the image's
+        entry (a video frame's ``frame_index`` and ``timestamp``)."""
+        if file_name in self._file_names:
+            raise ValueError(f"{file_name}: already in these predictions; each image needs its own file name")
         h, w = result.mask.shape
         image_id = len(self.images) + 1
-        self.images.append({"id": image_id, "file_name": file_name, "width": w, "height": h, **fields})
         self.annotations += class_annotations(result, image_id)
+        self.images.append({"id": image_id, "file_name": file_name, "width": w, "height": h, **fields})
+        self._file_names.add(file_name)
+        self.categories = list(result.categories)
 
-    def merge(self, others: Sequence[CocoResults]) -> CocoResults:
+    @classmethod
+    def merge(cls, parts: Sequence[CocoResults]) -> CocoResults:
         """One collection of several (e.g. one per process), images in file-name order, ids renumbered."""
-        out = CocoResults()
-        out.categories = next((o.categories for o in others if o.categories), [])
+        out = cls()
+        out.categories = next((p.categories for p in parts if p.categories), [])
         anns: dict[tuple[int, int], list[dict[str, Any]]] = {}
-        for k, o in enumerate(others):
-            for a in o.annotations:
+        for k, p in enumerate(parts):
+            for a in p.annotations:
                 anns.setdefault((k, a["image_id"]), []).append(a)
-        images = sorted(((img, k) for k, o in enumerate(others) for img in o.images), key=lambda p: p[0]["file_name"])
+        images = sorted(((img, k) for k, p in enumerate(parts) for img in p.images), key=lambda q: q[0]["file_name"])
         for img, k in images:
             image_id = len(out.images) + 1
             out.images.append({**img, "id": image_id})
+            out._file_names.add(img["file_name"])
             out.annotations += [{**a, "image_id": image_id} for a in anns.get((k, img["id"]), [])]
         return out
 

@@ -4,8 +4,9 @@ A crash, a full disk or Ctrl-C therefore leaves either the complete file or no f
 and a later run can trust that any output it finds is whole (which is what resuming relies on).
 
 Next to the outputs, ``OUT_DIR/.fcnseg/NAME.json`` records whose outputs ``NAME`` holds: the source's real path,
-size and modification time (:func:`source_of`). It is written before the outputs, so outputs never exist
-without the record that says which image they belong to.
+size and modification time (:func:`source_of`), the settings that made them and which outputs were written. It is
+written before the outputs (listing none), so outputs never exist without the record that says which image they
+belong to, and again once they are all written.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "read_record",
     "read_summary",
     "record_path",
+    "remove_outputs",
     "result_record",
     "source_of",
     "write_outputs",
@@ -127,6 +129,12 @@ def write_outputs(
             path.unlink(missing_ok=True)
         raise
     return written
+
+
+def remove_outputs(base: Path, kinds: Iterable[str]) -> None:
+    """Delete the outputs of ``kinds`` at ``base`` (those there are), e.g. an older run's that a new one replaces."""
+    for path in output_paths(base, kinds).values():
+        path.unlink(missing_ok=True)
 
 
 def source_of(path: str | Path) -> dict[str, Any]:

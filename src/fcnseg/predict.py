@@ -16,7 +16,7 @@ do, which makes the default path's label upsampling a few percent of what interp
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,17 +30,54 @@ from torch.utils.data import DataLoader, Dataset
 from .distributed import select_device
 from .faults import is_out_of_memory
 from .imageio import ImageDecodeError, load_image
-from .models import get_model, weights_categories
+from .models import get_model, load_weights
 from .optimize import SpeedPlan
 from .optimize import optimize as _optimize
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageLike, SemanticSegmentation, label_to_image, overlay
-from .weights import VOC_CATEGORIES, WeightsEnum
+from .weights import OFFICIAL_SIZE, VOC_CATEGORIES, LoadedWeights, WeightsEnum
 
-__all__ = ["TTA_SCALES", "SegmentationResult", "Segmenter", "postprocess", "upsampled_labels", "upsampled_rows"]
+__all__ = [
+    "TTA_SCALES",
+    "SegmentationResult",
+    "Segmenter",
+    "describe_size",
+    "input_size",
+    "postprocess",
+    "upsampled_labels",
+    "upsampled_rows",
+]
 
 TTA_SCALES = (0.75, 1.0, 1.25)
 CHUNK_ELEMENTS = 1 << 24  # logits per row block while upsampling: 64 MB of float32
 BAND_PIXELS = 1 << 20  # pixels per band for overlays and class statistics
+
+
+Size = int | Literal["auto", "native"]
+
+
+def input_size(size: Size, weights: LoadedWeights | None, tiled: bool = False) -> tuple[int | None, str]:
+    """The one size rule: the shorter side images are resized to before the model (None: native), and why.
+
+    ``"auto"`` is the size the weights are meant for (:attr:`LoadedWeights.size`: a training checkpoint's
+    validation size, else 520), or native resolution with tiles; ``"native"`` keeps each image as it is.
+    """
+    if size == "native":
+        return None, "as asked"
+    if size == "auto":
+        if tiled:
+            return None, "tiles run at native resolution"
+        if weights is None:
+            return OFFICIAL_SIZE, "no weights to say otherwise; the official weights' size"
+        return weights.size, weights.size_reason
+    if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
+        return size, "as asked"
+    raise ValueError(f"size must be a positive pixel count, 'auto' or 'native', got {size!r}")
+
+
+def describe_size(size: int | None, reason: str) -> str:
+    """The line every command prints about its preprocessing: which size, and why."""
+    shown = "native resolution" if size is None else f"shorter side resized to {size}"
+    return f"preprocessing: {shown} ({reason})"
 
 
 def postprocess(logits: Tensor, size: tuple[int, int]) -> Tensor:
@@ -231,10 +268,13 @@ class Segmenter:
 
     Args:
         model: a model name (``"fcn_resnet50"``) or an ``nn.Module`` returning ``{"out": logits}``.
-        weights: weights name (``"DEFAULT"``), enum member, checkpoint path, or None (random init).
+        weights: weights name (``"DEFAULT"``), enum member, checkpoint path, weights already read by
+            :func:`fcnseg.models.load_weights`, or None (random init).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        size: shorter side the image is resized to before the model, or None for native resolution. The
-            default ``"auto"`` is the CLI's rule: 520 (the weights' size) for whole images, native with ``tile``.
+        size: shorter side the image is resized to before the model, or ``"native"`` for each image's own
+            resolution. The default ``"auto"`` is every command's rule (:func:`input_size`): the size the weights
+            are meant for (a training checkpoint's validation size, else 520) for whole images, native with
+            ``tile``. :attr:`size_reason` says which applied.
         categories: class names; taken from the weights or checkpoint when not given.
         tile: sliding-window side in pixels (at the model's input resolution), or None for whole images.
             Overlapping windows' logits are averaged; memory grows with ``tile x width``, not the image area.
@@ -251,10 +291,10 @@ class Segmenter:
     def __init__(
         self,
         model: str | nn.Module = "fcn_resnet50",
-        weights: str | Path | WeightsEnum | None = "DEFAULT",
+        weights: str | Path | WeightsEnum | LoadedWeights | None = "DEFAULT",
         *,
         device: str | torch.device = "auto",
-        size: int | None | Literal["auto"] = "auto",
+        size: Size = "auto",
         categories: Sequence[str] | None = None,
         tile: int | None = None,
         stride: int | None = None,
@@ -263,13 +303,17 @@ class Segmenter:
         optimize: str | SpeedPlan = "default",
     ) -> None:
         self.device = select_device(str(device))
+        loaded = None
         if isinstance(model, str):
             self.model_name = model
-            net = get_model(model, weights=weights, aux_loss=False)
-            if categories is None:
-                categories = weights_categories(model, weights)
+            loaded = load_weights(model, weights)  # read once, then passed down
+            net = get_model(model, weights=loaded, aux_loss=False)
+            if categories is None and loaded is not None:
+                categories = loaded.categories
         else:
             self.model_name, net = type(model).__name__, model
+        # what was loaded, for the commands to report; the tensors now live in the model
+        self.weights = None if loaded is None else replace(loaded, state_dict={})
         self.model = net.eval().to(self.device)
         n = self._num_classes()
         if n > 256:
@@ -278,9 +322,8 @@ class Segmenter:
         if len(self.categories) != n:
             raise ValueError(f"{len(self.categories)} category names given for a model with {n} classes")
         self._forward = _optimize(self.model, optimize)
-        if size == "auto":
-            size = None if tile else 520
-        self.preprocess = SemanticSegmentation(resize_size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        resize, self.size_reason = input_size(size, loaded, tiled=tile is not None)
+        self.preprocess = SemanticSegmentation(resize_size=resize, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         if tile is not None and not 0 < (stride or tile) <= tile:
             raise ValueError(f"tile stride must lie in 1..{tile} (the window size), got {stride}")
         self.tile, self.stride = tile, (stride or max(1, tile * 3 // 4)) if tile else None
@@ -290,6 +333,10 @@ class Segmenter:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.batch_size = batch_size
+
+    def describe_size(self) -> str:
+        """``preprocessing: shorter side resized to 96 (the size best.pth was validated at...)``: for the log."""
+        return describe_size(self.preprocess.resize_size, self.size_reason)
 
     def speed_path(self) -> str | None:
         """With ``optimize="auto"``: which path runs and which faster ones failed the accuracy guard or broke (after

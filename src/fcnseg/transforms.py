@@ -53,10 +53,13 @@ def to_uint8_tensor(image: ImageLike) -> Tensor:
 
 
 def resized_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """Output (H, W) when the shorter side becomes ``size``; same truncation as torchvision."""
-    short, long = (height, width) if height <= width else (width, height)
-    new_short, new_long = size, int(size * long / short)
-    return (new_short, new_long) if height <= width else (new_long, new_short)
+    """Output (H, W) when the shorter side becomes ``size``; same truncation as torchvision.
+
+    ``size * short / short`` is exactly ``size`` in float arithmetic, so one formula serves both sides, with no
+    branch on which side is shorter: that keeps it traceable with symbolic sizes (the ONNX export resizes inside).
+    """
+    short = torch.sym_min(height, width)
+    return torch.sym_int(size * height / short), torch.sym_int(size * width / short)
 
 
 def _pil_nearest_index(n_in: int, n_out: int) -> Tensor:
@@ -164,12 +167,19 @@ class SegmentationEval:
 
 
 def palette(num_classes: int = 256) -> np.ndarray:
-    """The colour table of the PyTorch Hub FCN page: ``(i * [2**25-1, 2**15-1, 2**21-1]) % 255``.
+    """The Pascal VOC colour map: class i's colour spreads i's bits over the channels, high bits first.
 
-    Returns a (num_classes, 3) uint8 array; entry i is the colour of class i.
+    Bits 0, 1, 2 of i set the top bit (128) of red, green, blue; bits 3, 4, 5 the next (64); bits 6, 7 the next
+    (32). Neighbouring classes (i, i+1) therefore differ by 128 in some channel, for any class count, and
+    the 21 VOC classes get the colours of VOC's own mask PNGs (255, VOC's void, is (224, 224, 192)).
+    Returns a (num_classes, 3) uint8 array; entry i is the colour of class i (class 0 black).
     """
-    base = np.array([2**25 - 1, 2**15 - 1, 2**21 - 1], dtype=np.int64)
-    return ((np.arange(num_classes, dtype=np.int64)[:, None] * base) % 255).astype(np.uint8)
+    i = np.arange(num_classes, dtype=np.int64)
+    colours = np.zeros((num_classes, 3), dtype=np.int64)
+    for shift in range(8):  # bit 3 * shift + channel of i -> bit (7 - shift) of that channel
+        for channel in range(3):
+            colours[:, channel] |= ((i >> (3 * shift + channel)) & 1) << (7 - shift)
+    return colours.astype(np.uint8)
 
 
 def label_to_image(mask: np.ndarray | Tensor, colors: np.ndarray | None = None) -> Image.Image:

@@ -27,7 +27,9 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_SUFFIXES",
     "CHECKPOINT_VERSION",
+    "OFFICIAL_SIZE",
     "VOC_CATEGORIES",
+    "LoadedWeights",
     "Weights",
     "WeightsEnum",
     "WeightsError",
@@ -37,6 +39,7 @@ __all__ = [
     "ResNet101_Weights",
     "checkpoints_dir",
     "load_state_dict_file",
+    "load_weights",
     "read_checkpoint",
     "sha256_file",
 ]
@@ -46,6 +49,7 @@ CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 # "model": ...}``. Version 1 adds the format fields, ``samples`` and ``global_batch`` to the unversioned layout.
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "fcnseg-checkpoint", 1
 _HASH_RE = re.compile(r"-([a-f0-9]{8,})\.")
+OFFICIAL_SIZE = 520  # shorter side the official weights are run and scored at
 
 
 class WeightsError(RuntimeError):
@@ -160,7 +164,9 @@ class WeightsEnum(Enum):
         return (
             f"Weights {self.file_name} are not cached and could not be fetched ({why}). "
             f"Download {self.url} on a machine with internet and place it at {self.cache_path} "
-            f"(or run `fcnseg weights import FILE`)."
+            f"(or run `fcnseg weights import FILE`). Meanwhile, `--weights none` runs the whole pipeline with "
+            f"random weights (meaningless masks), and `fcnseg train` makes a model of your own, which `--weights "
+            f"runs/train/best.pth` then uses."
         )
 
     def __repr__(self) -> str:
@@ -210,14 +216,55 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     return read_checkpoint(path)[0]
 
 
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A weights argument read once: what every command needs from it, passed down instead of the path.
+
+    ``size`` is the shorter side the weights are meant to run at: the size a training checkpoint was validated at
+    (its config's ``base_size``), else :data:`OFFICIAL_SIZE`; ``size_reason`` says which, for the commands to print.
+    """
+
+    state_dict: dict[str, Tensor] = field(repr=False)
+    source: str  # what was read: "FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1" or the file's path
+    member: WeightsEnum | None  # the registry entry, or None for a local file
+    path: Path | None  # the local file, or None for a registry entry
+    categories: list[str] | None
+    size: int
+    size_reason: str
+    version: int | None = None  # the training checkpoint format's version; None for other files
+    config: dict[str, Any] = field(default_factory=dict, repr=False)  # the training config, if recorded
+
+
+def load_weights(enum: type[WeightsEnum], weights: Any, progress: bool = True) -> LoadedWeights | None:
+    """Read a weights argument (member, name, path, or an already loaded one) of the model whose enum is ``enum``."""
+    if weights is None or isinstance(weights, LoadedWeights):
+        return weights
+    found = enum.resolve(weights)
+    if isinstance(found, WeightsEnum):
+        size = found.meta["preprocessing"]["resize_size"]
+        return LoadedWeights(
+            found.get_state_dict(progress=progress), repr(found), found, None, list(found.meta["categories"]),
+            size, "the official weights' size",
+        )  # fmt: skip
+    state_dict, extra = read_checkpoint(found)
+    config = extra.get("config") if isinstance(extra.get("config"), dict) else {}
+    size, reason = config.get("base_size"), f"the size {found} was validated at in training, its base_size"
+    if not isinstance(size, int):
+        size, reason = OFFICIAL_SIZE, f"{found} records no training size; the official weights' size"
+    cats = extra.get("categories")
+    return LoadedWeights(
+        state_dict, str(found), None, found, list(cats) if cats else None, size, reason, extra.get("version"), config
+    )
+
+
 _FCN_META = {
     "categories": VOC_CATEGORIES,
     "min_size": (1, 1),
-    "preprocessing": {"resize_size": 520, "interpolation": "bilinear", "mean": (0.485, 0.456, 0.406),
+    "preprocessing": {"resize_size": OFFICIAL_SIZE, "interpolation": "bilinear", "mean": (0.485, 0.456, 0.406),
                       "std": (0.229, 0.224, 0.225)},
     "dataset": "COCO train2017, the 20 categories present in Pascal VOC (+ background)",
 }  # fmt: skip
-_FCN_TRANSFORMS = partial(SemanticSegmentation, resize_size=520)
+_FCN_TRANSFORMS = partial(SemanticSegmentation, resize_size=OFFICIAL_SIZE)
 
 
 class FCN_ResNet50_Weights(WeightsEnum):

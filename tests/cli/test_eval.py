@@ -127,14 +127,14 @@ def test_two_processes_equal_one(coco, checkpoint, tmp_path):
 
 
 def test_size_follows_a_training_checkpoint(tmp_path, checkpoint):
-    from fcnseg.cli.eval import validation_size
+    from fcnseg.models import load_weights
 
     ckpt = torch.load(checkpoint, weights_only=True)
     trained = tmp_path / "trained.pth"
     torch.save({**ckpt, "config": {"base_size": 96, "crop_size": 80}}, trained)
-    assert validation_size(str(trained)) == (96, f"the checkpoint's validation size, {trained}")
-    assert validation_size(str(checkpoint))[0] == 520  # no config: the published protocol's size
-    assert validation_size("DEFAULT")[0] == 520
+    loaded = load_weights("fcn_resnet50", str(trained))
+    assert (loaded.size, loaded.size_reason) == (96, f"the size {trained} was validated at in training, its base_size")
+    assert load_weights("fcn_resnet50", str(checkpoint)).size == 520  # no config: the official weights' size
 
 
 def test_output_json_without_matplotlib_skips_the_plot(coco, checkpoint, tmp_path, capsys, monkeypatch):
@@ -148,7 +148,7 @@ def test_output_json_without_matplotlib_skips_the_plot(coco, checkpoint, tmp_pat
     assert rc == 0 and json.loads(out.read_text())["num_images"] == 1
     err = capsys.readouterr().err
     assert "matplotlib is not installed; no confusion-matrix plot" in err
-    assert "preprocessing: shorter side resized to 16 (--size)" in err
+    assert "preprocessing: shorter side resized to 16 (as asked)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
     assert main(["eval", "--dataset", "coco", "--data-root", str(root), "--weights", str(checkpoint),
                  "--plot", str(tmp_path / "p.png")]) == 1  # fmt: skip

@@ -43,7 +43,8 @@ def test_torchscript_export_prints_parity(checkpoint, tmp_path, capsys):
 def test_onnx_export_subprocess_uint8_argmax(checkpoint, tmp_path):
     out = tmp_path / "model.onnx"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "fcnseg", "export", "--weights", str(checkpoint), "-o", str(out),
+    # --size native: compared below with the model run on the input as it is
+    cmd = [sys.executable, "-m", "fcnseg", "export", "--weights", str(checkpoint), "-o", str(out), "--size", "native",
            "--with-preprocessing", "--argmax", "--check-sizes", "40x48", "--threads", "2"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr

@@ -101,6 +101,7 @@ def test_bad_and_odd_inputs(tmp_path, checkpoint, capsys, monkeypatch):
     rc = segment(src, svg, tmp_path / "missing.jpg", "-o", out, "--size", "32", "--workers", "0", checkpoint=checkpoint)
     assert rc == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert err.pop(0) == "preprocessing: shorter side resized to 32 (as asked)"
     expected_bad = {**bad, "drawing.svg": "unsupported format", "missing.jpg": "cannot open",
                     "locked.png": "Permission denied"}  # fmt: skip
     assert len(err) == len(expected_bad)
@@ -165,7 +166,7 @@ def test_stdin_list_glob_same_stems_and_summary_jsonl(tmp_path, checkpoint, monk
 
 
 def test_collect_inputs(tmp_path):
-    from fcnseg.cli.segment import collect_inputs
+    from fcnseg.cli._inputs import collect_inputs
 
     (tmp_path / "a" / "b").mkdir(parents=True)
     for name in ("a/1.jpg", "a/b/2.PNG", "a/b/notes.txt", "3.png"):
@@ -263,7 +264,7 @@ def test_summary_rows_merge_by_name(tmp_path, suffix):
 
 def test_symlinked_folders_followed_and_loops_reported(tmp_path, capsys):
     """Scenario 10: a symlinked sub-folder is walked; a link back up is named on stderr, not followed."""
-    from fcnseg.cli.segment import collect_inputs
+    from fcnseg.cli._inputs import collect_inputs
 
     (tmp_path / "in").mkdir()
     (tmp_path / "elsewhere").mkdir()
@@ -420,7 +421,7 @@ def test_cli_matches_the_python_api_with_tiles_and_tta(tmp_path, checkpoint):
     image.save(tmp_path / "t.png")
     args = ("--tile", "--window", "32", "--stride", "8", "--tta", "--tta-scales", "1,0.5")
     assert segment(tmp_path / "t.png", "-o", tmp_path / "o", "--workers", "0", *args, checkpoint=checkpoint) == 0
-    seg = Segmenter("fcn_resnet50", checkpoint, device="cpu", size=None, tile=32, stride=8, tta=(1.0, 0.5))
+    seg = Segmenter("fcn_resnet50", checkpoint, device="cpu", size="native", tile=32, stride=8, tta=(1.0, 0.5))
     expected = seg.predict(image).mask
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o" / "t_mask.png")), expected)
 
@@ -462,6 +463,8 @@ def test_example_with_cached_default_weights(tmp_path, torch_home, capsys):
     assert main(["segment", "--example", "-o", str(out), "--workers", "0", "--quiet", "--save", "mask,json"]) == 0
     assert Image.open(out / "astronaut_mask.png").size == (512, 512)
     assert json.loads((out / "astronaut.json").read_text())["weights"] == "DEFAULT"
+    assert json.loads((out / "astronaut.json").read_text())["input_size"] == 520  # official weights keep 520
+    assert "preprocessing: shorter side resized to 520 (the official weights' size)" in capsys.readouterr().err
 
 
 def test_speed_options_reach_the_segmenter(tmp_path, checkpoint, capsys):
@@ -475,6 +478,7 @@ def test_speed_options_reach_the_segmenter(tmp_path, checkpoint, capsys):
     b = np.asarray(Image.open(tmp_path / "cl" / "a_mask.png"))
     assert a.shape == b.shape == (40, 56) and (a == b).mean() > 0.99
 
+    capsys.readouterr()
     assert segment(tmp_path / "a.png", "-o", tmp_path / "bad", "--precision", "int8", "--backend", "eager",
                    checkpoint=checkpoint) == 1  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()

@@ -118,7 +118,7 @@ def test_two_workers_answer(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "fcnseg", "serve", "--weights", str(ckpt), "--size", "0", "--port", str(port),
+    cmd = [sys.executable, "-m", "fcnseg", "serve", "--weights", str(ckpt), "--size", "native", "--port", str(port),
            "--device", "cpu", "--workers", "2", "--max-batch", "1", "--log-level", "warning"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
@@ -148,7 +148,7 @@ def test_two_workers_answer(tmp_path):
 def test_serve_process_answers(tmp_path):
     ckpt = write_checkpoint(tmp_path / "tiny.pth", ["bg", "fg"])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "fcnseg", "serve", "--weights", str(ckpt), "--size", "0", "--port", "0",
+    cmd = [sys.executable, "-m", "fcnseg", "serve", "--weights", str(ckpt), "--size", "native", "--port", "0",
            "--device", "cpu", "--threads", "1", "--max-batch", "1", "--log-level", "info"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:

@@ -107,9 +107,10 @@ def test_an_export_trains_evaluates_and_segments_from_the_cli(tmp_path, capsys):
             "--workers", 0, "--no-progress", "--output", out, "--no-plot"]  # fmt: skip
     capsys.readouterr()
     assert main(list(map(str, argv))) == 0
-    assert "preprocessing: shorter side resized to 32 (the checkpoint's validation size" in capsys.readouterr().err
+    assert f"preprocessing: shorter side resized to 32 (the size {best} was validated at" in capsys.readouterr().err
     r = json.loads(out.read_text())
     assert r["resize_size"] == 32 and r["categories"] == names and r["num_images"] == 4
+    assert r["split"] == Path(ann_file).name  # the file scored, not the default split name "val"
 
     seg_out = tmp_path / "seg"
     argv = ["segment", root / "images", "--weights", best, "--size", 32, "--save", "mask,json,coco",

@@ -27,7 +27,7 @@ def segmenter() -> Segmenter:
     """FCN-ResNet50 with 3 classes, random but fixed weights, at native resolution (inputs stay tiny)."""
     torch.manual_seed(0)
     model = fcn_resnet50(weights=None, num_classes=3, aux_loss=False)
-    return Segmenter(model, None, device="cpu", size=None, categories=CATEGORIES)
+    return Segmenter(model, None, device="cpu", size="native", categories=CATEGORIES)
 
 
 def make_image(seed: int = 0, size: tuple[int, int] = (64, 48)) -> Image.Image:

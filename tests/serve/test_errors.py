@@ -143,7 +143,7 @@ def test_extreme_aspect_ratio_refused(segmenter, helpers):
 
 
 def test_model_pixel_limit_at_native_size(segmenter, helpers):
-    # size None (``--size 0``): the model sees the image as it is, and the model-input limit still applies
+    # size None (``--size native``): the model sees the image as it is, and the model-input limit still applies
     with helpers.client(create_app(segmenter, config=helpers.config(max_model_pixels=1000))) as c:
         big = helpers.encode(helpers.make_image(0, (40, 40)))
         check(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..faults import DEBUG_ENV, debug_requested, describe, io_fault, is_out_of_memory
 
-__all__ = ["CLIError", "add_model_arguments", "build_parser", "main"]
+__all__ = ["CLIError", "add_model_arguments", "add_size_argument", "build_parser", "main"]
 
 # Each module defines ``register(subparsers)``, which adds its subcommand(s) and sets ``func(args) -> int``.
 _COMMAND_MODULES = ("models", "segment", "eval", "data", "train", "export", "serve")
@@ -37,6 +37,28 @@ def add_model_arguments(p: argparse.ArgumentParser, *, device: bool = True) -> N
     )  # fmt: skip
     if device:
         p.add_argument("--device", default="auto", help="auto (CUDA when present; default), cpu, cuda, cuda:1...")
+
+
+def _size(text: str) -> int | str:
+    if text.lower() in ("auto", "native"):
+        return text.lower()
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a pixel count, 'auto' or 'native', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {value}")
+    return value
+
+
+def add_size_argument(p: argparse.ArgumentParser, *, tiles: bool = False) -> None:
+    """``--size``, spelled and resolved the same in every command (:func:`fcnseg.predict.input_size`)."""
+    p.add_argument(
+        "--size", type=_size, default="auto", metavar="{auto,native,N}",
+        help="shorter side the images are resized to before the model: N pixels, 'native' (each image as it is), "
+             "or 'auto' (default): the size a training checkpoint was validated at (its base_size), else 520 as "
+             f"for the official weights{', native with --tile' if tiles else ''}. The command says which it used.",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,19 +15,12 @@ from typing import Any
 
 from .._atomic import atomic_path
 from ..faults import describe
-from . import CLIError, add_model_arguments
+from . import CLIError, add_model_arguments, add_size_argument
 
 
-def validation_size(weights: str | None) -> tuple[int, str]:
-    """The eval size a weights argument implies, and where it came from: a training checkpoint's validation size
-    (its config's ``base_size``), else 520, the size the published numbers are measured at."""
-    from ..weights import read_checkpoint
-
-    if weights is not None and Path(weights).is_file():
-        config = read_checkpoint(weights)[1].get("config") or {}
-        if isinstance(config.get("base_size"), int):
-            return config["base_size"], f"the checkpoint's validation size, {weights}"
-    return 520, "the published protocol's default"
+def split_label(split: str, ann_file: str | None) -> str:
+    """The split scored, as titles and summaries name it: the annotation file when one is given, else ``split``."""
+    return Path(ann_file).name if ann_file is not None else split
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -36,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..data import get_dataset
     from ..distributed import init_distributed
     from ..evaluate import evaluate_dataset, format_table, summarize
-    from ..models import weights_categories
+    from ..models import load_weights
     from ..predict import Segmenter
 
     if args.batch_size < 1:
@@ -60,12 +53,13 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ModuleNotFoundError as e:
         raise CLIError(str(e)) from None
-    size, size_source = validation_size(args.weights) if args.size is None else (args.size, "--size")
+    split = split_label(args.split, args.ann_file)
     info, device = init_distributed(args.device)
     try:
-        weights = args.weights
-        names = weights_categories(args.model, weights)  # None when the weights carry no class names
-        seg = Segmenter(args.model, weights, device=device, size=None, categories=names)
+        weights = load_weights(args.model, args.weights)  # read once: state dict, class names, size
+        names = None if weights is None else weights.categories  # None when the weights carry no class names
+        seg = Segmenter(args.model, weights, device=device, size=args.size, categories=names)
+        size = seg.preprocess.resize_size
         if len(seg.categories) != len(dataset.categories):
             raise CLIError(
                 f"the model predicts {len(seg.categories)} classes but the {args.dataset} dataset at "
@@ -76,8 +70,7 @@ def _run(args: argparse.Namespace) -> int:
         elif info.is_main and list(names) != list(dataset.categories):
             print("note: the model's class names differ from the dataset's; reporting the model's", file=sys.stderr)
         if info.is_main:
-            shown = "native resolution" if size is None else f"shorter side resized to {size}"
-            print(f"preprocessing: {shown} ({size_source})", file=sys.stderr)
+            print(seg.describe_size(), file=sys.stderr)
         run = evaluate_dataset(
             seg.model, dataset, len(seg.categories),
             resize_size=size, native=args.native, batch_size=args.batch_size, limit=args.limit,
@@ -91,9 +84,9 @@ def _run(args: argparse.Namespace) -> int:
             "dataset": args.dataset,
             "data_root": None if args.data_root is None else str(args.data_root),
             "ann_file": args.ann_file,
-            "split": args.split,
+            "split": split,
             "resize_size": size,
-            "resize_size_source": size_source,
+            "resize_size_source": seg.size_reason,
             "native": args.native,
             "ignore_index": args.ignore_index,
             "batch_size": args.batch_size,
@@ -101,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
             "device": str(device),
             **summarize(run, seg.categories),
         }
+        print(f"{args.dataset} {split}: {summary['num_images']} images")
         print(format_table(summary, args.model))
         try:
             _write_results(summary, run, seg.categories, args, plot)
@@ -124,7 +118,7 @@ def _write_results(
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
         print(f"results: {out}")
     if plot is not None:
-        title = f"{args.model} on {args.dataset} {args.split}: mIoU {summary['miou']:.1f}"
+        title = f"{args.model} on {args.dataset} {summary['split']}: mIoU {summary['miou']:.1f}"
         with atomic_path(plot) as tmp:
             plot_confusion_matrix(run.confusion.mat, categories, tmp, title)
         print(f"confusion matrix: {plot}")
@@ -148,11 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", help="COCO: the folder --ann-file's image names are relative to (default: found)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass, grouped by size (default: 1)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
-    p.add_argument(
-        "--size", type=int,
-        help="shorter side the images are resized to (default: the size a training checkpoint was validated at, "
-             "its base_size; otherwise 520, the published protocol's)",
-    )  # fmt: skip
+    add_size_argument(p)
     p.add_argument(
         "--native", action="store_true", help="score at the masks' original resolution (logits upsampled to it)"
     )

@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from . import CLIError, add_model_arguments
+from . import CLIError, add_model_arguments, add_size_argument
 
 
 def _sizes(text: str) -> list[tuple[int, int]]:
@@ -46,13 +46,15 @@ def _export_checked(args: argparse.Namespace, output: Path) -> int:
     import torch
 
     from .._atomic import atomic_path
-    from ..export import check_parity, export_model
+    from ..export import RESIZED_MIN_AGREEMENT, check_parity, export_model
     from ..predict import Segmenter
 
     if args.threads:
         torch.set_num_threads(args.threads)
     weights = args.weights
-    seg = Segmenter(args.model, weights, device="cpu", size=None)
+    seg = Segmenter(args.model, weights, device="cpu", size=args.size)
+    inside = args.with_preprocessing and args.format == "onnx"
+    print(seg.describe_size() + ("" if inside else "; recorded in the file, done by the caller"))
     runtime = "ONNX Runtime (CPU)" if args.format == "onnx" else "TorchScript (torch.jit.load)"
     with atomic_path(output) as tmp:  # checked under a temporary name: --output is replaced only by a good file
         _, module = export_model(
@@ -67,15 +69,23 @@ def _export_checked(args: argparse.Namespace, output: Path) -> int:
             opset=args.opset,
             mean=seg.preprocess.mean,
             std=seg.preprocess.std,
+            resize_size=seg.preprocess.resize_size,
+            size_reason=seg.size_reason,
         )
         print(
             f"exported {args.format} ({tmp.stat().st_size / 1e6:.1f} MB): {module.describe()['input']} -> "
             f"{module.describe()['output']}"
         )
-        print(
-            f"parity: {runtime} vs PyTorch eager, pass if max|dlogit| <= {args.rtol:g} * max(1, max|logit|) and no "
-            "class change where the top-2 margin exceeds that"
-        )
+        if module.resize_size is not None:
+            print(
+                f"parity: {runtime} vs PyTorch eager, pass if the output has the input's size and argmax agreement "
+                f">= {RESIZED_MIN_AGREEMENT:.0%} (resized inside: the two runtimes' resizing differs by a uint8 level)"
+            )
+        else:
+            print(
+                f"parity: {runtime} vs PyTorch eager, pass if max|dlogit| <= {args.rtol:g} * max(1, max|logit|) and "
+                "no class change where the top-2 margin exceeds that"
+            )
         reports = check_parity(tmp, module, sizes=args.check_sizes, batch_sizes=(1, 2), rtol=args.rtol)
         for r in reports:
             print("  " + r.line())
@@ -92,12 +102,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export a model to ONNX or TorchScript and check it against PyTorch",
         description="Export to ONNX (opset >= 17, dynamic batch/height/width) or TorchScript, with categories, "
-        "mean/std, palette and version stored in the file. The export is then run on several input sizes "
+        "mean/std, palette, input size (resize_size: the size rule of every command) and version stored in the "
+        "file; an ONNX file --with-preprocessing also resizes each image to that size and its output back. "
+        "The export is then run on several input sizes "
         "and compared with PyTorch before it replaces --output; a mismatch beyond the tolerance fails the command "
         "and leaves --output as it was.",
     )
     add_model_arguments(p, device=False)
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    add_size_argument(p)
     p.add_argument(
         "--output", "-o", required=True, help="output file (.onnx, or .pt for TorchScript; --format decides)"
     )

@@ -26,6 +26,7 @@ from ..coco_results import CocoResults
 from ..distributed import init_distributed
 from ..faults import describe
 from ..imageio import ImageDecodeError
+from ..models import get_model_weights
 from ..outputs import (
     OUTPUT_KINDS,
     RUN_OUTPUTS,
@@ -33,6 +34,7 @@ from ..outputs import (
     output_paths,
     read_record,
     read_summary,
+    remove_outputs,
     source_of,
     write_outputs,
     write_record,
@@ -41,12 +43,12 @@ from ..outputs import (
 from ..predict import TTA_SCALES, SegmentationResult, Segmenter
 from ..runlock import FolderBusyError, RunLock
 from ..video import VIDEO_OUTPUTS, is_video
-from . import CLIError, add_model_arguments
+from . import CLIError, add_model_arguments, add_size_argument
 from ._inputs import Input, collect_inputs, name_inputs
 from .background import in_background
 from .speed import add_speed_arguments, speed_options_from_args
 
-__all__ = ["Input", "collect_inputs", "example_image", "register", "run"]
+__all__ = ["example_image", "register", "run"]
 
 DEFAULT_SAVE = "mask,overlay"
 # write errors that every later image would meet too: the run stops at the first (the others are per image)
@@ -65,18 +67,6 @@ def _check_writable(folder: Path) -> None:
             pass
     except OSError as e:
         raise CLIError(f"{folder}: output folder not writable ({e.strerror or e})") from None
-
-
-def _parse_size(text: str) -> int | str | None:
-    if text.lower() in ("none", "auto"):
-        return None if text.lower() == "none" else "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a pixel count or 'none', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {value}")
-    return value
 
 
 def _parse_save(text: str) -> list[str]:
@@ -124,14 +114,35 @@ def _prepare(args: argparse.Namespace, out: Path, info: Any, lock: RunLock) -> t
     return found[0], previous
 
 
-def _done_before(out: Path, item: Input, source: dict[str, Any], kinds: list[str]) -> dict[str, Any] | None:
-    """The summary fields of an input whose outputs were written from this very file, or None.
+def _settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """What changes the pixels of a mask, as asked: the model, the weights file's identity (registry entry, or real
+    path, size and modification time), size, tiles, TTA and speed path. The size ``auto`` resolves to is a function
+    of the weights file, so the request and the file's identity together fix it without reading the file."""
+    found = None if args.weights is None else get_model_weights(args.model).resolve(args.weights)
+    weights = source_of(found) if isinstance(found, Path) else None if found is None else repr(found)
+    return {
+        "model": args.model,
+        "weights": weights,
+        "size": args.size,
+        "tile": [args.window, args.stride] if args.tile else None,
+        "tta": list(args.tta_scales) if args.tta else None,
+        "speed": {"fast": args.fast, "precision": args.precision, "backend": args.backend, "device": device.type},
+    }
 
-    "This very file": the record under its name holds the same real path, size and modification time.
+
+def _done_before(out: Path, item: Input, claim: dict[str, Any], kinds: list[str]) -> dict[str, Any] | None:
+    """The summary fields of an input whose requested outputs were all made from this very file with these
+    settings, or None.
+
+    "This very file": the record under its name holds the same real path, size and modification time; "these
+    settings": the same :func:`_settings`; "all": each requested kind is listed in the record (it lists them once
+    they are all written) and on disk.
     """
     record = read_record(out, item.name)
     paths = output_paths(out / item.name, kinds).values()
-    if record is None or record["source"] != source or not all(p.is_file() for p in paths):
+    if record is None or any(record.get(k) != v for k, v in claim.items()):
+        return None
+    if not set(kinds) <= set(record.get("outputs", ())) or not all(p.is_file() for p in paths):
         return None
     return {
         **{k: record[k] for k in ("width", "height", "top_class", "top_share")},
@@ -140,17 +151,23 @@ def _done_before(out: Path, item: Input, source: dict[str, Any], kinds: list[str
 
 
 def _save(
-    result: SegmentationResult, item: Input, source: dict[str, Any], out: Path, kinds: list[str], meta: dict[str, Any]
+    result: SegmentationResult, item: Input, claim: dict[str, Any], out: Path, kinds: list[str], meta: dict[str, Any]
 ) -> dict[str, Any]:
     """Record, then write, one image's outputs; returns the summary fields of its "ok" row.
 
+    The record claims the name first and lists no outputs; the outputs of an older run of this image that this
+    run does not rewrite are removed (the name is this image's: :func:`fcnseg.cli._inputs.name_inputs`), so the
+    folder never mixes two runs of one image; the record lists the outputs once they are all written.
     Safe to call from a worker thread: it touches only this image's files.
     """
     h, w = result.mask.shape
     top = result.class_stats()[0]
     fields = {"width": w, "height": h, "top_class": top["name"], "top_share": round(top["share"], 6)}
-    write_record(out, item.name, {"source": source, "input": str(item.path), **fields})  # claims the name first
+    record = {**claim, "input": str(item.path), **fields}
+    write_record(out, item.name, {**record, "outputs": []})
+    remove_outputs(out / item.name, [k for k in OUTPUT_KINDS if k not in kinds])
     written = write_outputs(result, out / item.name, kinds, {"input": str(item.path), **meta})
+    write_record(out, item.name, {**record, "outputs": kinds})
     return {**fields, "outputs": ";".join(map(str, written))}
 
 
@@ -216,7 +233,17 @@ def _segmenter(args: argparse.Namespace, device: torch.device) -> Segmenter:
     )
 
 
+def _check_coco_writer(save: list[str]) -> None:
+    """``--save coco`` needs pycocotools: say so before any image is segmented, not after all of them."""
+    if "coco" in save:
+        try:
+            import pycocotools.mask  # noqa: F401
+        except ImportError:
+            raise CLIError("--save coco needs pycocotools: pip install 'fcnseg[coco]'") from None
+
+
 def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLock) -> int:
+    _check_coco_writer(args.save)
     out = Path(args.output)
     _check_writable(out)
     if args.source is not None:  # a live stream (cli/video.py)
@@ -230,6 +257,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
     weights_label = "none (random init: predictions are meaningless)" if weights is None else args.weights
     kinds = [k for k in args.save if k in OUTPUT_KINDS]  # per image; RUN_OUTPUTS are one file for the run
     coco = CocoResults() if "coco" in args.save else None
+    settings = _settings(args, device)
     redo = args.overwrite or coco is not None  # the COCO file describes the whole run: nothing is skipped
     say = print if info.is_main else (lambda *a, **k: None)
     if weights is None:
@@ -247,21 +275,25 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         if is_video(item.path):
             clips.append(item)
             continue
-        source = source_of(item.path)
-        done = None if redo else _done_before(out, item, source, kinds)
+        claim = {"source": source_of(item.path), "settings": settings}
+        done = None if redo else _done_before(out, item, claim, kinds)
         if done is not None:
             rows.append(_row(item, "skipped", info.rank, **done))
         else:
-            todo[item.path] = (item, source)
+            todo[item.path] = (item, claim)
 
     results: Iterable[tuple[Path, SegmentationResult | ImageDecodeError]] = ()
+    meta: dict[str, Any] = {}
     if todo or clips:  # a finished run, resumed, has no model to load
         segmenter = _segmenter(args, device)
+        say(segmenter.describe_size(), file=sys.stderr)
     if todo:
+        # confidence: the mean probability per class that the JSON and the COCO scores report
+        confidence = "json" in kinds or coco is not None
         results = segmenter.predict_paths(
-            list(todo), workers=_workers(args.workers, device), probs="probs" in kinds, confidence="json" in kinds
+            list(todo), workers=_workers(args.workers, device), probs="probs" in kinds, confidence=confidence
         )
-    meta = {"model": args.model, "weights": weights_label}
+        meta = {"model": args.model, "weights": weights_label, "input_size": segmenter.preprocess.resize_size}
     summary = out / f"summary.{args.summary}"
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not sys.stderr.isatty() or not info.is_main)
     start = time.perf_counter()
@@ -270,8 +302,8 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         path, result = found
         if isinstance(result, ImageDecodeError):
             return None
-        item, source = todo[path]
-        return _save(result, item, source, out, kinds, meta)
+        item, claim = todo[path]
+        return _save(result, item, claim, out, kinds, meta)
 
     try:
         for (path, result), saved in in_background(results, save):  # writing overlaps the next batch
@@ -293,7 +325,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
                 raise saved
             rows.append(_row(item, "ok", info.rank, **saved))
             if coco is not None:
-                coco.add(str(item.stem.with_name(path.name)), result)
+                coco.add(f"{item.name}{path.suffix}", result)  # the output name: unique in the run
         bar.close()
         if clips:
             from .video import segment_clips
@@ -312,7 +344,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         dist.all_gather_object(gathered, (rows, elapsed, coco))
         rows = [r for part, _, _ in gathered for r in part]
         elapsed = max(t for _, t, _ in gathered)
-        coco = coco.merge([c for _, _, c in gathered]) if coco is not None else None
+        coco = CocoResults.merge([c for _, _, c in gathered]) if coco is not None else None
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
     if info.is_main:
         try:
@@ -347,8 +379,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         + ", ".join(f"{kind} -> NAME{suffix}" for kind, suffix in OUTPUT_KINDS.items())
         + "; per video: "
         + ", ".join(f"NAME{suffix}" for suffix in VIDEO_OUTPUTS.values())
-        + ". An input is skipped when OUT_DIR/.fcnseg/NAME.json records outputs made from this very file (path, "
-        "size, mtime) and they all exist, unless --overwrite; the exit code is 1 if any input failed.",
+        + ". An input is skipped when OUT_DIR/.fcnseg/NAME.json records that every output asked for was made from this "
+        "very file (path, size, mtime) with the same model, weights file, size, tiles, TTA and speed path, and they "
+        "all exist, unless --overwrite; outputs of an older run of that image that a run does not rewrite are "
+        "removed. The exit code is 1 if any input failed.",
     )
     add_model_arguments(p)
     add_speed_arguments(p)
@@ -364,11 +398,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="processes decoding images (default: 2 on a GPU; 0 on a CPU, where the model's threads already use every "
              "core and a decoding process only competes with them; 0 = in the main process)",
     )  # fmt: skip
-    p.add_argument(
-        "--size", type=_parse_size, default="auto",
-        help="shorter side fed to the model: a number, 'none' for native resolution, or 'auto' (default: "
-             "520 as the weights prescribe, none with --tile)",
-    )  # fmt: skip
+    add_size_argument(p, tiles=True)
     p.add_argument(
         "--tile", action="store_true", help="sliding-window inference (for large images at native resolution)"
     )

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import CLIError, add_model_arguments
+from . import CLIError, add_model_arguments, add_size_argument
 from .speed import add_speed_arguments
 
 WORKER_ARGS = "FCNSEG_SERVE_ARGS"  # how the parent hands its parsed arguments to uvicorn's worker processes
@@ -114,17 +114,15 @@ def build_app(args: argparse.Namespace) -> Any:
         args.model,
         weights,
         device=args.device,
-        size=args.size or None,
+        size=args.size,
         batch_size=max(1, args.max_batch),
         optimize=speed_options_from_args(args),
     )
-    info: dict = {"weights": str(weights) if weights is not None else None, "threads": torch.get_num_threads()}
-    if weights is not None:
-        from ..models import find_weights
-
-        member = find_weights(args.model, weights)
-        if member is not None:
-            info["weights"], info["metrics"] = repr(member), member.meta["metrics"]
+    print(f"fcnseg serve: {segmenter.describe_size()}", file=sys.stderr)
+    loaded = segmenter.weights
+    info: dict = {"weights": None if loaded is None else loaded.source, "threads": torch.get_num_threads()}
+    if loaded is not None and loaded.member is not None:
+        info["metrics"] = loaded.member.meta["metrics"]
     return create_app(segmenter, config=serve_config(args), model_info=info)
 
 
@@ -200,7 +198,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(p)
     add_speed_arguments(p)
-    p.add_argument("--size", type=int, default=520, help="shorter side fed to the model; 0 = native (default 520)")
+    add_size_argument(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     p.add_argument("--workers", type=int, default=1, help="server processes on the port, each with its own model")

@@ -7,7 +7,8 @@ from typing import Any
 
 from torch import nn
 
-from ..weights import FCN_ResNet50_Weights, FCN_ResNet101_Weights, WeightsEnum, read_checkpoint
+from ..weights import FCN_ResNet50_Weights, FCN_ResNet101_Weights, LoadedWeights, WeightsEnum
+from ..weights import load_weights as _load_weights
 from .fcn import FCN, FCNHead, fcn_resnet50, fcn_resnet101
 from .resnet import ResNet, resnet50, resnet101
 
@@ -22,9 +23,9 @@ __all__ = [
     "get_model_builder",
     "get_model_weights",
     "list_models",
+    "load_weights",
     "resnet50",
     "resnet101",
-    "weights_categories",
 ]
 
 _MODELS: dict[str, tuple[Callable[..., FCN], type[WeightsEnum]]] = {
@@ -66,12 +67,7 @@ def find_weights(name: str, weights: object) -> WeightsEnum | None:
     return found if isinstance(found, WeightsEnum) else None
 
 
-def weights_categories(name: str, weights: object) -> list[str] | None:
-    """Class names that come with a weights argument: the registry's, or a checkpoint's ``categories`` entry."""
-    if weights is None:
-        return None
-    member = find_weights(name, weights)
-    if member is not None:
-        return list(member.meta["categories"])
-    cats = read_checkpoint(weights)[1].get("categories")  # type: ignore[arg-type]
-    return list(cats) if cats else None
+def load_weights(name: str, weights: object, progress: bool = True) -> LoadedWeights | None:
+    """Read model ``name``'s weights argument once (a member, ``"DEFAULT"``, a checkpoint path, None): the state
+    dict with its categories and the size to run it at, for the builders and every command to share."""
+    return _load_weights(get_model_weights(name), weights, progress)

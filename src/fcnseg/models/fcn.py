@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ..weights import (
     FCN_ResNet50_Weights,
     FCN_ResNet101_Weights,
+    LoadedWeights,
     ResNet50_Weights,
     ResNet101_Weights,
     WeightsEnum,
@@ -118,8 +119,11 @@ def _fcn_resnet(
     weights, weights_backbone = _handle_legacy(
         kwargs, weights, weights_backbone, weights_enum.DEFAULT, backbone_enum.DEFAULT
     )
-    weights = weights_enum.resolve(weights)  # a member, a local file or None
-    state_dict = load_state_dict_file(weights) if isinstance(weights, Path) else None
+    if isinstance(weights, LoadedWeights):  # read once by the caller (fcnseg.weights.load_weights)
+        weights, state_dict = weights.member or weights.path, weights.state_dict
+    else:
+        weights = weights_enum.resolve(weights)  # a member, a local file or None
+        state_dict = load_state_dict_file(weights) if isinstance(weights, Path) else None
     if state_dict is not None:
         expected = _checkpoint_classes(state_dict)
         aux_loss = _checkpoint_aux(weights, state_dict, aux_loss)
@@ -165,7 +169,7 @@ def _fcn_resnet(
 
 def fcn_resnet50(
     *,
-    weights: FCN_ResNet50_Weights | str | Path | None = None,
+    weights: FCN_ResNet50_Weights | LoadedWeights | str | Path | None = None,
     progress: bool = True,
     num_classes: int | None = None,
     aux_loss: bool | None = None,
@@ -175,7 +179,8 @@ def fcn_resnet50(
     """FCN with a dilated ResNet-50 backbone (output stride 8).
 
     Args:
-        weights: ``FCN_ResNet50_Weights`` member or name (``"DEFAULT"``), or a local checkpoint path.
+        weights: ``FCN_ResNet50_Weights`` member or name (``"DEFAULT"``), a local checkpoint path, or weights
+            already read by :func:`fcnseg.models.load_weights`.
             Weights fix ``num_classes`` (21 for the official ones); the aux head is built by default when they
             carry one (the official ones do; a checkpoint trained with ``aux_loss=False`` does not).
         progress: show a progress bar while downloading.
@@ -194,7 +199,7 @@ def fcn_resnet50(
 
 def fcn_resnet101(
     *,
-    weights: FCN_ResNet101_Weights | str | Path | None = None,
+    weights: FCN_ResNet101_Weights | LoadedWeights | str | Path | None = None,
     progress: bool = True,
     num_classes: int | None = None,
     aux_loss: bool | None = None,
