@@ -105,8 +105,8 @@ def test_default_segmenter_path_matches_the_unoptimized_one_on_custom_modules(cl
     torch.manual_seed(1)
     model = cls().eval()
     image = (torch.rand(48, 40, 3) * 255).to(torch.uint8).numpy()
-    plain = Segmenter(model=model, optimize="none", device="cpu", size=None).predict(image)
-    fast = Segmenter(model=model, optimize="default", device="cpu", size=None).predict(image)
+    plain = Segmenter(model=model, optimize="none", device="cpu", size="native").predict(image)
+    fast = Segmenter(model=model, optimize="default", device="cpu", size="native").predict(image)
     assert torch.equal(torch.as_tensor(fast.mask), torch.as_tensor(plain.mask))
 
 

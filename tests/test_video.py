@@ -39,7 +39,7 @@ class Tiny(nn.Module):
 
 
 def segmenter(**options) -> Segmenter:
-    return Segmenter(Tiny(), weights=None, categories=CATEGORIES, size=None, optimize="none", **options)
+    return Segmenter(Tiny(), weights=None, categories=CATEGORIES, size="native", optimize="none", **options)
 
 
 def no_temporary_files(folder: Path) -> bool:

@@ -46,7 +46,7 @@ from fcnseg.serve import ServeConfig, create_app, uvicorn_options
 
 torch.manual_seed(0)
 model = fcn_resnet50(weights=None, num_classes=3, aux_loss=False)
-segmenter = Segmenter(model, None, device="cpu", size=None, categories=["a", "b", "c"])
+segmenter = Segmenter(model, None, device="cpu", size="native", categories=["a", "b", "c"])
 config = ServeConfig(warmup_side=32, max_batch=1)
 server = uvicorn.Server(uvicorn.Config(create_app(segmenter, config=config), host="127.0.0.1", port=0,
                                        log_level="warning", **uvicorn_options(config)))

@@ -330,7 +330,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         if clips:
             from .video import segment_clips
 
-            segment_clips(clips, segmenter, out, args, coco, redo, rows)
+            segment_clips(clips, segmenter, out, args, coco, redo, rows, settings)
     except KeyboardInterrupt:
         if not info.enabled:  # keep a record of what was done; every output on disk is complete
             write_summary(merge_rows(previous, rows), summary)

@@ -107,11 +107,14 @@ def _require_av() -> None:
         raise CLIError(str(e)) from None
 
 
-def _done_before(out: Path, item: Input, source: dict[str, Any], kinds: list[str]) -> dict[str, Any] | None:
-    """The summary fields of a clip whose outputs were all written, completely, from this very file; else None."""
+def _done_before(out: Path, item: Input, claim: dict[str, Any], kinds: list[str]) -> dict[str, Any] | None:
+    """The summary fields of a clip whose outputs were all written, completely, from this very file with these
+    settings (``claim``: source and settings, as for photos); else None."""
     record = read_record(out, item.name)
     paths = [out / f"{item.name}{VIDEO_OUTPUTS[k]}" for k in kinds]
-    if record is None or record["source"] != source or not record.get("complete") or not all(p.exists() for p in paths):
+    if record is None or any(record.get(k) != v for k, v in claim.items()) or not record.get("complete"):
+        return None
+    if not all(p.exists() for p in paths):
         return None
     return {**{k: record.get(k) for k in ("width", "height")}, "outputs": ";".join(map(str, paths))}
 
@@ -124,15 +127,17 @@ def segment_clips(
     coco: CocoResults | None,
     redo: bool,
     rows: list[dict[str, Any]],
+    settings: dict[str, Any],
 ) -> None:
     """Segment the clips among the inputs; one summary row each ("ok", "failed" or "skipped") appended to ``rows``
-    as each ends (so that a summary written on Ctrl-C has them)."""
+    as each ends (so that a summary written on Ctrl-C has them). ``settings``: what changes a photo's pixels
+    (``segment._settings``); a clip's smoothing is added to them."""
     _require_av()
     kinds = video_kinds(args.save)
     for item in items:
         row = {"input": str(item.path), "name": str(item.name), "rank": 0}
-        source = source_of(item.path)
-        done = None if redo else _done_before(out, item, source, kinds)
+        claim = {"source": source_of(item.path), "settings": {**settings, "smooth": args.smooth}}
+        done = None if redo else _done_before(out, item, claim, kinds)
         if done is not None:
             rows.append({**row, "status": "skipped", **done})
             continue
@@ -143,7 +148,7 @@ def segment_clips(
             print(f"fcnseg segment: error: {e}", file=sys.stderr)
             continue
         with reader:
-            record = {"source": source, "input": str(item.path), "kind": "video"}
+            record = {**claim, "input": str(item.path), "kind": "video"}
             write_record(out, item.name, {**record, "complete": False})  # claims the name first
             writer, stop = _segment_one(segmenter, reader, out / item.name, kinds, args, coco)
             for note in reader.notes + writer.notes:
