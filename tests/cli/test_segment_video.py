@@ -141,3 +141,18 @@ def test_missing_pyav_is_one_line(tmp_path, checkpoint, capsys, monkeypatch):
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "fcnseg segment: error: video needs PyAV: pip install 'fcnseg[video]'"
     )
+
+
+def test_a_clip_is_skipped_only_with_the_same_settings(tmp_path, checkpoint):
+    """As for photos: a re-run at another size (or smoothing) redoes the clip instead of keeping the old masks."""
+    src = tmp_path / "in"
+    src.mkdir()
+    write_clip(src / "walk.mp4", frames=3)
+    out = tmp_path / "out"
+    assert segment(src, "-o", out, "--save", "mask", checkpoint=checkpoint) == 0
+    assert segment(src, "-o", out, "--save", "mask", checkpoint=checkpoint) == 0
+    assert summary(out)["walk.mp4"]["status"] == "skipped"
+    for other in (["--size", "48"], ["--smooth", "0.5"]):
+        assert main(["segment", str(src), "-o", str(out), "--save", "mask", "--weights", str(checkpoint),
+                     "--size", "32", "--quiet", *other]) == 0  # fmt: skip
+        assert summary(out)["walk.mp4"]["status"] == "ok"

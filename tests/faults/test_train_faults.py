@@ -72,9 +72,10 @@ def test_a_mask_that_vanishes_mid_run(shapes, tmp_path, capsys, monkeypatch):
 
 
 def test_a_real_full_disk_is_found_before_the_next_checkpoint(shapes, tmp_path, capsys):
-    """Two checkpoints fit on the disk, a third does not: ``last.pth`` of epoch 2 is refused before a byte is
-    written (it needs what epoch 1's needed), with the numbers, and epoch 1's stays whole."""
-    with small_disk(tmp_path / "disk", "700m") as disk:
+    """Epoch 1's ``last.pth`` (283 MB) and ``best.pth`` (weights only, 142 MB) fit on the disk, a second
+    ``last.pth`` beside them does not: epoch 2's is refused before a byte is written (it needs what epoch 1's
+    needed), with the numbers, and epoch 1's stays whole."""
+    with small_disk(tmp_path / "disk", "600m") as disk:
         out = disk / "run"
         assert train(shapes, out, "--epochs", "2") == 1
         line = one_line(capsys.readouterr().err, "train")
