@@ -26,11 +26,13 @@ def test_coco_output_has_an_annotation_and_a_category_per_class():
     from pycocotools import mask as coco_mask
 
     results = CocoResults()
-    results.add("a.png", SegmentationResult(MASK, NAMES))
+    confidence = np.where(MASK == 1, 0.75, 0.5).astype(np.float32)  # the scores: each class's mean probability
+    results.add("a.png", SegmentationResult(MASK, NAMES, confidence=confidence))
     doc = results.document()
     assert [(c["id"], c["name"]) for c in doc["categories"]] == [(1, "car"), (2, "car")]
     by_class = {a["category_id"]: a for a in doc["annotations"]}
     assert sorted(by_class) == [1, 2]
+    assert (by_class[1]["score"], by_class[2]["score"]) == (0.75, 0.5)
     for c, a in by_class.items():
         rle = {**a["segmentation"], "counts": a["segmentation"]["counts"].encode()}
         np.testing.assert_array_equal(coco_mask.decode(rle), (c == MASK).astype(np.uint8))

@@ -101,7 +101,9 @@ def test_every_command_runs_a_fine_tuned_model_at_its_size(fine_tuned, tmp_path,
 
     from fcnseg.cli.serve import build_app
 
-    app = build_app(build_parser().parse_args(["serve", "--weights", str(checkpoint), "--device", "cpu"]))
+    args = build_parser().parse_args(["serve", "--weights", str(checkpoint), "--device", "cpu"])
+    args.resolved_key = None  # what `fcnseg serve` resolves before building the app: no key on loopback
+    app = build_app(args)
     assert f"fcnseg serve: preprocessing: shorter side resized to {SIZE}" in capsys.readouterr().err
     with TestClient(app) as client:
         deadline = time.monotonic() + 600  # warm-up first (a state to reach, not a time asserted)
