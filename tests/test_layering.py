@@ -8,8 +8,8 @@ The layers of ``src/fcnseg``, lowest first (a module's layer is that of its top-
 2. ``weights``: weights as data (registry, cache, checkpoint files; the VOC names come from ``data``)
 3. ``models``: the networks
 4. ``optimize``: speed paths for a built model
-5. ``predict``, ``video``, ``evaluate``, ``export``, ``outputs``, ``coco_results``, ``viz``, the package
-   ``fcnseg`` itself: using a model
+5. ``predict``, ``upsample``, ``results``, ``video``, ``evaluate``, ``export``, ``outputs``, ``coco_results``,
+   ``viz``, the package ``fcnseg`` itself: using a model
 6. ``train``, ``serve``: applications built on all of the above
 7. ``cli``, ``__main__``: the command line, a thin layer over everything
 
@@ -30,7 +30,7 @@ LAYERS = [
     {"weights"},
     {"models"},
     {"optimize"},
-    {"predict", "video", "evaluate", "export", "outputs", "coco_results", "viz", "__init__"},
+    {"predict", "upsample", "results", "video", "evaluate", "export", "outputs", "coco_results", "viz", "__init__"},
     {"train", "serve"},
     {"cli", "__main__"},
 ]

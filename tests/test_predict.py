@@ -15,17 +15,10 @@ from torch import nn
 
 from fcnseg import outputs
 from fcnseg.imageio import ImageDecodeError
-from fcnseg.predict import (
-    CHUNK_ELEMENTS,
-    SegmentationResult,
-    Segmenter,
-    _labels,
-    postprocess,
-    upsampled_labels,
-    upsampled_rows,
-    window_starts,
-)
+from fcnseg.predict import Segmenter, window_starts
+from fcnseg.results import SegmentationResult
 from fcnseg.transforms import SemanticSegmentation
+from fcnseg.upsample import CHUNK_ELEMENTS, _labels, postprocess, upsampled_labels, upsampled_rows
 
 
 class TinyFCN(nn.Module):
@@ -278,7 +271,7 @@ def test_predict_paths_decodes_in_workers_and_reports_bad_files(tmp_path):
 
 
 def test_banded_overlay_and_stats_equal_whole_image(monkeypatch):
-    from fcnseg import predict
+    from fcnseg import results
     from fcnseg.transforms import overlay
 
     rng = np.random.default_rng(0)
@@ -287,8 +280,8 @@ def test_banded_overlay_and_stats_equal_whole_image(monkeypatch):
         mask, list("abcd"), confidence=rng.random((37, 23), dtype=np.float32), image=rand_image(37, 23)
     )
     whole_stats = r.class_stats()
-    monkeypatch.setattr(predict, "BAND_PIXELS", 23 * 5)  # bands of 5 rows
-    assert len(predict._bands(37, 23)) == 8
+    monkeypatch.setattr(results, "BAND_PIXELS", 23 * 5)  # bands of 5 rows
+    assert len(results._bands(37, 23)) == 8
     np.testing.assert_array_equal(np.asarray(r.overlay(0.4)), np.asarray(overlay(r.image, mask, 0.4)))
     banded = r.class_stats()
     assert [s["index"] for s in banded] == [s["index"] for s in whole_stats]

@@ -95,10 +95,11 @@ def atomic_path(path: str | Path, *, durable: bool = False, size: int | None = N
     Holds through exceptions, Ctrl-C and a full disk; an ``OSError`` of the write leaves as a :class:`WriteError`
     about ``path``. ``durable`` also fsyncs the file and its folder before and after the rename, so the new file
     survives a power cut (checkpoints). Free space is checked before anything is written when the size is known:
-    ``size``, or for a durable file the size of the one it replaces (a checkpoint keeps its size from save to save).
+    ``size``, or for a durable file the size of the one it replaces if larger (a checkpoint keeps its size from
+    save to save).
     """
     path = Path(path)
-    needed = size if size is not None else (_size(path) or None) if durable else None
+    needed = max(size or 0, _size(path) if durable else 0) or None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from .metrics import ConfusionMatrix
-from .predict import postprocess
 from .transforms import SegmentationEval, resized_size
+from .upsample import postprocess
 
 __all__ = [
     "EvalRun",

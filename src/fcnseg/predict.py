@@ -4,19 +4,20 @@ The data path of every prediction::
 
     decode (imageio.load_image) -> preset (resize shorter side, normalize) -> Segmenter.logits, the one forward
     -> [TTA: flips and scales averaged] [tiles: overlapping windows averaged] -> logits at the model's resolution
-    -> labels at the input size (upsampled_labels) [confidence, probs: upsampled in row blocks, softmax]
+    -> labels at the input size (fcnseg.upsample) [confidence, probs: upsampled in row blocks, softmax]
     -> SegmentationResult
 
 The full-resolution (K, H, W) probability map is never held unless asked for (``probs=True``): a 24 MP photo
 with 21 classes would need 2 GB of float32 for it, so the upsampling and softmax run a few rows at a time. The mask
-alone does not need the K upsampled logits at all (:func:`upsampled_labels`): only pixels next to a class boundary
-do, which makes the default path's label upsampling a few percent of what interpolating every class costs.
+alone does not need the K upsampled logits at all (:func:`fcnseg.upsample.upsampled_labels`): only pixels next to
+a class boundary do, which makes the default path's label upsampling a few percent of what interpolating every
+class costs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,7 +34,9 @@ from .imageio import ImageDecodeError, load_image
 from .models import get_model, load_weights
 from .optimize import SpeedPlan
 from .optimize import optimize as _optimize
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageLike, SemanticSegmentation, label_to_image, overlay
+from .results import SegmentationResult
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageLike, SemanticSegmentation
+from .upsample import _labels, postprocess, upsampled_labels, upsampled_rows
 from .weights import OFFICIAL_SIZE, VOC_CATEGORIES, LoadedWeights, WeightsEnum
 
 __all__ = [
@@ -42,14 +45,9 @@ __all__ = [
     "Segmenter",
     "describe_size",
     "input_size",
-    "postprocess",
-    "upsampled_labels",
-    "upsampled_rows",
 ]
 
 TTA_SCALES = (0.75, 1.0, 1.25)
-CHUNK_ELEMENTS = 1 << 24  # logits per row block while upsampling: 64 MB of float32
-BAND_PIXELS = 1 << 20  # pixels per band for overlays and class statistics
 
 
 Size = int | Literal["auto", "native"]
@@ -80,187 +78,11 @@ def describe_size(size: int | None, reason: str) -> str:
     return f"preprocessing: {shown} ({reason})"
 
 
-def postprocess(logits: Tensor, size: tuple[int, int]) -> Tensor:
-    """(N, K, h, w) logits -> (N, K, H, W) at the original image size (bilinear, like the model's own upsampling)."""
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-
-
-def _source_rows(h: int, out_h: int, start: int, stop: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Input rows and weights of output rows [start, stop) for bilinear resizing h -> out_h (align_corners=False)."""
-    scale = torch.tensor(h / out_h, dtype=torch.float32)  # float32 arithmetic, as in PyTorch's CPU kernel
-    src = ((torch.arange(start, stop, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_(min=0)
-    i0 = src.long().clamp_(max=h - 1)
-    return i0, (i0 + 1).clamp_(max=h - 1), src - i0.float()
-
-
-def upsampled_rows(logits: Tensor, size: tuple[int, int], *, max_elements: int = CHUNK_ELEMENTS) -> Iterator[Tensor]:
-    """(K, h, w) logits -> top-to-bottom row blocks (K, n, W) of ``postprocess(logits[None], size)[0]``.
-
-    Each block holds at most ``max_elements`` values (one row at the least), so memory stays bounded
-    whatever the output size. Vertical interpolation is done by hand on the needed input rows, horizontal
-    by ``F.interpolate`` with the same scale as a whole-image resize; results match it to float rounding.
-    """
-    K, h, w = logits.shape
-    H, W = size
-    step = max(1, max_elements // (K * W))
-    for start in range(0, H, step):
-        stop = min(H, start + step)
-        if h == H:
-            block = logits[:, start:stop]
-        else:
-            i0, i1, lam = _source_rows(h, H, start, stop)
-            lam = lam.to(logits.device)[:, None]
-            block = logits[:, i0.to(logits.device)] * (1 - lam) + logits[:, i1.to(logits.device)] * lam  # (K, n, w)
-        if w != W:
-            block = F.interpolate(block[None], size=(stop - start, W), mode="bilinear", align_corners=False)[0]
-        yield block
-
-
-def upsampled_labels(logits: Tensor, size: tuple[int, int], *, max_elements: int = CHUNK_ELEMENTS) -> np.ndarray:
-    """(K, h, w) logits -> (H, W) uint8 argmax of ``postprocess(logits[None], size)[0]``, interpolating few pixels.
-
-    Bilinear resizing (``align_corners=False``) makes each output pixel's logit vector a convex combination of
-    the vectors of 4 source pixels. Where those 4 share their argmax c, ``L_c >= L_j`` holds at each of them, so
-    it holds for the combination too: the output's argmax is c, with no interpolation. Only pixels whose 4
-    sources disagree, which lie along class boundaries, get all K logits interpolated (in batches of at most
-    ``max_elements`` values). The result equals the full interpolation's argmax wherever the top-2 margin exceeds
-    float rounding (tested against ``F.interpolate``).
-    """
-    K, h, w = logits.shape
-    H, W = size
-    top = logits.argmax(0)  # (h, w)
-    if (h, w) == (H, W):
-        return top.to(torch.uint8).cpu().numpy()
-    # shared[i, j]: the argmax of source pixels (i, j), (i, j+1), (i+1, j), (i+1, j+1) if they agree, else -1;
-    # the last row and column are repeated, as the interpolation clamps its second source index
-    ext = F.pad(top[None, None].float(), (0, 1, 0, 1), mode="replicate")[0, 0].long()
-    agree = (ext[1:, :-1] == top) & (ext[:-1, 1:] == top) & (ext[1:, 1:] == top)
-    shared = torch.where(agree, top, -1).to(torch.int16)
-    rows, cols = _source_rows(h, H, 0, H), _source_rows(w, W, 0, W)
-    r0 = rows[0].to(logits.device)
-    c0, c1, cx = (t.to(logits.device) for t in cols)
-    pixels = logits.permute(1, 2, 0).reshape(h * w, K).contiguous()  # (h*w, K): a pixel's K logits side by side
-
-    def at(i: Tensor, j: Tensor) -> Tensor:  # (m, K) logits of source pixels (i, j)
-        return pixels.index_select(0, i * w + j)
-
-    mask = np.empty(size, dtype=np.uint8)
-    step = max(1, max_elements // max(W, 1))  # rows of labels per block
-    per_batch = max(1, max_elements // K)
-    for start in range(0, H, step):
-        stop = min(H, start + step)
-        labels = shared.index_select(0, r0[start:stop]).index_select(1, c0)  # (n, W)
-        ys, xs = torch.nonzero(labels < 0, as_tuple=True)
-        for a in range(0, len(ys), per_batch):  # boundary pixels: all K logits interpolated
-            y, x = ys[a : a + per_batch], xs[a : a + per_batch]
-            i0, i1, ly = (t.to(logits.device)[start + y] for t in rows)
-            j0, j1, lx = c0[x], c1[x], cx[x]
-            ly, lx = ly[:, None], lx[:, None]
-            # in the order of PyTorch's CPU kernel: rows outside, columns inside
-            top_row = (1 - lx) * at(i0, j0) + lx * at(i0, j1)
-            value = (1 - ly) * top_row + ly * ((1 - lx) * at(i1, j0) + lx * at(i1, j1))
-            labels[y, x] = value.argmax(1).to(labels.dtype)
-        mask[start:stop] = labels.to(torch.uint8).cpu().numpy()
-    return mask
-
-
-def _labels(
-    blocks: Iterable[Tensor], size: tuple[int, int], probs: bool, confidence: bool = True
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Row blocks of logits -> (mask uint8 (H, W), confidence float32 (H, W) or None, probs (K, H, W) or None)."""
-    mask = np.empty(size, dtype=np.uint8)
-    conf = np.empty(size, dtype=np.float32) if confidence else None
-    full = None
-    row = 0
-    for block in blocks:
-        n = block.shape[1]
-        if not (probs or confidence):
-            mask[row : row + n] = block.argmax(0).to(torch.uint8).cpu().numpy()
-            row += n
-            continue
-        p = block.float().softmax(0)  # (K, n, W)
-        c, m = p.max(0)
-        mask[row : row + n] = m.to(torch.uint8).cpu().numpy()
-        if conf is not None:
-            conf[row : row + n] = c.cpu().numpy()
-        if probs:
-            if full is None:
-                full = np.empty((block.shape[0], *size), dtype=np.float32)
-            full[:, row : row + n] = p.cpu().numpy()
-        row += n
-    if row != size[0]:
-        raise RuntimeError(f"row blocks covered {row} rows, expected {size[0]}")
-    return mask, conf, full
-
-
-def _bands(height: int, width: int) -> list[tuple[int, int]]:
-    """Row ranges [top, bottom) of about :data:`BAND_PIXELS` pixels each, covering an image top to bottom."""
-    step = max(1, BAND_PIXELS // max(width, 1))
-    return [(top, min(height, top + step)) for top in range(0, height, step)]
-
-
 def window_starts(length: int, window: int, stride: int) -> list[int]:
     """Start offsets of windows covering ``length``: every ``stride``, the last one flush with the end."""
     if length <= window:
         return [0]
     return [*range(0, length - window, stride), length - window]
-
-
-@dataclass
-class SegmentationResult:
-    """One image's prediction: ``mask`` (H, W) uint8 class indices at the input's size."""
-
-    mask: np.ndarray
-    categories: list[str]
-    probs: np.ndarray | None = None  # (K, H, W) float32 softmax, when asked for
-    confidence: np.ndarray | None = None  # (H, W) float32 probability of the chosen class, when asked for
-    image: Image.Image | None = field(default=None, repr=False)
-
-    @property
-    def classes(self) -> list[str]:
-        """Names of the classes present, largest area first (two classes may share a name: see ``class_stats``)."""
-        return [s["name"] for s in self.class_stats()]
-
-    def to_image(self) -> Image.Image:
-        """The mask as a palette PNG-ready PIL image (indices kept, seed colours)."""
-        return label_to_image(self.mask)
-
-    def overlay(self, alpha: float = 0.5) -> Image.Image:
-        """Class colours blended over the image, a band of rows at a time (a 24 MP overlay in one go needs GBs)."""
-        if self.image is None:
-            raise ValueError("this result holds no image to overlay on")
-        h, w = self.mask.shape
-        out = Image.new("RGB", (w, h))
-        for top, bottom in _bands(h, w):
-            box = (0, top, w, bottom)
-            out.paste(overlay(self.image.crop(box), self.mask[top:bottom], alpha), box)
-        return out
-
-    def class_stats(self) -> list[dict[str, Any]]:
-        """One entry per class present, largest first: ``index``, ``name``, ``pixels``, ``share`` and
-        ``mean_confidence``. A list identified by ``index``, not a dict by name: two classes may share a name."""
-        counts, conf_sum = np.zeros(len(self.categories), np.int64), np.zeros(len(self.categories))
-        for top, bottom in _bands(*self.mask.shape):  # bincount copies its input to int64 and float64
-            flat = self.mask[top:bottom].reshape(-1)
-            counts += np.bincount(flat, minlength=len(self.categories))
-            if self.confidence is not None:
-                weights = self.confidence[top:bottom].reshape(-1)
-                conf_sum += np.bincount(flat, weights=weights, minlength=len(self.categories))
-        total = max(int(self.mask.size), 1)
-        stats = []
-        for i in np.argsort(-counts, kind="stable"):
-            if counts[i] == 0:
-                break
-            stats.append({
-                "index": int(i),
-                "name": self.categories[i],
-                "pixels": int(counts[i]),
-                "share": float(counts[i] / total),
-                "mean_confidence": None if self.confidence is None else float(conf_sum[i] / counts[i]),
-            })  # fmt: skip
-        return stats
 
 
 class Segmenter:
@@ -410,7 +232,8 @@ class Segmenter:
         """Decoded images and their preprocessed, same-size (N, 3, h, w) batch -> one result per image.
 
         ``confidence`` (the winning class's probability per pixel) and ``probs`` need every class upsampled to
-        the image's size; the mask alone does not (:func:`upsampled_labels`), so they are computed only if asked.
+        the image's size; the mask alone does not (:func:`fcnseg.upsample.upsampled_labels`), so they are computed
+        only if asked.
         ``temporal`` maps the batch's (N, K, h, w) logits before the labels (video smoothing; not with tiles).
         """
         results = []

@@ -61,6 +61,29 @@ def test_free_space_is_checked_before_a_checkpoint_is_written(tmp_path, monkeypa
     assert path.read_bytes() == b"x" * 3_000_000
 
 
+def test_a_first_checkpoint_is_refused_before_writing_on_a_disk_too_small_for_its_tensors(tmp_path, monkeypatch):
+    from fcnseg.train.checkpoint import save_checkpoint
+
+    path = tmp_path / "last.pth"  # no earlier checkpoint whose size could tell
+    weights = torch.ones(500_000)  # 2 MB of float32
+    monkeypatch.setattr(_atomic.shutil, "disk_usage", lambda p: _usage(1_000_000))
+    with pytest.raises(WriteError) as caught:
+        save_checkpoint({"epoch": 1, "model": {"w": weights, "head": weights[:10]}, "steps": [torch.zeros(2)]}, path)
+    assert caught.value.errno == errno.ENOSPC
+    assert (caught.value.needed, caught.value.free) == (2_000_008, 1_000_000)  # the view shares w's storage
+    assert not path.exists() and leftovers(tmp_path) == []
+
+
+def test_tensor_bytes_is_a_lower_bound_of_the_checkpoint_file(tmp_path):
+    from fcnseg.train.checkpoint import save_checkpoint, tensor_bytes
+
+    weights = torch.arange(1000, dtype=torch.float64)
+    obj = {"model": {"w": weights, "w_view": weights[10:20]}, "rng": (torch.zeros(3, dtype=torch.uint8), 7), "n": 1}
+    assert tensor_bytes(obj) == 8000 + 3
+    save_checkpoint(obj, tmp_path / "c.pth")
+    assert tensor_bytes(obj) <= (tmp_path / "c.pth").stat().st_size
+
+
 def _usage(free: int) -> shutil._ntuple_diskusage:
     return shutil._ntuple_diskusage(10**12, 10**12 - free, free)
 

@@ -51,13 +51,34 @@ __all__ = [
     "resumed_config",
     "save_checkpoint",
     "seed_everything",
+    "tensor_bytes",
 ]
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
-    """``torch.save`` that never leaves a half-written file at ``path``: temp file in the same folder, fsync, rename."""
-    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
+    """``torch.save`` that never leaves a half-written file at ``path``: temp file in the same folder, fsync, rename.
+
+    The free space is checked first against the bytes of the tensors it holds, so even a run's first checkpoint
+    is refused on a disk that cannot take it, before a byte is written."""
+    with atomic_path(path, durable=True, size=tensor_bytes(obj)) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensor storages in ``obj`` (dicts, lists and tuples walked), each storage counted once as
+    ``torch.save`` writes it: a lower bound of the file's size."""
+    storages: dict[tuple[int, int], int] = {}
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            storage = item.untyped_storage()
+            storages[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return sum(storages.values())
 
 
 def _rng_state() -> dict[str, Any]:
