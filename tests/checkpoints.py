@@ -8,6 +8,8 @@ import torch
 
 from fcnseg.models import fcn_resnet50
 
+THREE_CLASSES = ["background", "thing", "stuff"]  # the class list of the CLI tests' random checkpoint
+
 
 def write_checkpoint(path: Path, categories: list[str]) -> Path:
     """``{"model", "categories"}`` of a seeded random-init FCN-ResNet50 (no aux head), one class per category name."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from shapes_data import CLASSES, write_shapes_dataset
+from waiting import wait_until
 
 from fcnseg.cli import build_parser, main
 from fcnseg.models import fcn_resnet50
@@ -106,10 +106,7 @@ def test_every_command_runs_a_fine_tuned_model_at_its_size(fine_tuned, tmp_path,
     app = build_app(args)
     assert f"fcnseg serve: preprocessing: shorter side resized to {SIZE}" in capsys.readouterr().err
     with TestClient(app) as client:
-        deadline = time.monotonic() + 600  # warm-up first (a state to reach, not a time asserted)
-        while client.get("/readyz").status_code != 200:
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.05)
+        wait_until(lambda: client.get("/readyz").status_code == 200, timeout=600)  # warm-up done
         for p in val:
             r = client.post("/v1/segment", content=p.read_bytes(), headers={"content-type": "image/png",
                                                                           "accept": "image/png"})  # fmt: skip

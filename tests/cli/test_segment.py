@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from checkpoints import write_checkpoint
+from checkpoints import THREE_CLASSES
 from imagefiles import exif_rotated, photo, write_bad_files, write_good_oddities
 from PIL import Image
 
@@ -26,12 +26,7 @@ from fcnseg.cli import main
 from fcnseg.predict import Segmenter
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-CATEGORIES = ["background", "thing", "stuff"]
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "random3.pth", CATEGORIES)
+CATEGORIES = THREE_CLASSES  # the classes of the `checkpoint` fixture (tests/cli/conftest.py)
 
 
 def segment(*args, checkpoint: Path) -> int:

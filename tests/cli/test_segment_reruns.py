@@ -11,19 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from checkpoints import write_checkpoint
+from checkpoints import THREE_CLASSES
 from imagefiles import photo
 from PIL import Image
 
 from fcnseg.cli import main
 from fcnseg.predict import Segmenter
 
-CATEGORIES = ["background", "thing", "stuff"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "random3.pth", CATEGORIES)
+CATEGORIES = THREE_CLASSES  # the classes of the `checkpoint` fixture (tests/cli/conftest.py)
 
 
 def segment(*args, checkpoint: Path) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from checkpoints import write_checkpoint
+from checkpoints import THREE_CLASSES
 from PIL import Image
 from videoclips import audio_packets, decoded, write_clip
 
@@ -27,12 +27,7 @@ av = pytest.importorskip("av", reason="video needs PyAV: pip install 'fcnseg[vid
 from fcnseg import video  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-CATEGORIES = ["background", "thing", "stuff"]
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "random3.pth", CATEGORIES)
+CATEGORIES = THREE_CLASSES  # the classes of the `checkpoint` fixture (tests/cli/conftest.py)
 
 
 def segment(*args, checkpoint: Path) -> int:

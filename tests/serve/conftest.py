@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from waiting import wait_until
 
 from fcnseg.models import fcn_resnet50
 from fcnseg.predict import Segmenter
@@ -118,14 +119,6 @@ def live_server(app, **options) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-
-
-def wait_until(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.01)
 
 
 # The helpers as one fixture, so test modules need not import this conftest by name.
