@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._atomic import atomic_path
-from .predict import SegmentationResult
+
+if TYPE_CHECKING:
+    from .results import SegmentationResult
 
 __all__ = ["CocoResults", "class_annotations", "coco_rle"]
 

@@ -17,13 +17,15 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._atomic import atomic_path
 from ._stamp import file_stamp
-from .predict import SegmentationResult
+
+if TYPE_CHECKING:
+    from .results import SegmentationResult
 
 __all__ = [
     "OUTPUT_KINDS",

@@ -10,18 +10,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import partial
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from .data.categories import VOC_CATEGORIES
-from .transforms import SemanticSegmentation
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -29,6 +28,7 @@ __all__ = [
     "CHECKPOINT_VERSION",
     "OFFICIAL_SIZE",
     "VOC_CATEGORIES",
+    "MODEL_WEIGHTS",
     "LoadedWeights",
     "Weights",
     "WeightsEnum",
@@ -57,8 +57,16 @@ class WeightsError(RuntimeError):
 
 
 def checkpoints_dir() -> Path:
-    """The torch.hub checkpoint cache, shared with torchvision (``$TORCH_HOME/hub/checkpoints``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """The torch.hub checkpoint cache, shared with torchvision (``$TORCH_HOME/hub/checkpoints``).
+
+    Without torch imported yet, the folder is worked out from the environment by torch.hub's own rule, so that
+    listing the registry (``fcnseg models``) does not import torch; once it is, ``torch.hub.get_dir()`` answers
+    (it also knows a folder set with ``torch.hub.set_dir``).
+    """
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir()) / "checkpoints"
+    cache = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    return Path(os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache, "torch")))) / "hub" / "checkpoints"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -145,6 +153,8 @@ class WeightsEnum(Enum):
 
     def get_state_dict(self, progress: bool = True, check_hash: bool = True) -> dict[str, Tensor]:
         """Read the checkpoint from the cache, downloading it (hash-checked) if it is not there yet."""
+        import torch
+
         path = self.cache_path
         if not path.is_file():
             if os.environ.get("FCNSEG_OFFLINE", "") not in ("", "0"):
@@ -179,6 +189,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     Returns the state dict (without the ``module.`` prefix DistributedDataParallel leaves) and the
     checkpoint's other entries (``categories``, ``config``... empty for a bare state dict).
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such checkpoint file")
@@ -201,7 +213,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         extra = {k: v for k, v in obj.items() if k != "model"}
         obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{path}: holds no state dict (expected tensors by name, or a 'model' entry)")
     if extra.get("format") == CHECKPOINT_FORMAT and extra.get("version", 0) > CHECKPOINT_VERSION:
         raise WeightsError(
@@ -264,13 +276,20 @@ _FCN_META = {
                       "std": (0.229, 0.224, 0.225)},
     "dataset": "COCO train2017, the 20 categories present in Pascal VOC (+ background)",
 }  # fmt: skip
-_FCN_TRANSFORMS = partial(SemanticSegmentation, resize_size=OFFICIAL_SIZE)
+
+
+def _fcn_transforms(**kwargs: Any) -> Any:
+    """The official weights' preprocessing (:class:`fcnseg.transforms.SemanticSegmentation` at 520), imported when
+    first asked for so that the registry reads without torch."""
+    from .transforms import SemanticSegmentation
+
+    return SemanticSegmentation(**{"resize_size": OFFICIAL_SIZE, **kwargs})
 
 
 class FCN_ResNet50_Weights(WeightsEnum):
     COCO_WITH_VOC_LABELS_V1 = Weights(
         url="https://download.pytorch.org/models/fcn_resnet50_coco-1167a1af.pth",
-        transforms=_FCN_TRANSFORMS,
+        transforms=_fcn_transforms,
         meta={
             **_FCN_META,
             "num_params": 35_322_218,
@@ -286,7 +305,7 @@ class FCN_ResNet50_Weights(WeightsEnum):
 class FCN_ResNet101_Weights(WeightsEnum):
     COCO_WITH_VOC_LABELS_V1 = Weights(
         url="https://download.pytorch.org/models/fcn_resnet101_coco-7ecb50ca.pth",
-        transforms=_FCN_TRANSFORMS,
+        transforms=_fcn_transforms,
         meta={
             **_FCN_META,
             "num_params": 54_314_346,
@@ -337,3 +356,11 @@ class ResNet101_Weights(WeightsEnum):
         },
     )
     DEFAULT = IMAGENET1K_V1
+
+
+# Each model's name and weights enum: the registry's names, read without torch (``fcnseg --help``, ``fcnseg models``);
+# fcnseg.models pairs each name with its builder.
+MODEL_WEIGHTS: dict[str, type[WeightsEnum]] = {
+    "fcn_resnet50": FCN_ResNet50_Weights,
+    "fcn_resnet101": FCN_ResNet101_Weights,
+}

@@ -27,9 +27,9 @@ def _weights(text: str) -> str | None:
 
 def add_model_arguments(p: argparse.ArgumentParser, *, device: bool = True) -> None:
     """``--model``, ``--weights`` (``none`` -> None) and ``--device``, the same for every command that runs a model."""
-    from ..models import list_models
+    from ..weights import MODEL_WEIGHTS
 
-    p.add_argument("--model", default="fcn_resnet50", choices=list_models(), help="default: fcn_resnet50")
+    p.add_argument("--model", default="fcn_resnet50", choices=list(MODEL_WEIGHTS), help="default: fcn_resnet50")
     p.add_argument(
         "--weights", default="DEFAULT", type=_weights,
         help="weights name (default: DEFAULT, the COCO/VOC checkpoint), a checkpoint file (.pth/.pt/.safetensors), "

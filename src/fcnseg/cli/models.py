@@ -8,12 +8,11 @@ import shutil
 from pathlib import Path
 
 from .._atomic import atomic_path
-from ..models import get_model_weights, list_models
-from ..weights import ResNet50_Weights, ResNet101_Weights, WeightsEnum, WeightsError, sha256_file
+from ..weights import MODEL_WEIGHTS, ResNet50_Weights, ResNet101_Weights, WeightsEnum, WeightsError, sha256_file
 
 
 def _all_weights() -> list[WeightsEnum]:
-    enums = [get_model_weights(m) for m in list_models()] + [ResNet50_Weights, ResNet101_Weights]
+    enums = [*MODEL_WEIGHTS.values(), ResNet50_Weights, ResNet101_Weights]
     return [w for e in enums for w in dict.fromkeys(e)]  # members without their DEFAULT aliases
 
 
@@ -22,11 +21,11 @@ def _find(name: str) -> list[WeightsEnum]:
     everything = _all_weights()
     if name == "all":
         return everything
-    if name in list_models():
-        return [get_model_weights(name).DEFAULT]
+    if name in MODEL_WEIGHTS:
+        return [MODEL_WEIGHTS[name].DEFAULT]
     found = [w for w in everything if name in (repr(w), w.file_name)]
     if not found:
-        choices = ", ".join(list_models() + [repr(w) for w in everything])
+        choices = ", ".join([*MODEL_WEIGHTS, *(repr(w) for w in everything)])
         raise WeightsError(f"unknown weights {name!r}; choose 'all' or one of: {choices}")
     return found
 
@@ -99,7 +98,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list models and weights with their published metrics")
+    about = "list models and weights with their published metrics and whether each is cached"
+    p = sub.add_parser("models", help=about, description=about[0].upper() + about[1:] + " (same as weights list).")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_models)
 
@@ -109,6 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Manage checkpoints in the torch.hub cache ($TORCH_HOME/hub/checkpoints), shared with torchvision.",
     )
     wsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = wsub.add_parser("list", help="the same table as fcnseg models", description=about[0].upper() + about[1:] + ".")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=_models)
     d = wsub.add_parser("download", help="fetch official weights (hash-checked)")
     d.add_argument("name", nargs="?", default="all", help="model name, weights name or 'all' (default)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -16,17 +16,13 @@ import time
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from ..coco_results import CocoResults
-from ..distributed import init_distributed
 from ..faults import describe
 from ..imageio import ImageDecodeError
-from ..models import get_model_weights
 from ..outputs import (
     OUTPUT_KINDS,
     RUN_OUTPUTS,
@@ -40,13 +36,18 @@ from ..outputs import (
     write_record,
     write_summary,
 )
-from ..predict import TTA_SCALES, SegmentationResult, Segmenter
 from ..runlock import FolderBusyError, RunLock
 from ..video import VIDEO_OUTPUTS, is_video
+from ..weights import MODEL_WEIGHTS
 from . import CLIError, add_model_arguments, add_size_argument
 from ._inputs import Input, collect_inputs, name_inputs
 from .background import in_background
 from .speed import add_speed_arguments, speed_options_from_args
+
+if TYPE_CHECKING:  # torch and the model are imported when a run starts, not for --help
+    import torch
+
+    from ..predict import SegmentationResult, Segmenter
 
 __all__ = ["example_image", "register", "run"]
 
@@ -108,6 +109,8 @@ def _prepare(args: argparse.Namespace, out: Path, info: Any, lock: RunLock) -> t
         except (ValueError, FolderBusyError) as e:
             found[0] = CLIError(str(e))
     if info.enabled:
+        import torch.distributed as dist
+
         dist.broadcast_object_list(found, src=0)
     if isinstance(found[0], CLIError):
         raise found[0]
@@ -118,14 +121,16 @@ def _settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """What changes the pixels of a mask, as asked: the model, the weights file's identity (registry entry, or real
     path, size and modification time), size, tiles, TTA and speed path. The size ``auto`` resolves to is a function
     of the weights file, so the request and the file's identity together fix it without reading the file."""
-    found = None if args.weights is None else get_model_weights(args.model).resolve(args.weights)
+    from ..predict import TTA_SCALES
+
+    found = None if args.weights is None else MODEL_WEIGHTS[args.model].resolve(args.weights)
     weights = source_of(found) if isinstance(found, Path) else None if found is None else repr(found)
     return {
         "model": args.model,
         "weights": weights,
         "size": args.size,
         "tile": [args.window, args.stride] if args.tile else None,
-        "tta": list(args.tta_scales) if args.tta else None,
+        "tta": list(args.tta_scales or TTA_SCALES) if args.tta else None,
         "speed": {"fast": args.fast, "precision": args.precision, "backend": args.backend, "device": device.type},
     }
 
@@ -204,6 +209,10 @@ def _workers(given: int | None, device: torch.device) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The command's body; returns the exit code (1 if any input failed)."""
+    import torch.distributed as dist
+
+    from ..distributed import init_distributed
+
     info, device = init_distributed(args.device)
     out = Path(args.output)
     created = not out.exists()
@@ -220,6 +229,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _segmenter(args: argparse.Namespace, device: torch.device) -> Segmenter:
+    from ..predict import Segmenter
+
     return Segmenter(
         args.model,
         args.weights,
@@ -227,7 +238,7 @@ def _segmenter(args: argparse.Namespace, device: torch.device) -> Segmenter:
         size=args.size,
         tile=args.window if args.tile else None,
         stride=args.stride,
-        tta=args.tta_scales if args.tta else False,
+        tta=(args.tta_scales or True) if args.tta else False,  # True: the default scales
         batch_size=args.batch_size,
         optimize=speed_options_from_args(args),
     )
@@ -340,6 +351,8 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
     elapsed = time.perf_counter() - start
 
     if info.enabled:
+        import torch.distributed as dist
+
         gathered: list[Any] = [None] * info.world_size
         dist.all_gather_object(gathered, (rows, elapsed, coco))
         rows = [r for part, _, _ in gathered for r in part]
@@ -406,8 +419,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=int, help="step between tiles (default: 3/4 of --window); overlaps are averaged")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: flips and scales, logits averaged")
     p.add_argument(
-        "--tta-scales", type=_parse_scales, default=TTA_SCALES, metavar="S,S,...",
-        help=f"scales for --tta (default: {','.join(map(str, TTA_SCALES))})",
+        "--tta-scales", type=_parse_scales, metavar="S,S,...",
+        help="scales for --tta (default: 0.75,1.0,1.25, fcnseg.predict.TTA_SCALES)",
     )  # fmt: skip
     p.add_argument(
         "--save", type=_parse_save, default=_parse_save(DEFAULT_SAVE), metavar="KINDS",

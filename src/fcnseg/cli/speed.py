@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from ..optimize.plans import BACKENDS, PATHS, PRECISIONS, SpeedPlan, float_base
+if TYPE_CHECKING:
+    from ..optimize.plans import SpeedPlan
 
-__all__ = ["add_speed_arguments", "speed_options_from_args"]
+__all__ = ["BACKENDS", "PRECISIONS", "add_speed_arguments", "speed_options_from_args"]
+
+# fcnseg.optimize.plans' choices, repeated here so that the parser is built without importing torch (the optimize
+# package needs it); tests/cli/test_startup.py checks that the two agree.
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+BACKENDS = ("eager", "compile", "onnxruntime", "openvino")
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +47,8 @@ def speed_options_from_args(args: argparse.Namespace) -> str | SpeedPlan:
     path without ``--fast``); int8 implies the compile backend. Impossible combinations
     (``--precision int8 --backend eager``) raise ``ValueError`` with a one-line message.
     """
+    from ..optimize.plans import PATHS, SpeedPlan, float_base
+
     precision, backend = getattr(args, "precision", None), getattr(args, "backend", None)
     fast = getattr(args, "fast", False)
     if precision is None and backend is None:

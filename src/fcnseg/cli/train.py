@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..faults import describe, io_fault
 from ..runlock import FolderBusyError, RunLock
-from ..train import TrainConfig, TrainingStopped, fit, resume
+from ..train.config import TrainConfig
 from ..train.runs import RUN_FILES
 from . import CLIError
 
@@ -85,6 +85,8 @@ def _after_fault(out: Path) -> dict[str, str]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ..train import TrainingStopped, fit, resume
+
     given = _given(args)
     if args.resume:
         run = partial(resume, args.resume, **given)

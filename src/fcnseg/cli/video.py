@@ -16,16 +16,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from ..coco_results import CocoResults
 from ..outputs import read_record, source_of, write_record
-from ..predict import SegmentationResult, Segmenter
 from ..video import VIDEO_OUTPUTS, Frame, VideoDecodeError, VideoReader, VideoWriter, require_av, segment_video
 from . import CLIError
 from ._inputs import Input
+
+if TYPE_CHECKING:
+    from ..predict import SegmentationResult, Segmenter
 
 __all__ = ["add_video_arguments", "run_live", "segment_clips", "video_kinds"]
 

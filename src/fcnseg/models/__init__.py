@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from ..weights import FCN_ResNet50_Weights, FCN_ResNet101_Weights, LoadedWeights, WeightsEnum
+from ..weights import MODEL_WEIGHTS, LoadedWeights, WeightsEnum
 from ..weights import load_weights as _load_weights
 from .fcn import FCN, FCNHead, fcn_resnet50, fcn_resnet101
 from .resnet import ResNet, resnet50, resnet101
@@ -28,9 +28,9 @@ __all__ = [
     "resnet101",
 ]
 
+_BUILDERS: dict[str, Callable[..., FCN]] = {"fcn_resnet50": fcn_resnet50, "fcn_resnet101": fcn_resnet101}
 _MODELS: dict[str, tuple[Callable[..., FCN], type[WeightsEnum]]] = {
-    "fcn_resnet50": (fcn_resnet50, FCN_ResNet50_Weights),
-    "fcn_resnet101": (fcn_resnet101, FCN_ResNet101_Weights),
+    name: (_BUILDERS[name], enum) for name, enum in MODEL_WEIGHTS.items()
 }
 
 

@@ -25,12 +25,19 @@ The files, in the order a run meets them:
 - ``loop.py``: :func:`fit` and :func:`resume`: setup, then per epoch train, validate, save, one line said.
 """
 
-from .checkpoint import RunState, save_checkpoint
-from .config import TrainConfig
-from .data import build_dataset, class_weights_from_masks, pad_collate
-from .loop import fit, resume
-from .recipe import build_model, criterion, load_finetune_state_dict, poly_lr_factor
-from .stop import TrainingStopped
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .checkpoint import RunState, save_checkpoint
+    from .config import TrainConfig
+    from .data import build_dataset, class_weights_from_masks, pad_collate
+    from .loop import fit, resume
+    from .recipe import build_model, criterion, load_finetune_state_dict, poly_lr_factor
+    from .stop import TrainingStopped
 
 __all__ = [
     "RunState",
@@ -47,3 +54,16 @@ __all__ = [
     "resume",
     "save_checkpoint",
 ]
+
+# imported on first use, so that ``fcnseg train --help`` reads TrainConfig's defaults without importing torch
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        **dict.fromkeys(["RunState", "save_checkpoint"], ".checkpoint"),
+        "TrainConfig": ".config",
+        **dict.fromkeys(["build_dataset", "class_weights_from_masks", "pad_collate"], ".data"),
+        **dict.fromkeys(["fit", "resume"], ".loop"),
+        **dict.fromkeys(["build_model", "criterion", "load_finetune_state_dict", "poly_lr_factor"], ".recipe"),
+        "TrainingStopped": ".stop",
+    },
+)

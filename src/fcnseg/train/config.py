@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # annotations only: the config reads without torch (``fcnseg train --help`` shows its defaults)
+    import torch
 
-from ..distributed import DistInfo
+    from ..distributed import DistInfo
 
 __all__ = ["REFERENCE_BATCH", "REFERENCE_LR", "RUNTIME_FIELDS", "TrainConfig", "check_config", "check_ignore_index"]
 

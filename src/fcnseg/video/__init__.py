@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from .reader import VIDEO_SUFFIXES, Frame, VideoDecodeError, VideoReader, is_video, require_av
 from .writer import DEFAULT_KINDS, VIDEO_OUTPUTS, VideoWriter, read_masks
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from ..predict import Segmenter
     from ..results import SegmentationResult
 
@@ -71,6 +71,8 @@ class TemporalSmoothing:
 
     def __call__(self, logits: Tensor) -> Tensor:
         """(N, K, h, w) logits of N consecutive frames -> the same, smoothed."""
+        import torch
+
         out = torch.empty_like(logits)
         for i, x in enumerate(logits):
             if self.state is None or self.state.shape != x.shape:  # the first frame, or a size change
@@ -143,6 +145,8 @@ def segment_frames(
     batch: list[Frame] = []
 
     def run() -> Iterator[tuple[Frame, SegmentationResult]]:
+        import torch
+
         x = torch.stack([segmenter.preprocess(f.image) for f in batch])
         images = [f.image for f in batch]
         results = segmenter.segment_tensors(images, x, confidence=confidence, temporal=smooth)
