@@ -92,7 +92,7 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(data, tmp_path, capsys
     (tmp_path / "bad.txt").write_text("1.0 2.0\n")
     argv = [a.replace("{bad}", str(tmp_path / "bad.txt")) for a in argv]
     out = tmp_path / "out"
-    code = main(["train", "--data-root", str(data), "--output-dir", str(out), "--no-progress", "--workers", "0",
+    code = main(["train", "--dataset", "folder", "--data-root", str(data), "-o", str(out), "--quiet", "--workers", "0",
                  "--weights-backbone", "none", *argv])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("fcnseg train: error: ") and err.count("\n") == 1, err
@@ -104,6 +104,8 @@ def test_missing_inputs_are_named(tmp_path, capsys):
     assert main(["train"]) == 1
     assert "--data-root is required" in capsys.readouterr().err
     assert main(["train", "--data-root", str(tmp_path / "nowhere")]) == 1
+    assert f"{tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
+    assert main(["train", "--dataset", "folder", "--data-root", str(tmp_path / "nowhere")]) == 1
     assert f"{tmp_path / 'nowhere' / 'classes.txt'}: missing" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "last.pth")]) == 1
     assert "last.pth: no such checkpoint to resume from" in capsys.readouterr().err

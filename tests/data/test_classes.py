@@ -90,8 +90,9 @@ def test_binary_dataset_without_the_mapping_stops_check_and_train(tmp_path, caps
     assert "masks hold only 0 and 255" in out and "'0 background' and '255 foreground'" in out
     with pytest.raises(DataError, match="classes have no pixel in this split: foreground"):
         validate_training_data(FolderSegmentation(root, "train"))
-    argv = ["train", "--data-root", str(root), "--weights-backbone", "none", "--output-dir", str(tmp_path / "run")]
-    assert main([*argv, "--no-progress"]) == 1
+    argv = ["train", "--dataset", "folder", "--data-root", str(root), "--weights-backbone", "none",
+            "-o", str(tmp_path / "run")]  # fmt: skip
+    assert main([*argv, "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("fcnseg train: error: the training data has problems")
     assert "classes have no pixel in this split: foreground" in err and "'255 foreground'" in err

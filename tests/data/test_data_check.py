@@ -58,6 +58,6 @@ def test_every_problem_is_reported(tmp_path, capsys):
 
 
 def test_missing_classes_file_is_one_line_error(tmp_path, capsys):
-    assert main(["data", "check", str(tmp_path)]) == 1
+    assert main(["data", "check", "--dataset", "folder", "--data-root", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("fcnseg data: error:") and "classes.txt" in err and "\n" not in err

@@ -77,7 +77,7 @@ def test_data_check_on_any_classes_file(data, tmp_path, capsys):
     Image.new("RGB", (4, 3)).save(root / "train" / "images" / "a.png")
     Image.fromarray(np.array([[0, 1, 1, 255]] * 3, np.uint8)).save(root / "train" / "masks" / "a.png")
     (root / "classes.txt").write_bytes(data)
-    run_check([str(root)], root / "classes.txt", capsys)
+    run_check(["--dataset", "folder", "--data-root", str(root)], root / "classes.txt", capsys)
 
 
 # --- COCO JSON ------------------------------------------------------------------------------------------------

@@ -160,7 +160,7 @@ def test_a_second_run_into_the_same_folder_is_refused_and_a_dead_runs_lock_taken
         busy = f"{out} is being written by fcnseg segment (pid {first.pid} on {host}); wait for it to finish"
         assert segment(photos, "-o", out, checkpoint=checkpoint) == 1
         assert one_line(capsys.readouterr().err, "segment").startswith(f"fcnseg segment: error: {busy}")
-        assert main(["train", "--data-root", str(photos), "--output-dir", str(out), "--no-progress"]) == 1
+        assert main(["train", "--dataset", "folder", "--data-root", str(photos), "-o", str(out), "--quiet"]) == 1
         assert one_line(capsys.readouterr().err, "train").startswith(f"fcnseg train: error: {busy}")
         first.send_signal(signal.SIGKILL)
         first.wait()

@@ -10,8 +10,26 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..faults import DEBUG_ENV, debug_requested, describe, io_fault, is_out_of_memory
+from ._grammar import (
+    add_dataset_arguments,
+    add_deprecated_alias,
+    add_output_argument,
+    add_progress_arguments,
+    resolve_dataset,
+)
 
-__all__ = ["CLIError", "add_model_arguments", "add_size_argument", "build_parser", "main"]
+__all__ = [
+    "CLIError",
+    "add_dataset_arguments",
+    "add_deprecated_alias",
+    "add_model_arguments",
+    "add_output_argument",
+    "add_progress_arguments",
+    "add_size_argument",
+    "build_parser",
+    "main",
+    "resolve_dataset",
+]
 
 # Each module defines ``register(subparsers)``, which adds its subcommand(s) and sets ``func(args) -> int``.
 _COMMAND_MODULES = ("models", "segment", "eval", "data", "train", "export", "serve")

@@ -15,12 +15,29 @@ from typing import Any
 
 from .._atomic import atomic_path
 from ..faults import describe
-from . import CLIError, add_model_arguments, add_size_argument
+from . import (
+    CLIError,
+    add_dataset_arguments,
+    add_model_arguments,
+    add_output_argument,
+    add_progress_arguments,
+    add_size_argument,
+    resolve_dataset,
+)
 
 
 def split_label(split: str, ann_file: str | None) -> str:
     """The split scored, as titles and summaries name it: the annotation file when one is given, else ``split``."""
     return Path(ann_file).name if ann_file is not None else split
+
+
+def _default_split(args: argparse.Namespace) -> str:
+    """``val``, unless the COCO export detected at --data-root names one other split only (CVAT's ``default``)."""
+    splits = getattr(args, "detected", None) and args.detected.splits
+    if splits and "val" not in splits and len(splits) == 1:
+        print(f"split: {splits[0]}, the only one {args.data_root} holds", file=sys.stderr)
+        return splits[0]
+    return "val"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -44,9 +61,11 @@ def _run(args: argparse.Namespace) -> int:
             "note: matplotlib is not installed; no confusion-matrix plot (pip install 'fcnseg[plot]')", file=sys.stderr
         )
         plot = None
-    kwargs = {"ignore_index": args.ignore_index} if args.dataset == "folder" else {}
     if args.data_root is None and args.ann_file is None:
         raise CLIError("give the dataset with --data-root (or a COCO file with --ann-file)")
+    resolve_dataset(args)
+    args.split = args.split or _default_split(args)
+    kwargs = {"ignore_index": args.ignore_index} if args.dataset == "folder" else {}
     try:
         dataset = get_dataset(
             args.dataset, args.data_root, args.split, ann_file=args.ann_file, images=args.images, **kwargs
@@ -74,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         run = evaluate_dataset(
             seg.model, dataset, len(seg.categories),
             resize_size=size, native=args.native, batch_size=args.batch_size, limit=args.limit,
-            device=device, ignore_index=args.ignore_index, workers=args.workers, progress=not args.no_progress,
+            device=device, ignore_index=args.ignore_index, workers=args.workers, progress=not args.quiet,
         )  # fmt: skip
         if not info.is_main:
             return 0
@@ -135,9 +154,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_model_arguments(p)
-    p.add_argument("--dataset", required=True, choices=("coco", "voc", "folder"))
-    p.add_argument("--data-root", type=Path, help="COCO root or export folder, VOC root or folder dataset root")
-    p.add_argument("--split", default="val", help="split name (default: val; VOC also train_aug; CVAT: default)")
+    add_dataset_arguments(p, "COCO root or export folder, VOC root or folder dataset root")
+    p.add_argument(
+        "--split",
+        help="split name (default: val, or the one split a COCO export holds; VOC also train_aug; CVAT: default)",
+    )
     p.add_argument("--ann-file", help="COCO: an annotation file (any export) instead of --data-root and --split")
     p.add_argument("--images", help="COCO: the folder --ann-file's image names are relative to (default: found)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass, grouped by size (default: 1)")
@@ -148,8 +169,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--ignore-index", type=int, default=255, help="mask value left out of the scores (default: 255)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes (default: 2)")
-    p.add_argument("--output", help="write the results as JSON here")
+    add_output_argument(p, "write the results as JSON to this file", metavar="FILE.json")
     p.add_argument("--plot", help="confusion-matrix PNG (default: next to --output, with .png)")
     p.add_argument("--no-plot", action="store_true", help="do not draw the confusion matrix")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_arguments(p)
     p.set_defaults(func=_run)

@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from . import CLIError, add_model_arguments, add_size_argument
+from . import CLIError, add_model_arguments, add_output_argument, add_size_argument
 
 
 def _sizes(text: str) -> list[tuple[int, int]]:
@@ -111,8 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p, device=False)
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     add_size_argument(p)
-    p.add_argument(
-        "--output", "-o", required=True, help="output file (.onnx, or .pt for TorchScript; --format decides)"
+    add_output_argument(
+        p, "output file (.onnx, or .pt for TorchScript; --format decides)", required=True, metavar="FILE"
     )
     p.add_argument(
         "--with-preprocessing",

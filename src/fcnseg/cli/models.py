@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .._atomic import atomic_path
 from ..weights import MODEL_WEIGHTS, ResNet50_Weights, ResNet101_Weights, WeightsEnum, WeightsError, sha256_file
+from . import add_progress_arguments
 
 
 def _all_weights() -> list[WeightsEnum]:
@@ -114,7 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(func=_models)
     d = wsub.add_parser("download", help="fetch official weights (hash-checked)")
     d.add_argument("name", nargs="?", default="all", help="model name, weights name or 'all' (default)")
-    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_arguments(d)
     d.set_defaults(func=_download)
     i = wsub.add_parser("import", help="copy a checkpoint downloaded elsewhere into the cache (hash-checked)")
     i.add_argument("file", help="the .pth file, e.g. fcn_resnet50_coco-1167a1af.pth")

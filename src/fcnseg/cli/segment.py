@@ -39,7 +39,7 @@ from ..outputs import (
 from ..runlock import FolderBusyError, RunLock
 from ..video import VIDEO_OUTPUTS, is_video
 from ..weights import MODEL_WEIGHTS
-from . import CLIError, add_model_arguments, add_size_argument
+from . import CLIError, add_model_arguments, add_output_argument, add_progress_arguments, add_size_argument
 from ._inputs import Input, collect_inputs, name_inputs
 from .background import in_background
 from .speed import add_speed_arguments, speed_options_from_args
@@ -402,9 +402,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive), globs, or - for paths on stdin"
     )
-    p.add_argument(
-        "-o", "--output", default="fcnseg_out", metavar="OUT_DIR", help="output folder (default: %(default)s)"
-    )
+    add_output_argument(p, "output folder (default: %(default)s)", default="fcnseg_out", metavar="OUT_DIR")
     p.add_argument("--batch-size", type=int, default=4, help="images (or tiles) per forward pass (default: 4)")
     p.add_argument(
         "--workers", type=int, default=None,
@@ -429,7 +427,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--summary", choices=("csv", "jsonl"), default="csv", help="run summary format (default: csv)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs were made from the same file")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_arguments(p)
     p.add_argument("--example", action="store_true", help="also segment the photo shipped with fcnseg")
     from .video import add_video_arguments
 

@@ -17,7 +17,14 @@ from ..faults import describe, io_fault
 from ..runlock import FolderBusyError, RunLock
 from ..train.config import TrainConfig
 from ..train.runs import RUN_FILES
-from . import CLIError
+from . import (
+    CLIError,
+    add_dataset_arguments,
+    add_deprecated_alias,
+    add_output_argument,
+    add_progress_arguments,
+    resolve_dataset,
+)
 
 
 class _Terminated(BaseException):
@@ -35,7 +42,7 @@ def _given(args: argparse.Namespace) -> dict[str, object]:
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     if args.no_val:
         given["val_split"] = None
-    if args.no_progress:
+    if args.quiet:
         given["progress"] = False
     given.pop("resume", None)
     return given
@@ -94,7 +101,8 @@ def _train(args: argparse.Namespace) -> int:
     elif args.data_root is None:
         raise CLIError("--data-root is required (unless resuming with --resume)")
     else:
-        config = TrainConfig(**given)
+        resolve_dataset(args)
+        config = TrainConfig(**{**given, "dataset": args.dataset})
         run, where = partial(fit, config), Path(config.output_dir)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -137,8 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=["folder", "coco", "voc"], help=f"default {d['dataset']}")
-    g.add_argument("--data-root", help="dataset folder (folder format: classes.txt, train/ and val/)")
+    add_dataset_arguments(g, "dataset folder (folder format: classes.txt, train/ and val/)")
     g.add_argument("--train-split", help=f"default {d['train_split']}")
     g.add_argument("--val-split", help=f"default {d['val_split']}")
     g.add_argument("--no-val", action="store_true", help="skip validation (no best checkpoint)")
@@ -187,10 +194,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, help=f"default {d['seed']}")
     g.add_argument("--deterministic", action="store_true", default=None, help="deterministic algorithms only")
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
-    g.add_argument(
-        "--output-dir",
-        help=f"checkpoints and log; one run per folder (default {d['output_dir']}; with --resume the checkpoint's)",
+    add_output_argument(
+        g,
+        f"run folder: checkpoints and log; one run per folder (default {d['output_dir']}; with --resume the "
+        "checkpoint's)",
+        dest="output_dir",
+        metavar="RUN_DIR",
     )
+    add_deprecated_alias(g, "--output-dir", dest="output_dir", use="-o/--output")
     g.add_argument(
         "--exist-ok",
         action="store_true",
@@ -203,6 +214,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--save-every", type=int, help="also checkpoint every N steps")
     g.add_argument("--log-every", type=int, help=f"log every N steps (default {d['log_every']})")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_arguments(g)
     g.add_argument("--json", dest="print_json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=_train)

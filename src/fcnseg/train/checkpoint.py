@@ -184,7 +184,7 @@ def resumed_config(ckpt: dict[str, Any], path: str, changes: dict[str, Any]) -> 
     if "epochs" in differ and finished and differ["epochs"] > saved.epochs:
         raise ValueError(
             f"{path} finished its {saved.epochs} epochs and its learning rate has decayed to 0; to train more, "
-            f"fine-tune from it: fcnseg train --weights {path} --epochs N --output-dir NEW_FOLDER"
+            f"fine-tune from it: fcnseg train --weights {path} --epochs N -o NEW_FOLDER"
         )
     if differ:
         listed = ", ".join(f"{k} {v!r} (checkpoint: {getattr(saved, k)!r})" for k, v in differ.items())

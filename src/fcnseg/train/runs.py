@@ -33,7 +33,7 @@ def check_output_dir(out: Path, config: TrainConfig) -> None:
         resume = f"continue it with --resume {last}" if last.exists() else "it saved no checkpoint to --resume"
         raise FileExistsError(
             f"{out} already holds a run ({', '.join(found)}); {resume}, or start over in it with --exist-ok "
-            "(its files are replaced), or choose another --output-dir"
+            "(its files are replaced), or choose another run folder with -o/--output"
         )
 
 
