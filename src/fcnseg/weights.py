@@ -202,7 +202,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except ImportError:
-        raise WeightsError(f"{path}: reading .safetensors needs the 'safetensors' package") from None
+        raise WeightsError(
+            f"{path}: reading .safetensors needs safetensors: pip install 'fcnseg[safetensors]'"
+        ) from None
     except OSError as e:
         if e.errno is not None:  # the drive failed, not the file: the command words it as an I/O fault
             raise

@@ -116,6 +116,10 @@ def _error_line(e: BaseException) -> str | None:
         return f"out of memory ({str(e).splitlines()[0][:200]}); use a smaller --batch-size or input size"
     if isinstance(e, ValueError):
         return str(e)
+    if isinstance(e, ModuleNotFoundError):
+        from ._extras import extra_line
+
+        return extra_line(e)
     return None
 
 

@@ -12,6 +12,7 @@ def _check(args: argparse.Namespace) -> int:
     from ..data import get_dataset
     from ..data.check import check_coco, check_folder
     from ..data.detect import coco_annotation_files
+    from ._extras import require
 
     if args.data_root is None and args.ann_file is None:
         raise CLIError("give the dataset folder with --data-root (or a COCO file with --ann-file)")
@@ -19,6 +20,7 @@ def _check(args: argparse.Namespace) -> int:
     if args.dataset == "voc":
         raise CLIError(f"{args.data_root} is a VOC devkit; data check reads folder datasets and COCO files")
     if args.dataset == "coco":
+        require("coco", "COCO annotations", ("pycocotools",))
         splits = args.split
         if args.ann_file is None and not splits:  # every split the export's annotation files name
             splits = [s for s, _ in coco_annotation_files(args.data_root)]

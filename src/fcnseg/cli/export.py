@@ -33,6 +33,10 @@ def _tolerance(text: str) -> float:
 
 def _export(args: argparse.Namespace) -> int:
     from ..faults import describe
+    from ._extras import require
+
+    if args.format == "onnx":  # writing (torch.onnx's exporter) and the parity check (ONNX Runtime)
+        require("export", "ONNX export")
 
     output = Path(args.output)
     try:

@@ -40,9 +40,10 @@ from ..runlock import FolderBusyError, RunLock
 from ..video import VIDEO_OUTPUTS, is_video
 from ..weights import MODEL_WEIGHTS
 from . import CLIError, add_model_arguments, add_output_argument, add_progress_arguments, add_size_argument
+from ._extras import require
 from ._inputs import Input, collect_inputs, name_inputs
 from .background import in_background
-from .speed import add_speed_arguments, speed_options_from_args
+from .speed import add_speed_arguments, require_speed_extras, speed_options_from_args
 
 if TYPE_CHECKING:  # torch and the model are imported when a run starts, not for --help
     import torch
@@ -255,6 +256,9 @@ def _check_coco_writer(save: list[str]) -> None:
 
 def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLock) -> int:
     _check_coco_writer(args.save)
+    require_speed_extras(args)
+    if args.source is not None:
+        require("video", "a live stream")
     out = Path(args.output)
     _check_writable(out)
     if args.source is not None:  # a live stream (cli/video.py)
@@ -295,6 +299,8 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
 
     results: Iterable[tuple[Path, SegmentationResult | ImageDecodeError]] = ()
     meta: dict[str, Any] = {}
+    if clips:
+        require("video", f"{clips[0].path} (a video)")
     if todo or clips:  # a finished run, resumed, has no model to load
         segmenter = _segmenter(args, device)
         say(segmenter.describe_size(), file=sys.stderr)

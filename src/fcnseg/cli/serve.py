@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import CLIError, add_model_arguments, add_size_argument
-from .speed import add_speed_arguments
+from .speed import add_speed_arguments, require_speed_extras
 
 WORKER_ARGS = "FCNSEG_SERVE_ARGS"  # how the parent hands its parsed arguments to uvicorn's worker processes
 KEY_ENV = "FCNSEG_API_KEY"
@@ -164,6 +164,7 @@ def _serve(args: argparse.Namespace) -> int:
     check_exposure(args.host, args.resolved_key, args.no_auth)
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise CLIError("--ssl-certfile and --ssl-keyfile go together")
+    require_speed_extras(args)
     try:  # every module answering needs, now rather than at the first request
         import uvicorn
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..optimize.plans import SpeedPlan
 
-__all__ = ["BACKENDS", "PRECISIONS", "add_speed_arguments", "speed_options_from_args"]
+__all__ = ["BACKENDS", "PRECISIONS", "add_speed_arguments", "require_speed_extras", "speed_options_from_args"]
 
 # fcnseg.optimize.plans' choices, repeated here so that the parser is built without importing torch (the optimize
 # package needs it); tests/cli/test_startup.py checks that the two agree.
@@ -37,6 +37,20 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
         choices=BACKENDS,
         help="how the model runs (default eager, or auto with --fast); openvino needs pip install 'fcnseg[openvino]'",
     )
+
+
+def require_speed_extras(args: argparse.Namespace) -> None:
+    """What the chosen path needs (``--backend onnxruntime``/``openvino``, ``--precision int8``), checked before any
+    work; ``--fast`` alone needs nothing: it skips the paths this machine lacks."""
+    from ._extras import require
+
+    backend, precision = getattr(args, "backend", None), getattr(args, "precision", None)
+    if backend == "onnxruntime":
+        require("speed", "--backend onnxruntime", ("onnxruntime", "onnx", "onnxscript"))
+    elif backend == "openvino":
+        require("openvino", "--backend openvino")
+    elif precision == "int8":
+        require("speed", "--precision int8", ("torchao",))
 
 
 def speed_options_from_args(args: argparse.Namespace) -> str | SpeedPlan:

@@ -25,6 +25,7 @@ from . import (
     add_progress_arguments,
     resolve_dataset,
 )
+from ._extras import require
 
 
 class _Terminated(BaseException):
@@ -102,6 +103,8 @@ def _train(args: argparse.Namespace) -> int:
         raise CLIError("--data-root is required (unless resuming with --resume)")
     else:
         resolve_dataset(args)
+        if args.dataset == "coco":
+            require("coco", "COCO annotations", ("pycocotools",))
         config = TrainConfig(**{**given, "dataset": args.dataset})
         run, where = partial(fit, config), Path(config.output_dir)
     previous = signal.signal(signal.SIGTERM, _terminate)

@@ -271,7 +271,7 @@ def _onnxruntime(
     try:
         import onnxruntime as ort
     except ImportError as e:
-        raise ValueError("the onnxruntime backend needs onnxruntime (pip install 'fcnseg[onnx]')") from e
+        raise ValueError("the onnxruntime backend needs onnxruntime (pip install 'fcnseg[speed]')") from e
 
     path = cache.cache_root(cache_dir) / "onnx" / f"fcn-{_onnx_cache_key(model)}.onnx"
     if not path.exists():
