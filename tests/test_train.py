@@ -605,8 +605,8 @@ def test_a_new_run_never_writes_into_a_folder_holding_another_run(finished, mini
     with pytest.raises(FileExistsError) as e:
         fit(_tiny(mini, run))
     assert str(run) in str(e.value) and f"--resume {run / 'last.pth'}" in str(e.value) and "--exist-ok" in str(e.value)
-    argv = ["train", "--data-root", str(mini), "--output-dir", str(run), "--weights-backbone", "none", "-b", "4",
-            "--epochs", "1", "--base-size", "32", "--crop-size", "32", "--workers", "0", "--no-progress",
+    argv = ["train", "--dataset", "folder", "--data-root", str(mini), "-o", str(run), "--weights-backbone", "none",
+            "-b", "4", "--epochs", "1", "--base-size", "32", "--crop-size", "32", "--workers", "0", "--quiet",
             "--no-val"]  # fmt: skip
     assert main(argv) == 1
     err = capsys.readouterr().err

@@ -134,7 +134,7 @@ def test_missing_pyav_is_one_line(tmp_path, checkpoint, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
     assert segment(tmp_path / "c.mp4", "-o", tmp_path / "out", checkpoint=checkpoint) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "fcnseg segment: error: video needs PyAV: pip install 'fcnseg[video]'"
+        f"fcnseg segment: error: {tmp_path / 'c.mp4'} (a video) needs av: pip install 'fcnseg[video]'"
     )
 
 

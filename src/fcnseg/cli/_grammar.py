@@ -16,7 +16,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..data.detect import DetectedDataset
 
 __all__ = [
     "DATASET_KINDS",
@@ -80,20 +83,21 @@ def add_deprecated_alias(
         p.add_argument(f"{dest}_positional", nargs="?", action=_Deprecated, target=dest, old=old, use=use, **kwargs)
 
 
-def resolve_dataset(args: argparse.Namespace) -> None:
+def resolve_dataset(args: argparse.Namespace) -> DetectedDataset | None:
     """Fill in ``args.dataset`` when not given: ``coco`` with ``--ann-file``, else detected from ``--data-root``
-    (the detection's line goes to stderr); without a root there is nothing to detect (the command says so)."""
+    (the detection's line goes to stderr) and returned; without a root there is nothing to detect (the command
+    says so)."""
     if args.dataset is not None:
-        return
+        return None
     if getattr(args, "ann_file", None) is not None:
         args.dataset = "coco"
-        return
+        return None
     if args.data_root is None:
-        return
+        return None
     from ..data.detect import detect_dataset
 
     found = detect_dataset(args.data_root)
     if os.environ.get("RANK", "0") == "0":  # said once under torchrun
         print(found.describe(), file=sys.stderr)
     args.dataset = found.kind
-    args.detected = found
+    return found

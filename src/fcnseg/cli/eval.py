@@ -11,7 +11,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_path
 from ..faults import describe
@@ -25,16 +25,19 @@ from . import (
     resolve_dataset,
 )
 
+if TYPE_CHECKING:
+    from ..data.detect import DetectedDataset
+
 
 def split_label(split: str, ann_file: str | None) -> str:
     """The split scored, as titles and summaries name it: the annotation file when one is given, else ``split``."""
     return Path(ann_file).name if ann_file is not None else split
 
 
-def _default_split(args: argparse.Namespace) -> str:
+def _default_split(args: argparse.Namespace, detected: DetectedDataset | None) -> str:
     """``val``, unless the COCO export detected at --data-root names one other split only (CVAT's ``default``)."""
-    splits = getattr(args, "detected", None) and args.detected.splits
-    if splits and "val" not in splits and len(splits) == 1:
+    splits = detected.splits if detected is not None else ()
+    if len(splits) == 1 and splits[0] != "val":
         print(f"split: {splits[0]}, the only one {args.data_root} holds", file=sys.stderr)
         return splits[0]
     return "val"
@@ -63,8 +66,8 @@ def _run(args: argparse.Namespace) -> int:
         plot = None
     if args.data_root is None and args.ann_file is None:
         raise CLIError("give the dataset with --data-root (or a COCO file with --ann-file)")
-    resolve_dataset(args)
-    args.split = args.split or _default_split(args)
+    detected = resolve_dataset(args)
+    args.split = args.split or _default_split(args, detected)
     kwargs = {"ignore_index": args.ignore_index} if args.dataset == "folder" else {}
     try:
         dataset = get_dataset(
