@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from ._atomic import atomic_path
 from ._stamp import file_stamp
@@ -29,7 +30,9 @@ __all__ = [
     "OUTPUT_KINDS",
     "RUN_OUTPUTS",
     "WRITERS",
+    "RANDOM_WEIGHTS_CAPTION",
     "atomic_write",
+    "captioned",
     "merge_rows",
     "output_paths",
     "read_record",
@@ -84,8 +87,30 @@ def _write_color(result: SegmentationResult, f: IO[bytes], meta: dict[str, Any])
     result.to_image().convert("RGB").save(f, format="PNG")
 
 
+RANDOM_WEIGHTS_CAPTION = "RANDOM WEIGHTS: this mask means nothing"
+
+
+def captioned(image: Image.Image, text: str) -> Image.Image:
+    """``image`` with ``text`` in a black band across its top (about 1/12 of the height, at least 10 pixels; white
+    letters, smaller if the width asks), so that nobody takes the picture for what it is not. A copy, of the same
+    size."""
+    out = image.copy()
+    band = min(out.height, max(10, out.height // 12))
+    draw = ImageDraw.Draw(out)
+    draw.rectangle((0, 0, out.width, band - 1), fill=(0, 0, 0))
+    size = band * 3 // 4
+    room = out.width - band // 2  # a margin of band / 4 each side
+    size = max(6, min(size, int(size * room / ImageFont.load_default(size=size).getlength(text))))  # fit the width
+    font = ImageFont.load_default(size=size)
+    draw.text((band // 4, band // 2), text, fill=(255, 255, 255), font=font, anchor="lm")
+    return out
+
+
 def _write_overlay(result: SegmentationResult, f: IO[bytes], meta: dict[str, Any]) -> None:
-    result.overlay().save(f, format="JPEG", quality=90)
+    image = result.overlay()
+    if meta.get("random_weights"):  # a random model's overlay must not pass for a result
+        image = captioned(image, RANDOM_WEIGHTS_CAPTION)
+    image.save(f, format="JPEG", quality=90)
 
 
 def _write_probs(result: SegmentationResult, f: IO[bytes], meta: dict[str, Any]) -> None:
@@ -162,7 +187,9 @@ def write_record(out: Path, name: str | Path, record: dict[str, Any]) -> None:
     atomic_write(record_path(out, name), lambda f: f.write(json.dumps(record, indent=1).encode() + b"\n"))
 
 
-SUMMARY_FIELDS = ("input", "name", "status", "error", "width", "height", "top_class", "top_share", "outputs", "rank")
+SUMMARY_FIELDS = (
+    "input", "name", "status", "error", "width", "height", "top_class", "top_share", "outputs", "rank", "weights",
+)  # fmt: skip
 
 
 def read_summary(path: Path) -> list[dict[str, Any]]:

@@ -74,7 +74,10 @@ def _import(args: argparse.Namespace) -> int:
     if not matches:  # a renamed file: recognise it by its hash
         matches = [w for w in _all_weights() if digest.startswith(w.value.hash_prefix)]
     if not matches:
-        raise WeightsError(f"{src}: sha256 {digest[:12]}... matches no official checkpoint")
+        raise WeightsError(
+            f"{src}: sha256 {digest[:12]}... matches no official checkpoint, and the cache is for those only; a "
+            f"checkpoint of your own needs no import: pass it as --weights {src}"
+        )
     w = matches[0]
     if not digest.startswith(w.value.hash_prefix):
         raise WeightsError(
@@ -99,7 +102,12 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list models and weights with their published metrics")
+    p = sub.add_parser(
+        "models",
+        help="list models and weights with their published metrics",
+        description="List the models and their official weights: parameters, GFLOPs, the published metrics, the "
+        "file, and whether it is in the torch.hub cache yet (fcnseg weights download fetches it).",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_models)
 

@@ -197,6 +197,9 @@ def _log_config(level: str) -> dict[str, Any]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from ..models import model_for
+
+    args.model = model_for(args.model, args.weights)  # a checkpoint's own model, unless --model names another
     args.resolved_key = api_key(args)
     os.environ.pop(KEY_ENV, None)  # read: the processes the server starts need not inherit it
     check_exposure(args.host, args.resolved_key, args.no_auth)

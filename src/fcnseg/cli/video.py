@@ -52,15 +52,26 @@ def video_kinds(save: list[str]) -> list[str]:
     return [k for k in ("overlay", "mask") if k in save] + ["stats"] + frames
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as a KeyboardInterrupt so that every file is finished as on Ctrl-C; ``signum`` makes the
+    command exit with 128 + SIGTERM (143), as a terminated process does, not Ctrl-C's 130."""
+
+    signum = signal.SIGTERM
+
+    def __str__(self) -> str:
+        return "terminated"
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt in the main thread, so that it finishes the files as Ctrl-C does."""
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so that it finishes the files
+    as Ctrl-C does."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

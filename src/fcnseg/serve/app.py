@@ -244,7 +244,7 @@ def create_app(
         classes = [
             {"index": s["index"], "name": s["name"], "area": s["share"], "pixels": s["pixels"],
              "segmentation": coco_rle(result.mask == s["index"])}  # COCO compressed RLE, as every tool reads
-            for s in result.class_stats()  # largest first
+            for s in result.class_stats(confidence=False)  # largest first
         ]  # fmt: skip
         return JSONResponse({"model": info["name"], "width": w, "height": h, "classes": classes})
 
