@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from ._atomic import atomic_path
 from ._stamp import file_stamp
 from .predict import SegmentationResult
+from .transforms import captioned
 
 __all__ = [
     "OUTPUT_KINDS",
@@ -32,7 +32,6 @@ __all__ = [
     "WRITERS",
     "RANDOM_WEIGHTS_CAPTION",
     "atomic_write",
-    "captioned",
     "merge_rows",
     "output_paths",
     "read_record",
@@ -88,22 +87,6 @@ def _write_color(result: SegmentationResult, f: IO[bytes], meta: dict[str, Any])
 
 
 RANDOM_WEIGHTS_CAPTION = "RANDOM WEIGHTS: this mask means nothing"
-
-
-def captioned(image: Image.Image, text: str) -> Image.Image:
-    """``image`` with ``text`` in a black band across its top (about 1/12 of the height, at least 10 pixels; white
-    letters, smaller if the width asks), so that nobody takes the picture for what it is not. A copy, of the same
-    size."""
-    out = image.copy()
-    band = min(out.height, max(10, out.height // 12))
-    draw = ImageDraw.Draw(out)
-    draw.rectangle((0, 0, out.width, band - 1), fill=(0, 0, 0))
-    size = band * 3 // 4
-    room = out.width - band // 2  # a margin of band / 4 each side
-    size = max(6, min(size, int(size * room / ImageFont.load_default(size=size).getlength(text))))  # fit the width
-    font = ImageFont.load_default(size=size)
-    draw.text((band // 4, band // 2), text, fill=(255, 255, 255), font=font, anchor="lm")
-    return out
 
 
 def _write_overlay(result: SegmentationResult, f: IO[bytes], meta: dict[str, Any]) -> None:

@@ -58,6 +58,23 @@ def test_random_weights_say_so_in_every_output_and_are_never_done_before(tmp_pat
     assert np.median(top_band(mine / "cat_overlay.jpg", 10)) > 30  # the overlay as it is: no band
 
 
+def test_a_clip_with_random_weights_has_the_band_on_every_overlay_frame(tmp_path, capsys):
+    pytest.importorskip("av", reason="video needs PyAV")
+    from videoclips import decoded, write_clip
+
+    clip = tmp_path / "walk.mp4"
+    write_clip(clip, frames=3, size=(48, 64))
+    out = tmp_path / "out"
+    assert main(["segment", str(clip), "-o", str(out), "--size", "32", "--quiet", "--weights", "none",
+                 "--max-frames", "3"]) == 0  # fmt: skip
+    frames = [rgb for _, rgb in decoded(out / "walk_overlay.mp4")]
+    assert len(frames) == 3
+    for rgb in frames:
+        band = rgb[:10].mean(-1)  # H.264 blurs the letters a little: black with bright strokes
+        assert np.median(band) < 40 and band.max() > 180
+    assert "RANDOM WEIGHTS" in capsys.readouterr().out.strip().splitlines()[-1]
+
+
 # -- a checkpoint builds the model it records ----------------------------------------------------------------------
 
 

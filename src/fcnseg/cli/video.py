@@ -21,7 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..coco_results import CocoResults
-from ..outputs import read_record, source_of, write_record
+from ..outputs import RANDOM_WEIGHTS_CAPTION, read_record, source_of, write_record
 from ..predict import SegmentationResult, Segmenter
 from ..video import VIDEO_OUTPUTS, Frame, VideoDecodeError, VideoReader, VideoWriter, require_av, segment_video
 from . import CLIError
@@ -106,6 +106,7 @@ def _segment_one(
             return segment_video(
                 segmenter, reader, base, kinds, on_frame=written, max_frames=args.max_frames,
                 duration=args.duration, smooth=args.smooth, confidence=coco is not None,
+                caption=RANDOM_WEIGHTS_CAPTION if args.weights is None else None,
             )  # fmt: skip
     finally:
         bar.close()

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..transforms import captioned
 from .reader import Frame, VideoDecodeError, VideoReader, require_av
 
 if TYPE_CHECKING:
@@ -75,7 +76,14 @@ class VideoWriter:
     written), :meth:`discard` removes them. The containers open at the first frame, whose size they take.
     """
 
-    def __init__(self, base: Path, reader: VideoReader, categories: Sequence[str], kinds: Sequence[str]) -> None:
+    def __init__(
+        self,
+        base: Path,
+        reader: VideoReader,
+        categories: Sequence[str],
+        kinds: Sequence[str],
+        caption: str | None = None,
+    ) -> None:
         unknown = set(kinds) - set(VIDEO_OUTPUTS)
         if unknown:
             raise ValueError(f"unknown video outputs {sorted(unknown)}; choose from {','.join(VIDEO_OUTPUTS)}")
@@ -83,6 +91,7 @@ class VideoWriter:
         self.temps = {k: _temporary(p) for k, p in self.paths.items()}
         base.parent.mkdir(parents=True, exist_ok=True)
         self.reader, self.categories = reader, list(categories)
+        self.caption = caption  # written across the top of every overlay frame (random weights say so)
         self.frames = 0
         self.size: tuple[int, int] | None = None  # (width, height) of the frames, upright; set by the first one
         self.notes: list[str] = []
@@ -126,7 +135,8 @@ class VideoWriter:
             self.size = (w, h)
         if self._overlay is not None:
             out, s = self._overlay
-            pixels = _even(np.asarray(result.overlay()))
+            image = result.overlay()
+            pixels = _even(np.asarray(image if self.caption is None else captioned(image, self.caption)))
             if pixels.shape[:2] != (s.height, s.width):
                 raise VideoDecodeError(f"{self.reader.label}: frame {frame.index} changed size to {w}x{h}")
             self._encode(out, s, av.VideoFrame.from_ndarray(pixels, format="rgb24"), frame.pts)
