@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -110,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt as e:  # Ctrl-C; SIGTERM where a command raises it as one, with its signum (143)
         print(f"fcnseg {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
-        return 128 + getattr(e, "signum", 2)
+        return 128 + getattr(e, "signum", signal.SIGINT)
     except Exception as e:
         line = _error_line(e)
         if line is None:
