@@ -312,9 +312,11 @@ def recorded_model(path: str | Path) -> str | None:
     return _model_of({str(k).removeprefix("module."): None for k in keys}, extra)
 
 
-def fit_state_dict(model: torch.nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
-    """Load ``state_dict`` into ``model`` exactly (every key, every shape), or raise one line that says how they
-    differ: counts and the first key of each kind, not torch's list of every key."""
+def fit_state_dict(
+    model: torch.nn.Module, state_dict: dict[str, Tensor], source: str, problem: str = "does not fit this model"
+) -> None:
+    """Load ``state_dict`` into ``model`` exactly (every key, every shape), or raise one line, ``source: problem:
+    ...``, that says how they differ: counts and the first key of each kind, not torch's list of every key."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -329,7 +331,7 @@ def fit_state_dict(model: torch.nn.Module, state_dict: dict[str, Tensor], source
             k = shapes[0]
             theirs, mine = (tuple(t.shape) for t in (state_dict[k], own[k]))
             parts.append(f"{len(shapes)} of another shape (first: {k}, {theirs} in the file, {mine} in the model)")
-        raise WeightsError(f"{source}: does not fit this model: {'; '.join(parts)}")
+        raise WeightsError(f"{source}: {problem}: {'; '.join(parts)}")
     model.load_state_dict(state_dict, strict=True)
 
 

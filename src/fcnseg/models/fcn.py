@@ -157,10 +157,7 @@ def _fcn_resnet(
 
     backbone = backbone_fn(replace_stride_with_dilation=[False, True, True])
     if isinstance(weights_backbone, Path):
-        try:
-            backbone.load_imagenet_state_dict(load_state_dict_file(weights_backbone))
-        except RuntimeError as e:
-            raise WeightsError(f"{weights_backbone}: not an ImageNet ResNet state dict for this model: {e}") from None
+        backbone.load_imagenet_state_dict(load_state_dict_file(weights_backbone), str(weights_backbone))
     elif weights_backbone is not None:
         backbone.load_imagenet_state_dict(weights_backbone.get_state_dict(progress=progress))
     model = FCN(backbone, FCNHead(2048, num_classes), FCNHead(1024, num_classes) if aux_loss else None)

@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from .._atomic import atomic_path
 from ..distributed import DistInfo
-from ..weights import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, WeightsError, read_checkpoint
+from ..weights import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, WeightsError, fit_state_dict, read_checkpoint
 from .config import RUNTIME_FIELDS, TrainConfig
 
 if TYPE_CHECKING:
@@ -247,7 +247,7 @@ class RunState:
 
 def restore(run: Run, ckpt: dict[str, Any], state: RunState) -> None:
     """Load a checkpoint's model, optimizer, schedule and RNG states into a freshly set-up run."""
-    run.model.load_state_dict(ckpt["model"])
+    fit_state_dict(run.model, ckpt["model"], str(run.config.resume))
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
     run.scaler.load_state_dict(ckpt["scaler"])
