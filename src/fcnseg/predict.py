@@ -258,7 +258,9 @@ class Segmenter:
 
         ``confidence`` (the winning class's probability per pixel) and ``probs`` need every class upsampled to
         the image's size; the mask alone does not (:func:`fcnseg.upsample.upsampled_labels`), so they are computed
-        only if asked.
+        only if asked, the confidence otherwise later, on first use, from the low-resolution logits the result
+        keeps. Tiles at the image's own size pass their rows once: there the confidence comes with the mask (a
+        softmax of rows already at full size, a small part of the tiles' forward passes).
         ``temporal`` maps the batch's (N, K, h, w) logits before the labels (video smoothing; not with tiles).
         """
         results = []
