@@ -144,6 +144,56 @@ def test_segmenter_confidence_only_when_asked():
     clear = margin > 1e-5
     np.testing.assert_array_equal(plain.mask[clear], full.mask[clear])
     np.testing.assert_allclose(full.confidence, full.probs.max(0), rtol=1e-6)
+    # class_stats() computes what was not asked for, from the logits the result keeps
+    assert [s["index"] for s in plain.class_stats(confidence=False)] == [s["index"] for s in full.class_stats()]
+    assert all(s["mean_confidence"] is None for s in plain.class_stats(confidence=False))
+    for lazy, eager in zip(plain.class_stats(), full.class_stats(), strict=True):
+        assert lazy["mean_confidence"] == pytest.approx(eager["mean_confidence"], rel=1e-5)
+    np.testing.assert_allclose(plain.confidence, full.confidence, rtol=1e-5)
+    tiled = Segmenter(TinyFCN(), size="native", tile=32).predict(image)  # tiles: computed with the mask
+    assert tiled.confidence is not None and all(s["mean_confidence"] for s in tiled.class_stats())
+
+
+def test_predict_paths_keeps_the_input_order(tmp_path):
+    """Mixed sizes batch apart and a bad file fails at once, yet the results come back in the order given."""
+    paths = []
+    for i, (h, w) in enumerate([(30, 40), (41, 23), (30, 40), (25, 25), (30, 40), (41, 23)]):
+        paths.append(tmp_path / f"im{i}.png")
+        rand_image(h, w, seed=i).save(paths[-1])
+    (tmp_path / "bad.jpg").write_text("not a jpeg")
+    paths.insert(2, tmp_path / "bad.jpg")
+    seg = Segmenter(TinyFCN(), size="native", batch_size=2)
+    found = list(seg.predict_paths(paths))
+    assert [p for p, _ in found] == paths
+    assert isinstance(found[2][1], ImageDecodeError)
+    for p, r in found:
+        if p.name != "bad.jpg":
+            assert r.mask.shape == Image.open(p).size[::-1]
+            np.testing.assert_array_equal(r.mask, seg.predict(p).mask)
+
+
+def test_a_module_takes_the_weights_given_or_refuses_them(tmp_path):
+    """``Segmenter(module, "best.pth")`` loads the file into the module (its class names too); weights that do not
+    fit, or a registry name without a model name, are one line each, never ignored."""
+    from fcnseg.models import fcn_resnet50
+    from fcnseg.weights import WeightsError
+
+    torch.manual_seed(1)
+    trained = fcn_resnet50(num_classes=3, aux_loss=True)
+    path = tmp_path / "best.pth"
+    torch.save({"model": trained.state_dict(), "categories": ["sky", "sea", "sand"]}, path)
+    torch.manual_seed(2)
+    fresh = fcn_resnet50(num_classes=3, aux_loss=False)  # no aux head: the file's is left out
+    seg = Segmenter(fresh, str(path), size=32)
+    assert seg.categories == ["sky", "sea", "sand"] and seg.weights.path == path
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, trained.state_dict()[k]), k
+    with pytest.raises(WeightsError) as e:
+        Segmenter(TinyFCN(), path)
+    assert str(e.value).startswith(f"{path}: does not fit this model: ") and "\n" not in str(e.value)
+    with pytest.raises(WeightsError, match="a weights name needs a model name"):
+        Segmenter(TinyFCN(), "DEFAULT")
+    assert Segmenter(TinyFCN(), None).weights is None and Segmenter(TinyFCN()).weights is None  # its own weights
 
 
 @pytest.mark.slow
@@ -408,3 +458,27 @@ def test_plot_result_shows_the_classes_present():
     fig = plot_result(r)
     assert [ax.get_title() for ax in fig.axes] == ["image", "mask", "overlay"]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["cat (75.0%)", "bg (25.0%)"]
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (96, 40), (30, 120)], ids=["square", "portrait", "wide"])
+def test_plot_result_draws_titles_and_legend_inside_the_figure(tmp_path, shape):
+    """Rendered to a PNG: every title and the legend (12 classes: two rows) lie inside the figure, and the legend
+    covers no panel."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fcnseg.viz import plot_result
+
+    h, w = shape
+    mask = (np.arange(h * w).reshape(h, w) * 12 // (h * w)).astype(np.uint8)
+    r = SegmentationResult(mask, [f"class {i}" for i in range(12)], image=rand_image(h, w))
+    fig = plot_result(r)
+    fig.savefig(tmp_path / "plot.png")  # lays the figure out as a user's file gets it
+    renderer = fig.canvas.get_renderer()
+    inside = fig.bbox
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes] + [fig.legends[0].get_window_extent(renderer)]
+    for box in boxes:
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, box
+    legend = boxes[-1]
+    assert all(not legend.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)

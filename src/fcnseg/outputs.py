@@ -31,6 +31,7 @@ __all__ = [
     "OUTPUT_KINDS",
     "RUN_OUTPUTS",
     "WRITERS",
+    "RANDOM_WEIGHTS_CAPTION",
     "atomic_write",
     "merge_rows",
     "output_paths",
@@ -86,8 +87,16 @@ def _write_color(result: SegmentationResult, f: IO[bytes], meta: dict[str, Any])
     result.to_image().convert("RGB").save(f, format="PNG")
 
 
+RANDOM_WEIGHTS_CAPTION = "RANDOM WEIGHTS: this mask means nothing"
+
+
 def _write_overlay(result: SegmentationResult, f: IO[bytes], meta: dict[str, Any]) -> None:
-    result.overlay().save(f, format="JPEG", quality=90)
+    image = result.overlay()
+    if meta.get("random_weights"):  # a random model's overlay must not pass for a result
+        from .transforms import captioned  # torch: imported when an overlay is written, not for --help
+
+        image = captioned(image, RANDOM_WEIGHTS_CAPTION)
+    image.save(f, format="JPEG", quality=90)
 
 
 def _write_probs(result: SegmentationResult, f: IO[bytes], meta: dict[str, Any]) -> None:
@@ -164,7 +173,9 @@ def write_record(out: Path, name: str | Path, record: dict[str, Any]) -> None:
     atomic_write(record_path(out, name), lambda f: f.write(json.dumps(record, indent=1).encode() + b"\n"))
 
 
-SUMMARY_FIELDS = ("input", "name", "status", "error", "width", "height", "top_class", "top_share", "outputs", "rank")
+SUMMARY_FIELDS = (
+    "input", "name", "status", "error", "width", "height", "top_class", "top_share", "outputs", "rank", "weights",
+)  # fmt: skip
 
 
 def read_summary(path: Path) -> list[dict[str, Any]]:

@@ -31,13 +31,23 @@ from torch.utils.data import DataLoader, Dataset
 from .distributed import select_device
 from .faults import is_out_of_memory
 from .imageio import ImageDecodeError, load_image
-from .models import get_model, load_weights
+from .models import get_model, load_weights, model_for
 from .optimize import SpeedPlan
 from .optimize import optimize as _optimize
 from .results import SegmentationResult
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ImageLike, SemanticSegmentation
 from .upsample import _labels, postprocess, upsampled_labels, upsampled_rows
-from .weights import OFFICIAL_SIZE, VOC_CATEGORIES, LoadedWeights, WeightsEnum
+from .weights import (
+    OFFICIAL_SIZE,
+    VOC_CATEGORIES,
+    LoadedWeights,
+    WeightsEnum,
+    WeightsError,
+    checkpoint_path,
+    fit_state_dict,
+    read_weights_file,
+)
+from .weights import load_weights as _load_enum_weights
 
 __all__ = [
     "TTA_SCALES",
@@ -51,6 +61,16 @@ TTA_SCALES = (0.75, 1.0, 1.25)
 
 
 Size = int | Literal["auto", "native"]
+
+
+class _Default:
+    """Segmenter's default weights: ``"DEFAULT"`` with a model name; with a module, the module's own."""
+
+    def __repr__(self) -> str:
+        return "'DEFAULT'"
+
+
+_DEFAULT: Any = _Default()
 
 
 def input_size(size: Size, weights: LoadedWeights | None, tiled: bool = False) -> tuple[int | None, str]:
@@ -89,9 +109,13 @@ class Segmenter:
     """A model plus its preprocessing, ready to segment images.
 
     Args:
-        model: a model name (``"fcn_resnet50"``) or an ``nn.Module`` returning ``{"out": logits}``.
-        weights: weights name (``"DEFAULT"``), enum member, checkpoint path, weights already read by
-            :func:`fcnseg.models.load_weights`, or None (random init).
+        model: a model name (``"fcn_resnet50"``), an ``nn.Module`` returning ``{"out": logits}``, or None: the
+            model a checkpoint given as ``weights`` records, else ``"fcn_resnet50"``. A name other than the
+            checkpoint's is an error.
+        weights: weights name (``"DEFAULT"``, the default with a model name), enum member, checkpoint path,
+            weights already read by :func:`fcnseg.models.load_weights`, or None (random init). With a module:
+            a checkpoint path, enum member or weights already read are loaded into it (every key and shape must
+            fit), None or nothing keeps its own; a name is refused (it needs the model's name to mean anything).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         size: shorter side the image is resized to before the model, or ``"native"`` for each image's own
             resolution. The default ``"auto"`` is every command's rule (:func:`input_size`): the size the weights
@@ -112,8 +136,8 @@ class Segmenter:
 
     def __init__(
         self,
-        model: str | nn.Module = "fcn_resnet50",
-        weights: str | Path | WeightsEnum | LoadedWeights | None = "DEFAULT",
+        model: str | nn.Module | None = None,
+        weights: str | Path | WeightsEnum | LoadedWeights | None = _DEFAULT,
         *,
         device: str | torch.device = "auto",
         size: Size = "auto",
@@ -125,15 +149,16 @@ class Segmenter:
         optimize: str | SpeedPlan = "default",
     ) -> None:
         self.device = select_device(str(device))
-        loaded = None
-        if isinstance(model, str):
-            self.model_name = model
-            loaded = load_weights(model, weights)  # read once, then passed down
-            net = get_model(model, weights=loaded, aux_loss=False)
-            if categories is None and loaded is not None:
-                categories = loaded.categories
-        else:
+        if isinstance(model, nn.Module):
             self.model_name, net = type(model).__name__, model
+            loaded = None if weights is _DEFAULT else _into_module(model, weights)
+        else:
+            weights = "DEFAULT" if weights is _DEFAULT else weights
+            self.model_name = model_for(model, weights)
+            loaded = load_weights(self.model_name, weights)  # read once, then passed down
+            net = get_model(self.model_name, weights=loaded, aux_loss=False)
+        if categories is None and loaded is not None:
+            categories = loaded.categories
         # what was loaded, for the commands to report; the tensors now live in the model
         self.weights = None if loaded is None else replace(loaded, state_dict={})
         self.model = net.eval().to(self.device)
@@ -233,7 +258,9 @@ class Segmenter:
 
         ``confidence`` (the winning class's probability per pixel) and ``probs`` need every class upsampled to
         the image's size; the mask alone does not (:func:`fcnseg.upsample.upsampled_labels`), so they are computed
-        only if asked.
+        only if asked, the confidence otherwise later, on first use, from the low-resolution logits the result
+        keeps. Tiles at the image's own size pass their rows once: there the confidence comes with the mask (a
+        softmax of rows already at full size, a small part of the tiles' forward passes).
         ``temporal`` maps the batch's (N, K, h, w) logits before the labels (video smoothing; not with tiles).
         """
         results = []
@@ -242,15 +269,17 @@ class Segmenter:
             logits = temporal(logits)
         for i, image in enumerate(images):
             size = (image.height, image.width)
-            if self.tile and tuple(batch.shape[-2:]) == size:  # tiles ran at the image's own size
-                mask, conf, p = _labels(self._tiled_rows(batch[i : i + 1]), size, probs, confidence)
+            later = None  # computes the confidence on demand (SegmentationResult.class_stats)
+            if self.tile and tuple(batch.shape[-2:]) == size:  # tiles ran at the image's own size, rows one pass:
+                mask, conf, p = _labels(self._tiled_rows(batch[i : i + 1]), size, probs, True)  # confidence now
             else:
                 low = torch.cat(list(self._tiled_rows(batch[i : i + 1])), 1) if self.tile else logits[i]
                 if probs or confidence:
                     mask, conf, p = _labels(upsampled_rows(low, size), size, probs, confidence)
                 else:
                     mask, conf, p = upsampled_labels(low, size), None, None
-            results.append(SegmentationResult(mask, self.categories, p, conf, image))
+                    later = _confidence_later(low.cpu(), size)
+            results.append(SegmentationResult(mask, self.categories, p, conf, image, later))
         return results
 
     def predict(
@@ -291,9 +320,10 @@ class Segmenter:
     ) -> Iterator[tuple[Path, SegmentationResult | ImageDecodeError]]:
         """Segment files, decoding them in ``workers`` processes while the model runs.
 
-        Yields ``(path, result)``, or ``(path, ImageDecodeError)`` for a file that could not be decoded, in
-        completion order. Inputs whose preprocessed size matches are batched, ``batch_size`` at a time; at
-        most ``batch_size`` decoded images wait for a batch, so memory does not grow with mixed sizes.
+        Yields ``(path, result)``, or ``(path, ImageDecodeError)`` for a file that could not be decoded, in the
+        order of ``paths``. Inputs whose preprocessed size matches are batched, ``batch_size`` at a time; at most
+        ``batch_size`` decoded images wait for a batch, so memory does not grow with mixed sizes: when that many
+        wait, the batch of the oldest one runs, so results wait for no more than a few batches to be yielded in order.
         """
         paths = [Path(p) for p in paths]
         loader = DataLoader(
@@ -304,22 +334,33 @@ class Segmenter:
             prefetch_factor=2 if workers else None,
         )
         pending: dict[tuple[int, ...], list[tuple[int, Image.Image, Tensor]]] = {}
-        for i, pixels, x, error in loader:
+        done: dict[int, SegmentationResult | ImageDecodeError] = {}  # finished, waiting for an earlier input
+        after = 0  # the next input to yield
+
+        def ready() -> Iterator[tuple[Path, SegmentationResult | ImageDecodeError]]:
+            nonlocal after
+            while after in done:
+                yield paths[after], done.pop(after)
+                after += 1
+
+        for i, pixels, x, error in loader:  # in input order
             if error is not None:
-                yield paths[i], ImageDecodeError(error)
-                continue
-            pending.setdefault(tuple(x.shape), []).append((i, Image.fromarray(pixels.numpy()), x))
-            if sum(map(len, pending.values())) >= self.batch_size:
-                key = max(pending, key=lambda k: len(pending[k]))
-                yield from self._run_group(paths, pending.pop(key), probs, confidence)
-        for group in pending.values():
-            yield from self._run_group(paths, group, probs, confidence)
+                done[i] = ImageDecodeError(error)
+            else:
+                pending.setdefault(tuple(x.shape), []).append((i, Image.fromarray(pixels.numpy()), x))
+                if sum(map(len, pending.values())) >= self.batch_size:
+                    oldest = min(pending, key=lambda k: pending[k][0][0])
+                    done.update(self._run_group(paths, pending.pop(oldest), probs, confidence))
+            yield from ready()
+        for key in sorted(pending, key=lambda k: pending[k][0][0]):
+            done.update(self._run_group(paths, pending[key], probs, confidence))
+            yield from ready()
 
     def _run_group(
         self, paths: list[Path], group: list[tuple[int, Image.Image, Tensor]], probs: bool, confidence: bool
-    ) -> Iterator[tuple[Path, SegmentationResult | ImageDecodeError]]:
-        """One batch; out of memory, it is retried one image at a time, and an image that still does not fit fails
-        alone (as an ImageDecodeError saying so)."""
+    ) -> Iterator[tuple[int, SegmentationResult | ImageDecodeError]]:
+        """One batch, as ``(input index, result)``; out of memory, it is retried one image at a time, and an image
+        that still does not fit fails alone (as an ImageDecodeError saying so)."""
         try:
             batch = torch.stack([x for *_, x in group])
             results = self.segment_tensors([im for _, im, _ in group], batch, probs=probs, confidence=confidence)
@@ -332,12 +373,12 @@ class Segmenter:
             for i, im, x in group:
                 alone = len(group) == 1
                 yield (
-                    paths[i],
+                    i,
                     self._out_of_memory(paths[i], im) if alone else self._alone(paths[i], im, x, probs, confidence),
                 )
             return
         for (i, _, _), r in zip(group, results, strict=True):
-            yield paths[i], r
+            yield i, r
 
     def _alone(
         self, path: Path, image: Image.Image, x: Tensor, probs: bool, confidence: bool
@@ -373,6 +414,34 @@ class _DecodeFiles(Dataset):
         except Exception as e:  # keep going on anything a broken file can trigger in a decoder
             return i, None, None, f"{self.paths[i]}: cannot decode ({type(e).__name__}: {e})"
         return i, torch.from_numpy(np.array(image)), x, None  # tensors travel through shared memory
+
+
+def _into_module(module: nn.Module, weights: Any) -> LoadedWeights | None:
+    """Load a checkpoint path, enum member or weights already read into ``module`` (a one-line error unless every
+    key and shape fits; an aux head the module lacks is left out); returns what was read. None leaves it as it is."""
+    if weights is None:
+        return None
+    if isinstance(weights, WeightsEnum):
+        loaded = _load_enum_weights(type(weights), weights)
+    elif isinstance(weights, LoadedWeights):
+        loaded = weights
+    elif (path := checkpoint_path(weights)) is not None:
+        loaded = read_weights_file(path)
+    else:
+        raise WeightsError(
+            f"weights {weights!r} with a module: a weights name needs a model name (Segmenter('fcn_resnet50', "
+            f"{weights!r})); with a module, give a checkpoint file or None"
+        )
+    state_dict = loaded.state_dict
+    if not any(k.startswith("aux_classifier.") for k in module.state_dict()):
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("aux_classifier.")}
+    fit_state_dict(module, state_dict, loaded.source)
+    return loaded
+
+
+def _confidence_later(low: Tensor, size: tuple[int, int]) -> Callable[[], np.ndarray]:
+    """The (H, W) confidence of (K, h, w) logits upsampled to ``size``, computed when called."""
+    return lambda: _labels(upsampled_rows(low, size), size, False, True)[1]
 
 
 def _identity(item: Any) -> Any:

@@ -5,6 +5,7 @@ Overlays and class statistics run a band of rows at a time, so a 24 MP result ne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,18 +27,23 @@ def _bands(height: int, width: int) -> list[tuple[int, int]]:
 
 @dataclass
 class SegmentationResult:
-    """One image's prediction: ``mask`` (H, W) uint8 class indices at the input's size."""
+    """One image's prediction: ``mask`` (H, W) uint8 class indices at the input's size.
+
+    ``confidence`` is computed when the prediction asked for it, else on first use by :meth:`class_stats` from
+    ``confidence_fn`` (which :class:`fcnseg.predict.Segmenter` sets: it keeps the model's low-resolution logits).
+    """
 
     mask: np.ndarray
     categories: list[str]
     probs: np.ndarray | None = None  # (K, H, W) float32 softmax, when asked for
     confidence: np.ndarray | None = None  # (H, W) float32 probability of the chosen class, when asked for
     image: Image.Image | None = field(default=None, repr=False)
+    confidence_fn: Callable[[], np.ndarray] | None = field(default=None, repr=False)  # computes ``confidence``
 
     @property
     def classes(self) -> list[str]:
         """Names of the classes present, largest area first (two classes may share a name: see ``class_stats``)."""
-        return [s["name"] for s in self.class_stats()]
+        return [s["name"] for s in self.class_stats(confidence=False)]
 
     def to_image(self) -> Image.Image:
         """The mask as a palette PNG-ready PIL image (indices kept, seed colours)."""
@@ -54,15 +60,24 @@ class SegmentationResult:
             out.paste(overlay(self.image.crop(box), self.mask[top:bottom], alpha), box)
         return out
 
-    def class_stats(self) -> list[dict[str, Any]]:
+    def class_stats(self, *, confidence: bool = True) -> list[dict[str, Any]]:
         """One entry per class present, largest first: ``index``, ``name``, ``pixels``, ``share`` and
-        ``mean_confidence``. A list identified by ``index``, not a dict by name: two classes may share a name."""
+        ``mean_confidence``. A list identified by ``index``, not a dict by name: two classes may share a name.
+
+        ``mean_confidence`` is the mean probability of the class over its pixels. Unless the prediction computed
+        it already, that takes every class's logits upsampled to the image (the mask alone does not): callers that
+        show only areas pass ``confidence=False`` and get None. It is None also for a result that holds neither
+        confidence nor the logits to compute it from (one made by hand).
+        """
+        if confidence and self.confidence is None and self.confidence_fn is not None:
+            self.confidence, self.confidence_fn = self.confidence_fn(), None
+        conf = self.confidence if confidence else None
         counts, conf_sum = np.zeros(len(self.categories), np.int64), np.zeros(len(self.categories))
         for top, bottom in _bands(*self.mask.shape):  # bincount copies its input to int64 and float64
             flat = self.mask[top:bottom].reshape(-1)
             counts += np.bincount(flat, minlength=len(self.categories))
-            if self.confidence is not None:
-                weights = self.confidence[top:bottom].reshape(-1)
+            if conf is not None:
+                weights = conf[top:bottom].reshape(-1)
                 conf_sum += np.bincount(flat, weights=weights, minlength=len(self.categories))
         total = max(int(self.mask.size), 1)
         stats = []
@@ -74,6 +89,6 @@ class SegmentationResult:
                 "name": self.categories[i],
                 "pixels": int(counts[i]),
                 "share": float(counts[i] / total),
-                "mean_confidence": None if self.confidence is None else float(conf_sum[i] / counts[i]),
+                "mean_confidence": None if conf is None else float(conf_sum[i] / counts[i]),
             })  # fmt: skip
         return stats

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 __all__ = [
+    "captioned",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageLike",
@@ -193,6 +194,22 @@ def label_to_image(mask: np.ndarray | Tensor, colors: np.ndarray | None = None) 
     table = palette(256) if colors is None else np.asarray(colors, dtype=np.uint8)
     img.putpalette(table.reshape(-1).tolist())  # a flat list of ints, which every Pillow accepts
     return img
+
+
+def captioned(image: Image.Image, text: str) -> Image.Image:
+    """``image`` with ``text`` in a black band across its top (about 1/12 of the height, at least 10 pixels; white
+    letters, smaller if the width asks), so that nobody takes the picture for what it is not. A copy, of the same
+    size."""
+    out = image.copy()
+    band = min(out.height, max(10, out.height // 12))
+    draw = ImageDraw.Draw(out)
+    draw.rectangle((0, 0, out.width, band - 1), fill=(0, 0, 0))
+    size = band * 3 // 4
+    room = out.width - band // 2  # a margin of band / 4 each side
+    size = max(6, min(size, int(size * room / ImageFont.load_default(size=size).getlength(text))))  # fit the width
+    font = ImageFont.load_default(size=size)
+    draw.text((band // 4, band // 2), text, fill=(255, 255, 255), font=font, anchor="lm")
+    return out
 
 
 def overlay(image: ImageLike, mask: np.ndarray | Tensor, alpha: float = 0.5, background: int | None = 0) -> Image.Image:

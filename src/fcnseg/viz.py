@@ -17,7 +17,11 @@ __all__ = ["plot_result"]
 
 
 def plot_result(result: SegmentationResult, *, alpha: float = 0.5, figsize: tuple[float, float] = (13, 4.5)) -> Figure:
-    """Three panels (the image, the coloured mask, the overlay) and a legend of the classes present."""
+    """Three panels (the image, the coloured mask, the overlay) and a legend of the classes present.
+
+    Matplotlib's constrained layout places the titles and the legend (below the panels, as many rows as the classes
+    need) so that none is cut off or drawn over a panel, whatever the image's shape and the number of classes.
+    """
     try:
         import matplotlib.pyplot as plt
         from matplotlib.patches import Patch
@@ -26,15 +30,13 @@ def plot_result(result: SegmentationResult, *, alpha: float = 0.5, figsize: tupl
     panels = [("mask", result.to_image().convert("RGB"))]
     if result.image is not None:
         panels = [("image", result.image), *panels, ("overlay", result.overlay(alpha))]
-    fig, axes = plt.subplots(1, len(panels), figsize=figsize, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=figsize, squeeze=False, layout="constrained")
     for ax, (title, img) in zip(axes[0], panels, strict=True):
         ax.imshow(img)
         ax.set_title(title)
         ax.axis("off")
     colors = palette(256) / 255
-    handles = [
-        Patch(color=tuple(colors[s["index"]]), label=f"{s['name']} ({s['share']:.1%})") for s in result.class_stats()
-    ]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    stats = result.class_stats(confidence=False)
+    handles = [Patch(color=tuple(colors[s["index"]]), label=f"{s['name']} ({s['share']:.1%})") for s in stats]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False)
     return fig

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .data.categories import VOC_CATEGORIES
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
 __all__ = [
@@ -37,10 +38,14 @@ __all__ = [
     "FCN_ResNet101_Weights",
     "ResNet50_Weights",
     "ResNet101_Weights",
+    "checkpoint_path",
     "checkpoints_dir",
+    "fit_state_dict",
     "load_state_dict_file",
     "load_weights",
     "read_checkpoint",
+    "read_weights_file",
+    "recorded_model",
     "sha256_file",
 ]
 
@@ -125,10 +130,9 @@ class WeightsEnum(Enum):
         member; a ``Path``, or a string that ends in a checkpoint suffix, holds a path separator or names an
         existing file, is a file. Anything else is an unknown name, an error listing the known ones.
         """
-        if isinstance(obj, str) and obj.removeprefix(cls.__name__ + ".") not in cls.__members__:
-            looks_like_path = Path(obj).suffix.lower() in CHECKPOINT_SUFFIXES or "/" in obj or os.sep in obj
-            if looks_like_path or Path(obj).exists():
-                return Path(obj)
+        named = isinstance(obj, str) and obj.removeprefix(cls.__name__ + ".") in cls.__members__
+        if not named and (path := checkpoint_path(obj)) is not None:
+            return path
         return obj if isinstance(obj, Path) else cls.verify(obj)
 
     @property
@@ -181,6 +185,18 @@ class WeightsEnum(Enum):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}.{self.name}"
+
+
+def checkpoint_path(obj: Any) -> Path | None:
+    """``obj`` as a local file if it reads as one: a ``Path``, or a string that ends in a checkpoint suffix, holds a
+    path separator or names an existing file; None otherwise (a name, a member, None)."""
+    if isinstance(obj, Path):
+        return obj
+    if isinstance(obj, str):
+        looks_like_path = Path(obj).suffix.lower() in CHECKPOINT_SUFFIXES or "/" in obj or os.sep in obj
+        if looks_like_path or Path(obj).exists():
+            return Path(obj)
+    return None
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -247,6 +263,7 @@ class LoadedWeights:
     size_reason: str
     version: int | None = None  # the training checkpoint format's version; None for other files
     config: dict[str, Any] = field(default_factory=dict, repr=False)  # the training config, if recorded
+    model: str | None = None  # the model the file records or its keys show (:func:`recorded_model`); None: unknown
 
 
 def load_weights(enum: type[WeightsEnum], weights: Any, progress: bool = True) -> LoadedWeights | None:
@@ -260,15 +277,79 @@ def load_weights(enum: type[WeightsEnum], weights: Any, progress: bool = True) -
             found.get_state_dict(progress=progress), repr(found), found, None, list(found.meta["categories"]),
             size, "the official weights' size",
         )  # fmt: skip
-    state_dict, extra = read_checkpoint(found)
+    return read_weights_file(found)
+
+
+def read_weights_file(path: Path) -> LoadedWeights:
+    """A local checkpoint read once: its state dict, categories, model, and the size it was validated at."""
+    state_dict, extra = read_checkpoint(path)
     config = extra.get("config") if isinstance(extra.get("config"), dict) else {}
-    size, reason = config.get("base_size"), f"the size {found} was validated at in training, its base_size"
+    size, reason = config.get("base_size"), f"the size {path} was validated at in training, its base_size"
     if not isinstance(size, int):
-        size, reason = OFFICIAL_SIZE, f"{found} records no training size; the official weights' size"
+        size, reason = OFFICIAL_SIZE, f"{path} records no training size; the official weights' size"
     cats = extra.get("categories")
     return LoadedWeights(
-        state_dict, str(found), None, found, list(cats) if cats else None, size, reason, extra.get("version"), config
-    )
+        state_dict, str(path), None, path, list(cats) if cats else None, size, reason, extra.get("version"), config,
+        _model_of(state_dict, extra),
+    )  # fmt: skip
+
+
+def _model_of(state_dict: dict[str, Any], extra: dict[str, Any]) -> str | None:
+    """The model a checkpoint records (``model_name``, or its training config's ``model``), else the one its keys
+    show: ResNet-101 has 23 blocks in layer3, ResNet-50 has 6. None for a file that is neither."""
+    config = extra.get("config") if isinstance(extra.get("config"), dict) else {}
+    for named in (extra.get("model_name"), config.get("model")):
+        if isinstance(named, str) and named:
+            return named
+    if "backbone.layer3.6.conv1.weight" in state_dict:
+        return "fcn_resnet101"
+    if "backbone.layer3.5.conv1.weight" in state_dict:
+        return "fcn_resnet50"
+    return None
+
+
+def recorded_model(path: str | Path) -> str | None:
+    """The model a checkpoint file records or its keys show (see :class:`LoadedWeights`), read without loading its
+    tensors (memory-mapped); None when the file says nothing or cannot be read (reading it for real says why)."""
+    try:
+        if Path(path).suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                return _model_of(dict.fromkeys(k.removeprefix("module.") for k in f.keys()), {})  # noqa: SIM118 (not iterable)
+        import torch
+
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable, or not a zip-format file torch can map: reading it for real reports it
+        return None
+    if not isinstance(obj, dict):
+        return None
+    extra = {k: v for k, v in obj.items() if k != "model"} if isinstance(obj.get("model"), dict) else {}
+    keys = obj["model"] if extra else obj
+    return _model_of({str(k).removeprefix("module."): None for k in keys}, extra)
+
+
+def fit_state_dict(
+    model: torch.nn.Module, state_dict: dict[str, Tensor], source: str, problem: str = "does not fit this model"
+) -> None:
+    """Load ``state_dict`` into ``model`` exactly (every key, every shape), or raise one line, ``source: problem:
+    ...``, that says how they differ: counts and the first key of each kind, not torch's list of every key."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [k for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} of the model's {len(own)} tensors missing (first: {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} it does not have (first: {unexpected[0]})")
+        if shapes:
+            k = shapes[0]
+            theirs, mine = (tuple(t.shape) for t in (state_dict[k], own[k]))
+            parts.append(f"{len(shapes)} of another shape (first: {k}, {theirs} in the file, {mine} in the model)")
+        raise WeightsError(f"{source}: {problem}: {'; '.join(parts)}")
+    model.load_state_dict(state_dict, strict=True)
 
 
 _FCN_META = {

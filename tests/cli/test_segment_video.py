@@ -151,3 +151,33 @@ def test_a_clip_is_skipped_only_with_the_same_settings(tmp_path, checkpoint):
         assert main(["segment", str(src), "-o", str(out), "--save", "mask", "--weights", str(checkpoint),
                      "--size", "32", "--quiet", *other]) == 0  # fmt: skip
         assert summary(out)["walk.mp4"]["status"] == "ok"
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_during_a_clip_finishes_its_files_and_exits_128_plus_the_signal(
+    tmp_path, checkpoint, monkeypatch, capsys, sig, code
+):
+    """SIGTERM (a service manager stopping the run) exits 143 as a terminated process does, Ctrl-C 130; both finish
+    the files of the frames done. The signal is sent by the model itself, at its second batch: no clock involved."""
+    import signal
+
+    from fcnseg.predict import Segmenter
+
+    clip = tmp_path / "walk.mp4"
+    write_clip(clip, frames=6)
+    forward, calls = Segmenter.segment_tensors, []
+
+    def segment_then_signal(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), getattr(signal, sig))
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "segment_tensors", segment_then_signal)
+    out = tmp_path / "out"
+    assert segment(clip, "-o", out, "--batch-size", "1", checkpoint=checkpoint) == code
+    row = summary(out)["walk.mp4"]
+    assert row["status"] == "failed" and row["error"] == "interrupted"
+    assert len(list(video.read_masks(out / "walk_mask.mkv"))) >= 1  # the file was finished: it plays
+    said = "terminated" if code == 143 else "interrupted"
+    assert capsys.readouterr().err.splitlines()[-1] == f"fcnseg segment: {said}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import socket
@@ -179,3 +180,52 @@ def test_bad_weights_one_line_error(tmp_path, capsys):
     assert main(["serve", "--weights", str(tmp_path / "missing.pth"), "--port", "0"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.pth" in err
+
+
+def test_workers_get_the_key_from_a_private_file_not_the_environment(tmp_path, monkeypatch):
+    """``--workers 2``: the key is in no environment variable the worker processes (and theirs) inherit, but in a
+    file only its owner reads, gone when the server stops. uvicorn is replaced by a probe that looks as a worker
+    would (nothing is served)."""
+    from fcnseg.cli import serve as cli_serve
+
+    key = "s3cret-Key-For-Workers"
+    monkeypatch.setenv("FCNSEG_API_KEY", key)
+    monkeypatch.delenv(cli_serve.WORKER_ARGS, raising=False)
+    seen = {}
+
+    def probe(app, **options):
+        assert app == "fcnseg.cli.serve:worker_app" and options["workers"] == 2
+        seen["environ"] = dict(os.environ)
+        seen["args"] = cli_serve._worker_args()
+        seen["mode"] = os.stat(seen["args"].key_file).st_mode & 0o777
+
+    monkeypatch.setattr("uvicorn.run", probe)
+    assert main(["serve", "--workers", "2", "--weights", "none", "--port", "0"]) == 0
+    assert not any(key in value for value in seen["environ"].values())
+    assert seen["args"].resolved_key == key and seen["mode"] == 0o600
+    assert not os.path.exists(seen["args"].key_file) and not os.path.exists(os.path.dirname(seen["args"].key_file))
+    assert "FCNSEG_API_KEY" not in os.environ  # read once, not handed down
+
+
+def test_the_models_endpoint_names_a_local_checkpoint_without_its_path(tmp_path):
+    """``GET /v1/models`` says which file by name and sha256, not where it lies on the server."""
+    import hashlib
+
+    import torch
+    from fastapi.testclient import TestClient
+
+    from fcnseg.cli.serve import build_app
+
+    (tmp_path / "secret-folder").mkdir()
+    ckpt = write_checkpoint(tmp_path / "secret-folder" / "tiny.pth", ["bg", "fg"])
+    args = build_parser().parse_args(["serve", "--weights", str(ckpt), "--size", "32", "--device", "cpu"])
+    args.resolved_key = None
+    threads = torch.get_num_threads()
+    try:
+        body = TestClient(build_app(args)).get("/v1/models").json()  # no lifespan: no warm-up, just the route
+    finally:
+        torch.set_num_threads(threads)
+    (model,) = body["models"]
+    assert model["weights"] == "tiny.pth"
+    assert model["weights_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert "secret-folder" not in json.dumps(body)

@@ -143,6 +143,10 @@ def test_a_signal_saves_the_current_step_and_says_how_to_resume(data, tmp_path, 
         rf"^fcnseg train: stopped by {sig.name} at step (\d+), saved; continue with --resume (.+)$", err, re.M
     )
     assert stopped and stopped[2] == str(last), err
+    # acknowledged at once, before the step (if one had begun) and its save finished
+    again = "Ctrl-C" if sig == signal.SIGINT else sig.name
+    ack = re.search(rf"^stopping (now|after this step, about \d+ s); {again} again stops without saving$", err, re.M)
+    assert ack and ack.start() < stopped.start(), err
     step = int(stopped[1])
     ckpt = torch.load(last, weights_only=True)
     assert ckpt["step"] == step >= 2 and ckpt["samples"] == 4 * step and ckpt["epoch"] == step // 2

@@ -81,3 +81,23 @@ def test_one_log_line_when_ready(segmenter, helpers, caplog):
         pass
     ready = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ready:")]
     assert len(ready) == 1 and "answers one image in" in ready[0]
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_the_scheme_name_is_case_insensitive(locked, scheme):
+    """RFC 7235 section 2.1: auth-scheme is case-insensitive; the key itself is not."""
+    assert locked.get("/v1/models", headers={"authorization": f"{scheme} {KEY}"}).status_code == 200
+    assert locked.get("/v1/models", headers={"authorization": f"{scheme} {KEY.lower()}"}).status_code == 401
+
+
+def test_docs_declare_the_bearer_scheme(locked, segmenter, helpers):
+    """/docs' Authorize button needs the scheme in the OpenAPI schema, on the routes that need the key."""
+    schema = locked.get("/openapi.json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert list(schemes) == ["apiKey"] and schemes["apiKey"]["type"] == "http"
+    assert schemes["apiKey"]["scheme"] == "bearer"
+    for path, method in (("/v1/segment", "post"), ("/v1/models", "get")):
+        assert schema["paths"][path][method]["security"] == [{"apiKey": []}]
+    assert "security" not in schema["paths"]["/healthz"]["get"]
+    with helpers.client(create_app(segmenter, config=helpers.config())) as open_server:  # no key: nothing declared
+        assert "securitySchemes" not in open_server.get("/openapi.json").json().get("components", {})

@@ -6,6 +6,7 @@ so every decision here is deterministic, not a race against the clock.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -284,3 +285,16 @@ def test_too_slow_for_the_timeout_is_never_ready(helpers):
         helpers.wait_until(lambda: c.get("/readyz").json()["warmup"] is not None)
         r = c.get("/readyz")
     assert r.status_code == 503 and r.json()["status"] == "too slow for the timeout"
+
+
+def test_the_warm_up_log_line_reads_as_a_sentence(helpers, caplog):
+    """Not the report's Python repr: what was timed and what was decided, in words."""
+    fake = Timed(0.06, 0.0)  # a pair costs one call: batching pays
+    app = timed_app(fake, helpers.config(max_batch=8, timeout_s=5))
+    with caplog.at_level(logging.INFO, logger="fcnseg.serve"), _unready(app) as c:
+        helpers.wait_until(lambda: c.get("/readyz").json()["warmup"] is not None)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("warm-up: ")]
+    assert lines == [
+        "warm-up: one image 0.06 s (1024 model pixels); a batch of two 0.03 s per image: batching on "
+        "(batches of up to 8)"
+    ]

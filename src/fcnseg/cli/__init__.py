@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -47,7 +48,10 @@ def add_model_arguments(p: argparse.ArgumentParser, *, device: bool = True) -> N
     """``--model``, ``--weights`` (``none`` -> None) and ``--device``, the same for every command that runs a model."""
     from ..weights import MODEL_WEIGHTS
 
-    p.add_argument("--model", default="fcn_resnet50", choices=list(MODEL_WEIGHTS), help="default: fcn_resnet50")
+    p.add_argument(
+        "--model", choices=list(MODEL_WEIGHTS),
+        help="default: the model a checkpoint given with --weights records, else fcn_resnet50",
+    )  # fmt: skip
     p.add_argument(
         "--weights", default="DEFAULT", type=_weights,
         help="weights name (default: DEFAULT, the COCO/VOC checkpoint), a checkpoint file (.pth/.pt/.safetensors), "
@@ -127,9 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"fcnseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C; SIGTERM where a command raises it as one, with its signum (143)
+        print(f"fcnseg {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
+        return 128 + getattr(e, "signum", signal.SIGINT)
     except Exception as e:
         line = _error_line(e)
         if line is None:

@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..data import get_dataset
     from ..distributed import init_distributed
     from ..evaluate import evaluate_dataset, format_table, summarize
-    from ..models import load_weights
+    from ..models import load_weights, model_for
     from ..predict import Segmenter
 
     if args.batch_size < 1:
@@ -78,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     split = split_label(args.split, args.ann_file)
     info, device = init_distributed(args.device)
     try:
+        args.model = model_for(args.model, args.weights)  # a checkpoint's own model, unless --model names another
         weights = load_weights(args.model, args.weights)  # read once: state dict, class names, size
         names = None if weights is None else weights.categories  # None when the weights carry no class names
         seg = Segmenter(args.model, weights, device=device, size=args.size, categories=names)

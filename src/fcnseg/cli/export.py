@@ -113,7 +113,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and leaves --output as it was.",
     )
     add_model_arguments(p, device=False)
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument(
+        "--format", choices=("onnx", "torchscript"), default="onnx",
+        help="onnx (default: ONNX Runtime, OpenVINO, TensorRT... read it; needs pip install 'fcnseg[export]') or "
+             "torchscript (a .pt that torch.jit.load runs without fcnseg)",
+    )  # fmt: skip
     add_size_argument(p)
     add_output_argument(
         p, "output file (.onnx, or .pt for TorchScript; --format decides)", required=True, metavar="FILE"

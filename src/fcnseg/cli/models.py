@@ -74,7 +74,10 @@ def _import(args: argparse.Namespace) -> int:
     if not matches:  # a renamed file: recognise it by its hash
         matches = [w for w in _all_weights() if digest.startswith(w.value.hash_prefix)]
     if not matches:
-        raise WeightsError(f"{src}: sha256 {digest[:12]}... matches no official checkpoint")
+        raise WeightsError(
+            f"{src}: sha256 {digest[:12]}... matches no official checkpoint, and the cache is for those only; a "
+            f"checkpoint of your own needs no import: pass it as --weights {src}"
+        )
     w = matches[0]
     if not digest.startswith(w.value.hash_prefix):
         raise WeightsError(
@@ -99,8 +102,13 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    about = "list models and weights with their published metrics and whether each is cached"
-    p = sub.add_parser("models", help=about, description=about[0].upper() + about[1:] + " (same as weights list).")
+    p = sub.add_parser(
+        "models",
+        help="list models and weights with their published metrics",
+        description="List the models and their official weights: parameters, GFLOPs, the published metrics, the "
+        "file, and whether it is in the torch.hub cache yet (fcnseg weights download fetches it). Same as weights "
+        "list.",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_models)
 
@@ -110,7 +118,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Manage checkpoints in the torch.hub cache ($TORCH_HOME/hub/checkpoints), shared with torchvision.",
     )
     wsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ls = wsub.add_parser("list", help="the same table as fcnseg models", description=about[0].upper() + about[1:] + ".")
+    ls = wsub.add_parser(
+        "list", help="the same table as fcnseg models", description="List the models and their official weights "
+        "with their published metrics and whether each is cached (same as fcnseg models).",
+    )  # fmt: skip
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=_models)
     d = wsub.add_parser("download", help="fetch official weights (hash-checked)")

@@ -167,7 +167,7 @@ def _save(
     Safe to call from a worker thread: it touches only this image's files.
     """
     h, w = result.mask.shape
-    top = result.class_stats()[0]
+    top = result.class_stats(confidence=False)[0]
     fields = {"width": w, "height": h, "top_class": top["name"], "top_share": round(top["share"], 6)}
     record = {**claim, "input": str(item.path), **fields}
     write_record(out, item.name, {**record, "outputs": []})
@@ -178,6 +178,11 @@ def _save(
 
 
 _AGAIN = "run again (finished images are skipped)"
+
+
+def _weighed(rows: list[dict[str, Any]], weights: str) -> list[dict[str, Any]]:
+    """This run's summary rows with the weights that made them (random ones say so in each row)."""
+    return [{**row, "weights": weights} for row in rows]
 
 
 def _kept(rows: list[dict[str, Any]]) -> str:
@@ -255,6 +260,9 @@ def _check_coco_writer(save: list[str]) -> None:
 
 
 def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLock) -> int:
+    from ..models import model_for
+
+    args.model = model_for(args.model, args.weights)  # a checkpoint's own model, unless --model names another
     _check_coco_writer(args.save)
     require_speed_extras(args)
     if args.source is not None:
@@ -270,10 +278,12 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         raise CLIError("no inputs: give files, folders, globs, - (paths on stdin) or --example")
     weights = args.weights
     weights_label = "none (random init: predictions are meaningless)" if weights is None else args.weights
+    random = weights is None  # said in every output: the summary, the JSON, a band across each overlay
     kinds = [k for k in args.save if k in OUTPUT_KINDS]  # per image; RUN_OUTPUTS are one file for the run
     coco = CocoResults() if "coco" in args.save else None
     settings = _settings(args, device)
-    redo = args.overwrite or coco is not None  # the COCO file describes the whole run: nothing is skipped
+    # the COCO file describes the whole run, and random weights differ every run: nothing is skipped
+    redo = args.overwrite or coco is not None or random
     say = print if info.is_main else (lambda *a, **k: None)
     if weights is None:
         say(f"fcnseg segment: warning: --weights none: {args.model} is randomly initialised", file=sys.stderr)
@@ -310,7 +320,8 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         results = segmenter.predict_paths(
             list(todo), workers=_workers(args.workers, device), probs="probs" in kinds, confidence=confidence
         )
-        meta = {"model": args.model, "weights": weights_label, "input_size": segmenter.preprocess.resize_size}
+        meta = {"model": args.model, "weights": weights_label, "random_weights": random,
+                "input_size": segmenter.preprocess.resize_size}  # fmt: skip
     summary = out / f"summary.{args.summary}"
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not sys.stderr.isatty() or not info.is_main)
     start = time.perf_counter()
@@ -333,7 +344,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
             if isinstance(saved, OSError):
                 h, w = result.mask.shape
                 if saved.errno in _FOLDER_FAULTS:
-                    _stop(saved, out, previous, rows, summary, info)
+                    _stop(saved, out, previous, _weighed(rows, weights_label), summary, info)
                 error = f"{path}: cannot write outputs to {(out / item.name).parent} ({saved.strerror or saved})"
                 rows.append(_row(item, "failed", info.rank, error=error, width=w, height=h))
                 tqdm.write(f"fcnseg segment: error: {error}", file=sys.stderr)
@@ -350,7 +361,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
             segment_clips(clips, segmenter, out, args, coco, redo, rows, settings)
     except KeyboardInterrupt:
         if not info.enabled:  # keep a record of what was done; every output on disk is complete
-            write_summary(merge_rows(previous, rows), summary)
+            write_summary(merge_rows(previous, _weighed(rows, weights_label)), summary)
         raise
     finally:
         bar.close()
@@ -367,7 +378,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped")}
     if info.is_main:
         try:
-            write_summary(merge_rows(previous, rows), summary)
+            write_summary(merge_rows(previous, _weighed(rows, weights_label)), summary)
         except OSError as e:
             raise CLIError(describe(e, kept=_kept(rows), todo=_AGAIN)) from e
         if coco is not None:
@@ -378,6 +389,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
             f"{counts['failed']} failed, "
             f"{counts['skipped']} skipped (done before) in {elapsed:.1f} s ({rate:.2f} images/s"
             f"{f' over {info.world_size} processes' if info.enabled else ''}); summary: {summary}"
+            + ("; RANDOM WEIGHTS (--weights none): the masks mean nothing" if random else "")
         )
         if todo and (path := segmenter.speed_path()):
             print(f"--fast ran {path}")
@@ -389,8 +401,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "segment",
         help="segment images, folders or globs; write masks, overlays and a summary",
         description=(
-            "Segment images and write, per input, a palette PNG mask the size of the input (class index per "
-            "pixel) plus the outputs chosen with --save; a summary of the run goes to OUT_DIR/summary.csv. "
+            "Segment images and write, per input, the outputs chosen with --save (by default a palette PNG mask "
+            "the size of the input, class index per pixel, and an overlay); a summary of the run goes to "
+            "OUT_DIR/summary.csv. "
             "Launch with torchrun to shard the inputs over processes."
         ),
         epilog="outputs per input NAME (its path relative to a folder input, else its stem; plus a hash of its "
@@ -428,8 +441,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--save", type=_parse_save, default=_parse_save(DEFAULT_SAVE), metavar="KINDS",
-        help=f"comma-separated outputs from {','.join(OUTPUT_KINDS)} (default: {DEFAULT_SAVE}), and coco: one "
-             f"{RUN_OUTPUTS['coco']} for the run (COCO RLE per image and class; segments every input)",
+        help=f"comma-separated outputs from {','.join(OUTPUT_KINDS)} (default: {DEFAULT_SAVE}); coco: one "
+             f"{RUN_OUTPUTS['coco']} for the run (COCO RLE per image and class; segments every input); "
+             "mask-frames: for a video, also a folder NAME_frames of PNG masks, one per frame",
     )  # fmt: skip
     p.add_argument("--summary", choices=("csv", "jsonl"), default="csv", help="run summary format (default: csv)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs were made from the same file")

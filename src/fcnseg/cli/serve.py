@@ -7,17 +7,23 @@ are capped, and one client address gets at most a share of the admission slots.
 
 ``--workers N`` runs N server processes on one port (uvicorn's process manager; the kernel spreads
 connections over them). Each loads its own model and uses ``cores / N`` torch threads, so the processes do
-not fight over the cores; each has its own queue, admission control and warm-up.
+not fight over the cores; each has its own queue, admission control and warm-up. The API key reaches them in a
+file only its owner may read (in a private temporary folder, removed when the server stops), never in an environment
+variable, which every process they start would inherit; ``$FCNSEG_API_KEY`` is removed from the environment once read.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import ipaddress
 import json
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,15 +125,46 @@ def build_app(args: argparse.Namespace) -> Any:
         optimize=speed_options_from_args(args),
     )
     print(f"fcnseg serve: {segmenter.describe_size()}", file=sys.stderr)
-    loaded = segmenter.weights
-    info: dict = {"weights": None if loaded is None else loaded.source, "threads": torch.get_num_threads()}
+    return create_app(segmenter, config=serve_config(args), model_info=model_info(segmenter.weights))
+
+
+def model_info(loaded: Any) -> dict[str, Any]:
+    """What ``GET /v1/models`` says of the weights: the registry entry (and its scores), or a local file's name and
+    sha256, never its path (which tells a client about the server's folders and users)."""
+    import torch
+
+    from ..weights import sha256_file
+
+    info: dict[str, Any] = {"weights": None, "threads": torch.get_num_threads()}
     if loaded is not None and loaded.member is not None:
-        info["metrics"] = loaded.member.meta["metrics"]
-    return create_app(segmenter, config=serve_config(args), model_info=info)
+        info.update(weights=loaded.source, metrics=loaded.member.meta["metrics"])
+    elif loaded is not None:
+        info.update(weights=loaded.path.name, weights_sha256=sha256_file(loaded.path))
+    return info
+
+
+@contextlib.contextmanager
+def _key_file(key: str | None) -> Iterator[str | None]:
+    """``key`` in a file only this user can read, in a fresh private folder, for the ``--workers`` processes; the
+    folder is removed when the block ends (uvicorn restarts a dead worker, which reads it again)."""
+    if key is None:
+        yield None
+        return
+    folder = tempfile.mkdtemp(prefix="fcnseg-serve-")  # mode 0700
+    try:
+        path = os.path.join(folder, "api-key")
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(key)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _worker_args() -> argparse.Namespace:
-    return argparse.Namespace(**json.loads(os.environ[WORKER_ARGS]))
+    """The parent's arguments in a ``--workers`` process, the API key read from the parent's key file."""
+    args = argparse.Namespace(**json.loads(os.environ[WORKER_ARGS]))
+    args.resolved_key = Path(args.key_file).read_text() if args.key_file else None
+    return args
 
 
 def worker_app() -> Any:
@@ -160,7 +197,11 @@ def _log_config(level: str) -> dict[str, Any]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from ..models import model_for
+
+    args.model = model_for(args.model, args.weights)  # a checkpoint's own model, unless --model names another
     args.resolved_key = api_key(args)
+    os.environ.pop(KEY_ENV, None)  # read: the processes the server starts need not inherit it
     check_exposure(args.host, args.resolved_key, args.no_auth)
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise CLIError("--ssl-certfile and --ssl-keyfile go together")
@@ -182,9 +223,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         uvicorn.run(build_app(args), **options)
         return 0
-    os.environ[WORKER_ARGS] = json.dumps({k: v for k, v in vars(args).items() if k != "func"})
+    shared = {k: v for k, v in vars(args).items() if k not in ("func", "api_key", "resolved_key")}
     options["http"] = "fcnseg.cli.serve:WorkerProtocol"
-    uvicorn.run("fcnseg.cli.serve:worker_app", factory=True, workers=args.workers, **options)
+    with _key_file(args.resolved_key) as key_file:
+        os.environ[WORKER_ARGS] = json.dumps({**shared, "key_file": key_file})
+        uvicorn.run("fcnseg.cli.serve:worker_app", factory=True, workers=args.workers, **options)
     return 0
 
 

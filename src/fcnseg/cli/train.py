@@ -71,12 +71,15 @@ def _folder_lock(out: Path) -> Iterator[None]:
                 out.rmdir()
 
 
-def _checkpoint_epoch(path: Path) -> int | None:
-    """The epoch a training checkpoint finished, read without loading its tensors; None if it cannot be read."""
+def _checkpoint_place(path: Path) -> str | None:
+    """Where in its run a training checkpoint was saved (``epoch 3, step 7``), read without loading its tensors;
+    None if it cannot be read."""
     import torch
 
+    from ..train.checkpoint import checkpoint_place
+
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+        return checkpoint_place(torch.load(path, map_location="cpu", weights_only=True, mmap=True))
     except Exception:  # any reason it does not load means it is not a checkpoint to resume from
         return None
 
@@ -84,9 +87,9 @@ def _checkpoint_epoch(path: Path) -> int | None:
 def _after_fault(out: Path) -> dict[str, str]:
     """What survived an I/O fault in the run folder ``out``, and how to go on from it."""
     last = out / "last.pth"
-    epoch = _checkpoint_epoch(last) if last.is_file() else None
-    if epoch is not None:
-        return {"kept": f"{last.name} from epoch {epoch} is intact", "todo": f"continue with --resume {last}"}
+    place = _checkpoint_place(last) if last.is_file() else None
+    if place is not None:
+        return {"kept": f"{last.name} from {place} is intact", "todo": f"continue with --resume {last}"}
     if any((out / name).exists() for name in RUN_FILES):
         return {"kept": "no checkpoint was saved yet", "todo": "start over in the same folder with --exist-ok"}
     return {"kept": "nothing was written", "todo": "run again"}
@@ -96,6 +99,10 @@ def _train(args: argparse.Namespace) -> int:
     from ..train import TrainingStopped, fit, resume
 
     given = _given(args)
+    if given.get("weights") and not args.resume:  # fine-tuning: the model the checkpoint records, unless --model
+        from ..models import model_for
+
+        given["model"] = model_for(given.get("model"), given["weights"])
     if args.resume:
         run = partial(resume, args.resume, **given)
         where = Path(args.output_dir or Path(args.resume).parent)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm import tqdm
 
 from ..coco_results import CocoResults
-from ..outputs import read_record, source_of, write_record
+from ..outputs import RANDOM_WEIGHTS_CAPTION, read_record, source_of, write_record
 from ..video import VIDEO_OUTPUTS, Frame, VideoDecodeError, VideoReader, VideoWriter, require_av, segment_video
 from . import CLIError
 from ._inputs import Input
@@ -54,15 +54,26 @@ def video_kinds(save: list[str]) -> list[str]:
     return [k for k in ("overlay", "mask") if k in save] + ["stats"] + frames
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as a KeyboardInterrupt so that every file is finished as on Ctrl-C; ``signum`` makes the
+    command exit with 128 + SIGTERM (143), as a terminated process does, not Ctrl-C's 130."""
+
+    signum = signal.SIGTERM
+
+    def __str__(self) -> str:
+        return "terminated"
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt in the main thread, so that it finishes the files as Ctrl-C does."""
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so that it finishes the files
+    as Ctrl-C does."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -97,6 +108,7 @@ def _segment_one(
             return segment_video(
                 segmenter, reader, base, kinds, on_frame=written, max_frames=args.max_frames,
                 duration=args.duration, smooth=args.smooth, confidence=coco is not None,
+                caption=RANDOM_WEIGHTS_CAPTION if args.weights is None else None,
             )  # fmt: skip
     finally:
         bar.close()

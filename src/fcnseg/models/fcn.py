@@ -22,7 +22,9 @@ from ..weights import (
     ResNet101_Weights,
     WeightsEnum,
     WeightsError,
+    fit_state_dict,
     load_state_dict_file,
+    read_weights_file,
 )
 from .resnet import ResNet, resnet50, resnet101
 
@@ -119,11 +121,19 @@ def _fcn_resnet(
     weights, weights_backbone = _handle_legacy(
         kwargs, weights, weights_backbone, weights_enum.DEFAULT, backbone_enum.DEFAULT
     )
-    if isinstance(weights, LoadedWeights):  # read once by the caller (fcnseg.weights.load_weights)
+    weights = weights_enum.resolve(weights) if not isinstance(weights, LoadedWeights) else weights
+    if isinstance(weights, Path):
+        weights = read_weights_file(weights)
+    if isinstance(weights, LoadedWeights):  # read once (by the caller: fcnseg.weights.load_weights)
+        name = f"fcn_{backbone_fn.__name__}"
+        if weights.model not in (None, name):
+            raise WeightsError(
+                f"{weights.source} holds an {weights.model} model, not {name}: build {weights.model} (or leave the "
+                "model name out: it is taken from the checkpoint)"
+            )
         weights, state_dict = weights.member or weights.path, weights.state_dict
     else:
-        weights = weights_enum.resolve(weights)  # a member, a local file or None
-        state_dict = load_state_dict_file(weights) if isinstance(weights, Path) else None
+        state_dict = None
     if state_dict is not None:
         expected = _checkpoint_classes(state_dict)
         aux_loss = _checkpoint_aux(weights, state_dict, aux_loss)
@@ -147,10 +157,7 @@ def _fcn_resnet(
 
     backbone = backbone_fn(replace_stride_with_dilation=[False, True, True])
     if isinstance(weights_backbone, Path):
-        try:
-            backbone.load_imagenet_state_dict(load_state_dict_file(weights_backbone))
-        except RuntimeError as e:
-            raise WeightsError(f"{weights_backbone}: not an ImageNet ResNet state dict for this model: {e}") from None
+        backbone.load_imagenet_state_dict(load_state_dict_file(weights_backbone), str(weights_backbone))
     elif weights_backbone is not None:
         backbone.load_imagenet_state_dict(weights_backbone.get_state_dict(progress=progress))
     model = FCN(backbone, FCNHead(2048, num_classes), FCNHead(1024, num_classes) if aux_loss else None)
@@ -160,10 +167,7 @@ def _fcn_resnet(
             state_dict = weights.get_state_dict(progress=progress, check_hash=True)
         if not aux_loss:  # a model built without the aux head skips the file's
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith("aux_classifier.")}
-        try:
-            model.load_state_dict(state_dict, strict=True)
-        except RuntimeError as e:
-            raise WeightsError(f"{weights}: does not fit this model: {e}") from None
+        fit_state_dict(model, state_dict, str(weights))
     return model
 
 

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from ..weights import fit_state_dict
+
 __all__ = ["Bottleneck", "ResNet", "resnet50", "resnet101"]
 
 
@@ -102,10 +104,11 @@ class ResNet(nn.Module):
         c4 = self.layer4(c3)  # (N, 2048, H/8, W/8) when dilated
         return {"layer3": c3, "layer4": c4}
 
-    def load_imagenet_state_dict(self, state_dict: dict[str, Tensor]) -> None:
-        """Load a torchvision ImageNet checkpoint, ignoring its classifier (``fc.*``)."""
+    def load_imagenet_state_dict(self, state_dict: dict[str, Tensor], source: str = "ImageNet weights") -> None:
+        """Load a torchvision ImageNet checkpoint, ignoring its classifier (``fc.*``); a misfit is one line naming
+        ``source`` (:func:`fcnseg.weights.fit_state_dict`)."""
         features = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
-        self.load_state_dict(features, strict=True)
+        fit_state_dict(self, features, source, "not an ImageNet ResNet state dict for this model")
 
 
 def resnet50(replace_stride_with_dilation: Sequence[bool] = (False, False, False)) -> ResNet:

@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -44,7 +44,7 @@ from .admission import SAFETY, Admission, OverloadError, ServiceTime
 from .batching import DeadlineExceededError, MicroBatcher
 from .config import ServeConfig, check_dependencies
 from .errors import HTTPError, RequestIds, error_body, logger
-from .security import BearerAuth
+from .security import BearerAuth, openapi_bearer
 from .upload import ClientGoneError, upload
 from .warmup import WarmupReport, warm_up, warmup_image
 
@@ -244,7 +244,7 @@ def create_app(
         classes = [
             {"index": s["index"], "name": s["name"], "area": s["share"], "pixels": s["pixels"],
              "segmentation": coco_rle(result.mask == s["index"])}  # COCO compressed RLE, as every tool reads
-            for s in result.class_stats()  # largest first
+            for s in result.class_stats(confidence=False)  # largest first
         ]  # fmt: skip
         return JSONResponse({"model": info["name"], "width": w, "height": h, "classes": classes})
 
@@ -270,8 +270,11 @@ def create_app(
             logger.exception("request %s: inference failed", request.state.request_id)
             raise HTTPError(503, "inference failed; see the server log", {"Retry-After": "1"}) from None
 
+    auth = [Depends(openapi_bearer())] if cfg.api_key else []  # declares the key to /docs; BearerAuth checks it
+
     @app.post(
         "/v1/segment",
+        dependencies=auth,
         summary="Segment one image",
         response_class=Response,
         responses={
@@ -348,7 +351,7 @@ def create_app(
         finally:
             admission.leave(ticket)
 
-    @app.get("/v1/models", summary="The served model: classes, palette, metrics")
+    @app.get("/v1/models", dependencies=auth, summary="The served model: classes, palette, metrics")
     async def models() -> dict[str, Any]:
         return {"models": [info]}
 

@@ -36,6 +36,16 @@ class WarmupReport:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def __str__(self) -> str:
+        """The log's line: ``one image 0.41 s (270400 model pixels); a batch of two 0.39 s per image: batching off
+        (batches of up to 1)``."""
+        pair = "" if self.pair_s is None else f"; a batch of two {self.pair_s:.2f} s per image"
+        batching = "batching on" if self.max_batch > 1 else "batching off"
+        weight = self.image_pixel_weight
+        weight = f"; an uploaded pixel costs {weight:.3g} model pixels" if weight else ""
+        return (f"one image {self.single_s:.2f} s ({self.pixels} model pixels){pair}: {batching} (batches of up to "
+                f"{self.max_batch}){weight}")  # fmt: skip
+
 
 def warmup_image(width: int, height: int) -> Image.Image:
     """A smooth synthetic photo-like image (gradients), so no model path sees an unusual input."""

@@ -3,9 +3,10 @@
 A run writes two self-describing (nanoGPT style), versioned (``format``, ``version``) files:
 
 - ``last.pth``, to continue the run: the run state (``epoch``, ``step``, ``samples``, ``best_miou``,
-  ``metrics``), the model's state dict under ``model`` in torchvision's key layout, the optimizer, scheduler and
-  grad-scaler states, every rank's RNG states, the global batch, the class weights, the full config (``config``:
-  a dict of :class:`TrainConfig` fields, sizes included) and the class names (``categories``).
+  ``metrics``), the optimizer steps an epoch has (``steps_per_epoch``, to say where the run stood), the model's
+  state dict under ``model`` in torchvision's key layout, the optimizer, scheduler and grad-scaler states, every
+  rank's RNG states, the global batch, the class weights, the full config (``config``: a dict of
+  :class:`TrainConfig` fields, sizes included) and the class names (``categories``).
 - ``best.pth``, to use the best model: ``model``, ``config``, ``categories``, ``model_name``, ``num_classes``,
   the format fields, and where and what it scored (``epoch``, ``step``, ``samples``, ``best_miou``, ``metrics``).
 
@@ -26,7 +27,7 @@ import torch.distributed as dist
 
 from .._atomic import atomic_path
 from ..distributed import DistInfo
-from ..weights import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, WeightsError, read_checkpoint
+from ..weights import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, WeightsError, fit_state_dict, read_checkpoint
 from .config import RUNTIME_FIELDS, TrainConfig
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ __all__ = [
     "RunState",
     "all_rng_states",
     "changed_fields",
+    "checkpoint_place",
     "inference_checkpoint",
     "load_resume",
     "per_process_batch",
@@ -148,12 +150,25 @@ def run_checkpoint(run: Run, state: RunState) -> dict[str, Any]:
         "scaler": run.scaler.state_dict(),
         "rng": all_rng_states(run.info),
         "global_batch": run.global_batch,
+        "steps_per_epoch": run.steps_per_epoch,
         "config": asdict(run.config),
         "categories": run.categories,
         "model_name": run.config.model,
         "num_classes": len(run.categories),
         "class_weights": run.class_weights.tolist() if run.class_weights is not None else None,
     }
+
+
+def checkpoint_place(ckpt: dict[str, Any]) -> str:
+    """Where in its run a checkpoint was saved, for messages: ``epoch 2`` at the end of epoch 2, ``epoch 3, step 7``
+    within epoch 3 (step: the run's optimizer steps); ``step 7 (2 epochs finished)`` for a file that does not
+    record how many steps an epoch has."""
+    epoch, step, per_epoch = ckpt["epoch"], ckpt.get("step"), ckpt.get("steps_per_epoch")
+    if step is None or (per_epoch and step == epoch * per_epoch):
+        return f"epoch {epoch}"
+    if per_epoch:
+        return f"epoch {epoch + 1}, step {step}"
+    return f"step {step} ({epoch} epoch{'s' * (epoch != 1)} finished)"
 
 
 def inference_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +247,7 @@ class RunState:
 
 def restore(run: Run, ckpt: dict[str, Any], state: RunState) -> None:
     """Load a checkpoint's model, optimizer, schedule and RNG states into a freshly set-up run."""
-    run.model.load_state_dict(ckpt["model"])
+    fit_state_dict(run.model, ckpt["model"], str(run.config.resume))
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
     run.scaler.load_state_dict(ckpt["scaler"])

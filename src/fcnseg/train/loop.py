@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from .data import epoch_loader
 from .recipe import criterion, set_train_mode
 from .runs import epoch_line
 from .setup import Run, setup_run
-from .stop import StopRequest, TrainingStopped, stop_on_signals
+from .stop import Pace, StopRequest, TrainingStopped, say_now, stop_on_signals
 
 __all__ = ["TrainingStopped", "fit", "resume"]
 
@@ -82,17 +83,19 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, dev
         run.log.message(f"{config.resume} has finished its {config.epochs} epochs: nothing to do")
     started, start_samples = clock(), state.samples
     total = config.epochs * run.steps_per_epoch * run.global_batch  # samples, all processes together
-    with stop_on_signals() as stop, contextlib.closing(run.log):
+    with stop_on_signals(say_now if info.is_main else None, clock) as stop, contextlib.closing(run.log):
         while state.epoch < config.epochs:
             epoch_start = clock()
             loss = _train_epoch(run, state, stop)
             if run.val_loader is not None:
-                _validate(run, state)
+                with _timed(stop.pace, "validate"):
+                    _validate(run, state)
             is_best = state.metrics is not None and state.metrics["miou"] > state.best_miou
             if is_best:
                 state.best_miou = state.metrics["miou"]
             state.epoch += 1
-            _save(run, state, best=is_best)
+            with _timed(stop.pace, "save"):
+                _save(run, state, best=is_best)
             now, trained = clock(), state.samples - start_samples
             # the time left: the samples left at this process's pace so far (validation included)
             left = (total - state.samples) * (now - started) / trained if trained else None
@@ -132,6 +135,12 @@ def _train_epoch(run: Run, state: RunState, stop: StopRequest) -> float | None:
                disable=not (info.is_main and config.progress), leave=False, dynamic_ncols=True)  # fmt: skip
     window_loss, window_steps, window_start = torch.zeros((), device=device), 0, time.perf_counter()
     micro, micro_per_epoch = done * config.accum_steps, run.steps_per_epoch * config.accum_steps
+
+    def next_step() -> None:  # timed from the end of the last one: data loading included
+        ends_epoch = (state.step + 1) % run.steps_per_epoch == 0 and run.val_loader is not None
+        stop.pace.enter("step", clock(), validate_next=ends_epoch)
+
+    next_step()
     for images, targets in loader:
         if micro >= micro_per_epoch:
             break
@@ -152,6 +161,7 @@ def _train_epoch(run: Run, state: RunState, stop: StopRequest) -> float | None:
         run.scaler.update()
         run.optimizer.zero_grad(set_to_none=True)
         run.scheduler.step()
+        stop.pace.took(clock())
         state.step += 1
         state.samples += run.global_batch
         window_steps += 1
@@ -170,11 +180,21 @@ def _train_epoch(run: Run, state: RunState, stop: StopRequest) -> float | None:
             window_steps, window_start = 0, time.perf_counter()
         saved = config.save_every and state.step % config.save_every == 0 and not end_of_epoch
         if saved:
-            _save(run, state)
+            with _timed(stop.pace, "save"):
+                _save(run, state)
         if not end_of_epoch:  # after the epoch's last step, it stops once the epoch is validated and saved
             _stop_if_asked(run, state, stop, save=not saved)
+            next_step()
     bar.close()
     return epoch_loss / epoch_steps if epoch_steps else None
+
+
+@contextlib.contextmanager
+def _timed(pace: Pace, phase: str) -> Iterator[None]:
+    """Time ``phase`` of the loop (validation, a save) for :class:`Pace`'s estimate of how long stopping takes."""
+    pace.enter(phase, clock())
+    yield
+    pace.took(clock())
 
 
 def _validate(run: Run, state: RunState) -> None:

@@ -200,18 +200,20 @@ def segment_video(
     kinds: Sequence[str] = DEFAULT_KINDS,
     *,
     on_frame: Callable[[Frame, SegmentationResult], None] | None = None,
+    caption: str | None = None,
     **options: Any,
 ) -> tuple[VideoWriter, VideoDecodeError | KeyboardInterrupt | None]:
     """Segment a clip or stream into ``base``'s outputs (``OUT_DIR/NAME`` -> ``NAME_overlay.mp4``...).
 
     The model runs here while a writer thread encodes the frames before (at most two waiting). ``options`` go to
-    :func:`predict_video`; ``on_frame(frame, result)`` is called once each frame is written. The files are
+    :func:`predict_video`; ``on_frame(frame, result)`` is called once each frame is written; ``caption`` is written
+    across the top of every overlay frame. The files are
     finalized and renamed in every case but an unexpected error (then removed): after the last frame, at a
     damaged frame and on Ctrl-C/KeyboardInterrupt alike, which come back as the second value (None: the whole
     video). Returns the closed writer (``.frames``, ``.paths``, ``.notes``).
     """
     reader = source if isinstance(source, VideoReader) else VideoReader(source)
-    writer = VideoWriter(Path(base), reader, segmenter.categories, kinds)
+    writer = VideoWriter(Path(base), reader, segmenter.categories, kinds, caption)
     stop: VideoDecodeError | KeyboardInterrupt | None = None
     pending: deque = deque()
 

@@ -75,7 +75,14 @@ class VideoWriter:
     written), :meth:`discard` removes them. The containers open at the first frame, whose size they take.
     """
 
-    def __init__(self, base: Path, reader: VideoReader, categories: Sequence[str], kinds: Sequence[str]) -> None:
+    def __init__(
+        self,
+        base: Path,
+        reader: VideoReader,
+        categories: Sequence[str],
+        kinds: Sequence[str],
+        caption: str | None = None,
+    ) -> None:
         unknown = set(kinds) - set(VIDEO_OUTPUTS)
         if unknown:
             raise ValueError(f"unknown video outputs {sorted(unknown)}; choose from {','.join(VIDEO_OUTPUTS)}")
@@ -83,6 +90,7 @@ class VideoWriter:
         self.temps = {k: _temporary(p) for k, p in self.paths.items()}
         base.parent.mkdir(parents=True, exist_ok=True)
         self.reader, self.categories = reader, list(categories)
+        self.caption = caption  # written across the top of every overlay frame (random weights say so)
         self.frames = 0
         self.size: tuple[int, int] | None = None  # (width, height) of the frames, upright; set by the first one
         self.notes: list[str] = []
@@ -126,7 +134,12 @@ class VideoWriter:
             self.size = (w, h)
         if self._overlay is not None:
             out, s = self._overlay
-            pixels = _even(np.asarray(result.overlay()))
+            image = result.overlay()
+            if self.caption is not None:
+                from ..transforms import captioned  # torch: imported once frames are written, not for --help
+
+                image = captioned(image, self.caption)
+            pixels = _even(np.asarray(image))
             if pixels.shape[:2] != (s.height, s.width):
                 raise VideoDecodeError(f"{self.reader.label}: frame {frame.index} changed size to {w}x{h}")
             self._encode(out, s, av.VideoFrame.from_ndarray(pixels, format="rgb24"), frame.pts)
