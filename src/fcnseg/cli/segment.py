@@ -30,10 +30,12 @@ from ..models import get_model_weights
 from ..outputs import (
     OUTPUT_KINDS,
     RUN_OUTPUTS,
+    forget_outputs,
     merge_rows,
     output_paths,
     read_record,
     read_summary,
+    recorded_source,
     remove_outputs,
     source_of,
     write_outputs,
@@ -47,6 +49,7 @@ from . import CLIError, add_model_arguments, add_size_argument
 from ._inputs import Input, collect_inputs, name_inputs
 from .background import in_background
 from .speed import add_speed_arguments, speed_options_from_args
+from .video import check_video_options, describe_counts
 
 __all__ = ["example_image", "register", "run"]
 
@@ -244,6 +247,7 @@ def _check_coco_writer(save: list[str]) -> None:
 
 def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLock) -> int:
     _check_coco_writer(args.save)
+    check_video_options(args)
     out = Path(args.output)
     _check_writable(out)
     if args.source is not None:  # a live stream (cli/video.py)
@@ -275,7 +279,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         if is_video(item.path):
             clips.append(item)
             continue
-        claim = {"source": source_of(item.path), "settings": settings}
+        claim = {"source": recorded_source(out, item.name, item.path), "settings": settings}
         done = None if redo else _done_before(out, item, claim, kinds)
         if done is not None:
             rows.append(_row(item, "skipped", info.rank, **done))
@@ -310,6 +314,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
             item, _ = todo[path]
             bar.update()
             if isinstance(result, ImageDecodeError):
+                forget_outputs(out, item.name, todo[path][1])
                 rows.append(_row(item, "failed", info.rank, error=str(result)))
                 tqdm.write(f"fcnseg segment: error: {result}", file=sys.stderr)
                 continue
@@ -353,13 +358,8 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
             raise CLIError(describe(e, kept=_kept(rows), todo=_AGAIN)) from e
         if coco is not None:
             print(f"COCO predictions: {coco.write(out / RUN_OUTPUTS['coco'])} ({len(coco.images)} images)")
-        rate = counts["ok"] / elapsed if elapsed > 0 else 0.0
-        print(
-            f"fcnseg segment: {len(rows)} image{'s' * (len(rows) != 1)}: {counts['ok']} segmented, "
-            f"{counts['failed']} failed, "
-            f"{counts['skipped']} skipped (done before) in {elapsed:.1f} s ({rate:.2f} images/s"
-            f"{f' over {info.world_size} processes' if info.enabled else ''}); summary: {summary}"
-        )
+        processes = info.world_size if info.enabled else 1
+        print(f"fcnseg segment: {describe_counts(rows, elapsed, processes)}; summary: {summary}")
         if todo and (path := segmenter.speed_path()):
             print(f"--fast ran {path}")
     return 1 if counts["failed"] else 0

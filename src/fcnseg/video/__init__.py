@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .reader import VIDEO_SUFFIXES, Frame, VideoDecodeError, VideoReader, is_video, require_av
-from .writer import DEFAULT_KINDS, VIDEO_OUTPUTS, VideoWriter, read_masks
+from .writer import DEFAULT_KINDS, VIDEO_OUTPUTS, VideoWriter, read_masks, remove_video_outputs
 
 if TYPE_CHECKING:
     from ..predict import Segmenter
@@ -50,6 +50,7 @@ __all__ = [
     "is_video",
     "predict_video",
     "read_masks",
+    "remove_video_outputs",
     "require_av",
     "segment_frames",
     "segment_video",
