@@ -137,7 +137,7 @@ def _done_before(out: Path, item: Input, claim: dict[str, Any], kinds: list[str]
     """The summary fields of an input whose requested outputs were all made from this very file with these
     settings, or None.
 
-    "This very file": the record under its name holds the same real path, size and modification time; "these
+    "This very file": the record under its name holds the same real path and content (``recorded_source``); "these
     settings": the same :func:`_settings`; "all": each requested kind is listed in the record (it lists them once
     they are all written) and on disk.
     """
@@ -380,7 +380,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         + "; per video: "
         + ", ".join(f"NAME{suffix}" for suffix in VIDEO_OUTPUTS.values())
         + ". An input is skipped when OUT_DIR/.fcnseg/NAME.json records that every output asked for was made from this "
-        "very file (path, size, mtime) with the same model, weights file, size, tiles, TTA and speed path, and they "
+        "very file (real path and the sha256 of its content) with the same model, weights file, size, tiles, TTA and speed path, and they "
         "all exist, unless --overwrite; outputs of an older run of that image that a run does not rewrite are "
         "removed. The exit code is 1 if any input failed.",
     )

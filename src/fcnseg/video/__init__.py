@@ -31,7 +31,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .reader import VIDEO_SUFFIXES, Frame, VideoDecodeError, VideoReader, is_video, require_av
+from .reader import (
+    VIDEO_SUFFIXES,
+    Frame,
+    VideoDecodeError,
+    VideoReader,
+    autorotate_steps,
+    display_upright,
+    is_video,
+    require_av,
+)
 from .writer import DEFAULT_KINDS, VIDEO_OUTPUTS, VideoWriter, read_masks, remove_video_outputs
 
 if TYPE_CHECKING:
@@ -46,6 +55,8 @@ __all__ = [
     "VideoDecodeError",
     "VideoReader",
     "VideoWriter",
+    "autorotate_steps",
+    "display_upright",
     "flicker",
     "is_video",
     "predict_video",
