@@ -380,9 +380,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         + "; per video: "
         + ", ".join(f"NAME{suffix}" for suffix in VIDEO_OUTPUTS.values())
         + ". An input is skipped when OUT_DIR/.fcnseg/NAME.json records that every output asked for was made from this "
-        "very file (real path and the sha256 of its content) with the same model, weights file, size, tiles, TTA and speed path, and they "
-        "all exist, unless --overwrite; outputs of an older run of that image that a run does not rewrite are "
-        "removed. The exit code is 1 if any input failed.",
+        "very file (real path and the sha256 of its content) with the same model, weights file, size, tiles, TTA "
+        "and speed path, and they all exist, unless --overwrite; outputs of an older run of that image that a run "
+        "does not rewrite are removed. The exit code is 1 if any input failed.",
     )
     add_model_arguments(p)
     add_speed_arguments(p)
