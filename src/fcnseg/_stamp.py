@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
 __all__ = ["change_stamp", "content_hash", "file_stamp"]
@@ -39,9 +40,12 @@ def change_stamp(path: str | Path) -> dict[str, int] | None:
 
 
 def content_hash(path: str | Path) -> str | None:
-    """The sha256 of the file's bytes (hex), read 1 MiB at a time; None when it cannot be read."""
+    """The sha256 of the file's bytes (hex), read 1 MiB at a time; None when it cannot be read, or is not a regular
+    file (a named pipe must be read once, by its decoder: opening it here would wait for its writer)."""
     digest = hashlib.sha256()
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, "rb") as f:
             while block := f.read(_CHUNK):
                 digest.update(block)

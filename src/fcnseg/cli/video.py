@@ -218,8 +218,8 @@ def segment_clips(
             record = {**claim, "input": str(item.path), "kind": "video"}
             write_record(out, item.name, {**record, "complete": False})  # claims the name first
             remove_video_outputs(out / item.name, [k for k in VIDEO_OUTPUTS if k not in kinds])
-            name = f"{item.name}{item.path.suffix}"
-            writer, stop = _segment_one(segmenter, reader, out / item.name, kinds, args, coco and (coco, name))
+            named = None if coco is None else (coco, f"{item.name}{item.path.suffix}")
+            writer, stop = _segment_one(segmenter, reader, out / item.name, kinds, args, named)
             for note in reader.notes + writer.notes:
                 print(f"fcnseg segment: {item.path}: {note}", file=sys.stderr)
         if not writer.frames:  # nothing new written: what is there is an older run's
