@@ -2,19 +2,58 @@
 
 Every entry point (CLI, Python API, server, datasets) decodes through :func:`load_image`, so a file is
 read the same way everywhere and every failure is an :class:`ImageDecodeError` with a one-line reason.
+
+Formats: whatever Pillow opens, plus HEIC/HEIF (what iPhones save by default) through pillow-heif's opener,
+registered here at import when ``fcnseg[heif]`` is installed, and AVIF through Pillow's own plugin (Pillow >= 11
+built with libavif) or else pillow-avif-plugin (``fcnseg[avif]``). :data:`IMAGE_SUFFIXES` lists the suffixes of
+all of them, for folder walks; a HEIC or AVIF file met without its plugin is refused with the line to install it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
 from .memory import available_bytes
 
-__all__ = ["MAX_PIXELS", "ImageDecodeError", "load_image", "to_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageDecodeError", "load_image", "to_rgb"]
+
+with contextlib.suppress(ImportError):  # fcnseg[heif]
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+if not features.check("avif"):
+    with contextlib.suppress(ImportError):  # fcnseg[avif]: registers itself on import
+        import pillow_avif  # noqa: F401
+
+# ISO base media brands (the ``ftyp`` box at byte 4) of HEIF stills and sequences, and of AVIF
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
+AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_PLUGINS = {
+    "HEIF": "HEIC/HEIF needs pillow-heif: pip install 'fcnseg[heif]'",
+    "AVIF": "AVIF needs Pillow built with AVIF (Pillow >= 11) or pillow-avif-plugin: pip install 'fcnseg[avif]'",
+}
+
+
+def _image_suffixes() -> tuple[str, ...]:
+    """The suffixes of every format Pillow (with the plugins above) can open, stubs left out (BUFR, GRIB, HDF5,
+    WMF, MPEG: Pillow only names them), plus MPO (JPEG with a second view, which Pillow opens as JPEG) and the HEIF and
+    AVIF suffixes, so that a folder's HEIC photos are named as needing their plugin rather than passed over."""
+
+    def opens(fmt: str) -> bool:
+        opener = Image.OPEN.get(fmt, (None,))[0]  # a class, or a factory function (pillow-heif's)
+        return opener is not None and not (isinstance(opener, type) and issubclass(opener, ImageFile.StubImageFile))
+
+    opened = {ext for ext, fmt in Image.registered_extensions().items() if opens(fmt)}
+    opened -= {".mpg", ".mpeg"}  # Pillow's MPEG plugin reads the header only; these are clips (fcnseg.video)
+    return tuple(sorted(opened | {".mpo", ".heic", ".heif", ".hif", ".avif"}))
+
+
+IMAGE_SUFFIXES = _image_suffixes()
 
 # About 179 MP: where Pillow itself refuses to open a file (twice its warning level). Above any common camera.
 MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
@@ -87,7 +126,7 @@ def load_image(
         except ImageDecodeError:
             raise
         except UnidentifiedImageError:
-            kind = "empty file" if _is_empty(source) else "not an image or an unsupported format"
+            kind = "empty file" if _is_empty(source) else _missing_plugin(fp) or "not an image or an unsupported format"
             raise ImageDecodeError(f"{label}: {kind}") from None
         except Image.DecompressionBombError as e:
             raise ImageDecodeError(f"{label}: refused as a decompression bomb ({e})") from None
@@ -106,6 +145,20 @@ def _check_memory(label: str, w: int, h: int) -> None:
             f"{label}: {w}x{h} needs {need / 1e6:.0f} MB of memory to decode but {free / 1e6:.0f} MB is available; "
             "not decoded (free memory, or split the image)"
         )
+
+
+def _missing_plugin(fp: io.BufferedIOBase) -> str | None:
+    """The line to install the plugin of a HEIF or AVIF file that Pillow could not identify, else None."""
+    fp.seek(0)
+    head = fp.read(12)
+    if head[4:8] != b"ftyp":
+        return None
+    brand = head[8:12]
+    if brand in HEIF_BRANDS and "HEIF" not in Image.OPEN:
+        return _PLUGINS["HEIF"]
+    if brand in AVIF_BRANDS and "AVIF" not in Image.OPEN:
+        return _PLUGINS["AVIF"]
+    return None
 
 
 def _is_empty(source: str | Path | bytes) -> bool:

@@ -3,8 +3,9 @@
 A crash, a full disk or Ctrl-C therefore leaves either the complete file or no file, never a partial one,
 and a later run can trust that any output it finds is whole (which is what resuming relies on).
 
-Next to the outputs, ``OUT_DIR/.fcnseg/NAME.json`` records whose outputs ``NAME`` holds: the source's real path,
-size and modification time (:func:`source_of`), the settings that made them and which outputs were written. It is
+Next to the outputs, ``OUT_DIR/.fcnseg/NAME.json`` records whose outputs ``NAME`` holds: the source's real path
+and the sha256 of its content (:func:`input_source`, with the stat fields that let a later run trust that hash
+without reading the file again), the settings that made them and which outputs were written. It is
 written before the outputs (listing none), so outputs never exist without the record that says which image they
 belong to, and again once they are all written.
 """
@@ -22,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from ._atomic import atomic_path
-from ._stamp import file_stamp
+from ._stamp import change_stamp, content_hash, file_stamp
 
 if TYPE_CHECKING:
     from .results import SegmentationResult
@@ -33,10 +34,13 @@ __all__ = [
     "WRITERS",
     "RANDOM_WEIGHTS_CAPTION",
     "atomic_write",
+    "input_source",
+    "recorded_source",
     "merge_rows",
     "output_paths",
     "read_record",
     "read_summary",
+    "forget_outputs",
     "record_path",
     "remove_outputs",
     "result_record",
@@ -154,6 +158,45 @@ def source_of(path: str | Path) -> dict[str, Any]:
     return {"path": os.path.realpath(path), "size": size, "mtime_ns": mtime_ns}
 
 
+def input_source(path: str | Path, known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What identifies an input: its real path and the sha256 of its content, with its :func:`change_stamp`.
+
+    ``known``: the ``source`` of the record already at its name. Its hash is taken as is when the file's stamp
+    (size, mtime, ctime, inode) is still the one recorded: nothing can have changed the bytes without changing the
+    ctime or the inode, so a rerun over unchanged files reads none of them. Otherwise the file is hashed (a
+    ``touch`` or a copy: the same content, ``known`` comes back unchanged; an edit in place that kept the size and
+    the mtime, or a file replaced: a new hash). The stamp is taken before the hash, so an edit racing the hash
+    leaves a stamp that the next run finds stale.
+    """
+    real, stamp = os.path.realpath(path), change_stamp(path)
+    if known is not None and known.get("path") == real and stamp is not None and known.get("stamp") == stamp:
+        return known
+    sha256 = content_hash(path) if stamp is not None else None
+    if known is not None and known.get("path") == real and sha256 is not None and known.get("sha256") == sha256:
+        return known
+    return {"path": real, "sha256": sha256, "stamp": stamp}
+
+
+def recorded_source(out: Path, name: str | Path, path: str | Path) -> dict[str, Any]:
+    """:func:`input_source` of ``path``, trusting the hash in the record at ``out/name`` while its stamp holds."""
+    record = read_record(out, name)
+    return input_source(path, record.get("source") if record else None)
+
+
+def forget_outputs(
+    out: Path, name: str | Path, claim: dict[str, Any], remove: Callable[[Path], None] | None = None
+) -> None:
+    """An input that no longer decodes: if the outputs at ``name`` were made from other content (a photo replaced
+    by a corrupt file), remove them (``remove(out / name)``, default: every photo output) and record the claim with
+    none, so nothing is left that looks like this file's result; the name stays the input's and the next run
+    retries it. Outputs of this very content stay (a failure that passes, such as too little memory)."""
+    record = read_record(out, name)
+    if record is None or record.get("source") == claim["source"]:
+        return
+    (remove or (lambda base: remove_outputs(base, OUTPUT_KINDS)))(out / name)
+    write_record(out, name, {**claim, "outputs": []})
+
+
 def record_path(out: Path, name: str | Path) -> Path:
     return out / RECORD_DIR / f"{name}.json"
 
@@ -174,7 +217,9 @@ def write_record(out: Path, name: str | Path, record: dict[str, Any]) -> None:
 
 
 SUMMARY_FIELDS = (
-    "input", "name", "status", "error", "width", "height", "top_class", "top_share", "outputs", "rank", "weights",
+    "input", "name", "status", "error", "width", "height", "top_class", "top_share",
+    "frames", "duration",  # clips: frames written, seconds of the clip they cover
+    "outputs", "rank", "weights",
 )  # fmt: skip
 
 

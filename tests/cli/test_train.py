@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -111,32 +110,40 @@ def test_missing_inputs_are_named(tmp_path, capsys):
     assert "last.pth: no such checkpoint to resume from" in capsys.readouterr().err
 
 
+# The training run of the test below, with the signal sent to the process by its own loss in the first step of
+# the second epoch (step 3 of 2 steps an epoch): a step that is no epoch's end, whatever the machine's speed
+_SIGNAL_IN_STEP_3 = """
+import signal, sys
+from fcnseg.train import loop
+from fcnseg.cli import main
+real, calls = loop.criterion, []
+def criterion(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+        signal.raise_signal(int(sys.argv[1]))
+    return real(*args, **kwargs)
+loop.criterion = criterion
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_saves_the_current_step_and_says_how_to_resume(data, tmp_path, sig):
     """Ctrl-C (SIGINT) or SIGTERM: the step in progress is saved to last.pth and the resume command printed.
 
-    Without a bar, each epoch prints one line: the first one is the sign that training runs, and the signal is sent
-    then (10000 epochs of 2 steps are far from done). Nothing waits on a clock; a watchdog only ends a run that
-    never says its first epoch (the old code, which printed no such line without validation), so it fails, not hangs.
+    The signal lands in step 3, the first of epoch 2 (2 steps an epoch), where no epoch-end save happens: the step
+    saved must be the one the message names, 3, which only the save at the signal gives (a signal sent from the
+    test at some moment would land on an epoch's end half the time, where the epoch's own save hides its absence).
     """
     out = tmp_path / "run"
     argv = ["train", "--data-root", str(data), "--output-dir", str(out), "--weights-backbone", "none", "--epochs",
             "10000", "-b", "4", "--base-size", "32", "--crop-size", "32", "--workers", "0", "--no-val",
             "--no-progress"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "fcnseg", *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    watchdog = threading.Timer(600, proc.kill)
-    watchdog.start()
-    said = []
-    for line in proc.stdout:
-        said.append(line)
-        if line.startswith("epoch 1/10000: loss "):
-            proc.send_signal(sig)
-            break
-    rest, err = proc.communicate(timeout=300)
-    watchdog.cancel()
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_IN_STEP_3, str(int(sig)), *argv], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    err = proc.stderr
     assert proc.returncode == 128 + sig, err
     last = out / "last.pth"
     stopped = re.search(
@@ -147,11 +154,11 @@ def test_a_signal_saves_the_current_step_and_says_how_to_resume(data, tmp_path, 
     again = "Ctrl-C" if sig == signal.SIGINT else sig.name
     ack = re.search(rf"^stopping (now|after this step, about \d+ s); {again} again stops without saving$", err, re.M)
     assert ack and ack.start() < stopped.start(), err
-    step = int(stopped[1])
+    assert int(stopped[1]) == 3
     ckpt = torch.load(last, weights_only=True)
-    assert ckpt["step"] == step >= 2 and ckpt["samples"] == 4 * step and ckpt["epoch"] == step // 2
+    assert (ckpt["step"], ckpt["samples"], ckpt["epoch"]) == (3, 12, 1)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert records[-1]["event"] == "stop" and records[-1]["step"] == step
-    epochs = [line for line in said + rest.splitlines(keepends=True) if line.startswith("epoch ")]
-    assert len(epochs) == step // 2  # one line per finished epoch
+    assert records[-1]["event"] == "stop" and records[-1]["step"] == 3
+    epochs = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 1  # one line per finished epoch
     assert sorted(p.name for p in out.iterdir()) == ["last.pth", "log.jsonl"]  # no half-written file left

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
-from ..data.folder import IMAGE_SUFFIXES
+from ..imageio import IMAGE_SUFFIXES
 from ..outputs import OUTPUT_KINDS, output_paths, read_record
 from ..video import VIDEO_SUFFIXES
 
@@ -43,8 +43,9 @@ def _warn(message: str) -> None:
     print(f"fcnseg segment: warning: {message}", file=sys.stderr)
 
 
-def _walk(folder: Path, skip: str, warn: Warn) -> Iterator[Path]:
-    """Image files under ``folder`` in sorted order, through symlinked folders; ``skip`` (a real path) is not entered.
+def _walk(folder: Path, skip: str, warn: Warn, passed: list[Path]) -> Iterator[Path]:
+    """Image and video files under ``folder`` in sorted order, through symlinked folders; ``skip`` (a real path) is
+    not entered. Other files are added to ``passed`` (for one note naming them).
 
     A link back to a folder being walked is reported and not followed, as is a link that leads nowhere.
     """
@@ -63,8 +64,10 @@ def _walk(folder: Path, skip: str, warn: Warn) -> Iterator[Path]:
                 elif real != skip:
                     yield from visit(entry, above | {real})
             elif entry.is_file():
-                if entry.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+                if entry.suffix.lower() in VIDEO_SUFFIXES + IMAGE_SUFFIXES:
                     yield entry
+                else:
+                    passed.append(entry)
             elif entry.is_symlink():
                 warn(f"{entry}: broken or looping symbolic link; skipped")
 
@@ -85,6 +88,7 @@ def collect_inputs(
     """
     skip = os.path.realpath(output) if output is not None else "\0"  # "\0": no real path equals it
     found: list[tuple[Path, Path]] = []
+    passed: list[Path] = []  # files in folders that are neither an image nor a clip
     for spec in specs:
         if spec == "-":
             lines = [s.strip() for s in (stdin or sys.stdin).read().splitlines()]
@@ -98,7 +102,7 @@ def collect_inputs(
             if m.is_dir():
                 if _inside(os.path.realpath(m), skip):
                     raise ValueError(f"{m}: inside the output folder {output}, which is never read as input")
-                found += [(f, f.relative_to(m).with_suffix("")) for f in _walk(m, skip, warn)]
+                found += [(f, f.relative_to(m).with_suffix("")) for f in _walk(m, skip, warn, passed)]
             else:
                 found.append((m, Path(m.stem)))
     inputs, seen, ignored = [], set(), 0
@@ -111,6 +115,9 @@ def collect_inputs(
             inputs.append(Input(path, stem))
     if ignored:
         warn(f"{ignored} input{'s' * (ignored > 1)} inside the output folder {output} ignored (outputs are not inputs)")
+    if passed:
+        shown = ", ".join(map(str, passed[:3])) + (f" and {len(passed) - 3} more" if len(passed) > 3 else "")
+        warn(f"{len(passed)} file{'s' * (len(passed) > 1)} in the folders skipped, not a format fcnseg reads: {shown}")
     return inputs
 
 

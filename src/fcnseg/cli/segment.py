@@ -26,10 +26,12 @@ from ..imageio import ImageDecodeError
 from ..outputs import (
     OUTPUT_KINDS,
     RUN_OUTPUTS,
+    forget_outputs,
     merge_rows,
     output_paths,
     read_record,
     read_summary,
+    recorded_source,
     remove_outputs,
     source_of,
     write_outputs,
@@ -44,6 +46,7 @@ from ._extras import require
 from ._inputs import Input, collect_inputs, name_inputs
 from .background import in_background
 from .speed import add_speed_arguments, require_speed_extras, speed_options_from_args
+from .video import check_video_options, describe_counts
 
 if TYPE_CHECKING:  # torch and the model are imported when a run starts, not for --help
     import torch
@@ -140,7 +143,7 @@ def _done_before(out: Path, item: Input, claim: dict[str, Any], kinds: list[str]
     """The summary fields of an input whose requested outputs were all made from this very file with these
     settings, or None.
 
-    "This very file": the record under its name holds the same real path, size and modification time; "these
+    "This very file": the record under its name holds the same real path and content (``recorded_source``); "these
     settings": the same :func:`_settings`; "all": each requested kind is listed in the record (it lists them once
     they are all written) and on disk.
     """
@@ -265,6 +268,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
     args.model = model_for(args.model, args.weights)  # a checkpoint's own model, unless --model names another
     _check_coco_writer(args.save)
     require_speed_extras(args)
+    check_video_options(args)
     if args.source is not None:
         require("video", "a live stream")
     out = Path(args.output)
@@ -300,7 +304,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         if is_video(item.path):
             clips.append(item)
             continue
-        claim = {"source": source_of(item.path), "settings": settings}
+        claim = {"source": recorded_source(out, item.name, item.path), "settings": settings}
         done = None if redo else _done_before(out, item, claim, kinds)
         if done is not None:
             rows.append(_row(item, "skipped", info.rank, **done))
@@ -338,6 +342,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
             item, _ = todo[path]
             bar.update()
             if isinstance(result, ImageDecodeError):
+                forget_outputs(out, item.name, todo[path][1])
                 rows.append(_row(item, "failed", info.rank, error=str(result)))
                 tqdm.write(f"fcnseg segment: error: {result}", file=sys.stderr)
                 continue
@@ -383,12 +388,9 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
             raise CLIError(describe(e, kept=_kept(rows), todo=_AGAIN)) from e
         if coco is not None:
             print(f"COCO predictions: {coco.write(out / RUN_OUTPUTS['coco'])} ({len(coco.images)} images)")
-        rate = counts["ok"] / elapsed if elapsed > 0 else 0.0
+        processes = info.world_size if info.enabled else 1
         print(
-            f"fcnseg segment: {len(rows)} image{'s' * (len(rows) != 1)}: {counts['ok']} segmented, "
-            f"{counts['failed']} failed, "
-            f"{counts['skipped']} skipped (done before) in {elapsed:.1f} s ({rate:.2f} images/s"
-            f"{f' over {info.world_size} processes' if info.enabled else ''}); summary: {summary}"
+            f"fcnseg segment: {describe_counts(rows, elapsed, processes)}; summary: {summary}"
             + ("; RANDOM WEIGHTS (--weights none): the masks mean nothing" if random else "")
         )
         if todo and (path := segmenter.speed_path()):
@@ -412,9 +414,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         + "; per video: "
         + ", ".join(f"NAME{suffix}" for suffix in VIDEO_OUTPUTS.values())
         + ". An input is skipped when OUT_DIR/.fcnseg/NAME.json records that every output asked for was made from this "
-        "very file (path, size, mtime) with the same model, weights file, size, tiles, TTA and speed path, and they "
-        "all exist, unless --overwrite; outputs of an older run of that image that a run does not rewrite are "
-        "removed. The exit code is 1 if any input failed.",
+        "very file (real path and the sha256 of its content) with the same model, weights file, size, tiles, TTA "
+        "and speed path, and they all exist, unless --overwrite; outputs of an older run of that image that a run "
+        "does not rewrite are removed. The exit code is 1 if any input failed.",
     )
     add_model_arguments(p)
     add_speed_arguments(p)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..imageio import load_image
+from ..imageio import IMAGE_SUFFIXES, load_image
 from .classes import ClassMap, read_class_map, read_mask_array
 
 __all__ = [
@@ -25,8 +25,6 @@ __all__ = [
     "read_mask",
     "read_mask_array",
 ]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 def read_classes(root: str | Path) -> list[str]:

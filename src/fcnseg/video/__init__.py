@@ -29,8 +29,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .reader import VIDEO_SUFFIXES, Frame, VideoDecodeError, VideoReader, is_video, require_av
-from .writer import DEFAULT_KINDS, VIDEO_OUTPUTS, VideoWriter, read_masks
+from .reader import (
+    VIDEO_SUFFIXES,
+    Frame,
+    VideoDecodeError,
+    VideoReader,
+    autorotate_steps,
+    display_upright,
+    is_video,
+    require_av,
+)
+from .writer import DEFAULT_KINDS, VIDEO_OUTPUTS, VideoWriter, read_masks, remove_video_outputs
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -46,10 +55,13 @@ __all__ = [
     "VideoDecodeError",
     "VideoReader",
     "VideoWriter",
+    "autorotate_steps",
+    "display_upright",
     "flicker",
     "is_video",
     "predict_video",
     "read_masks",
+    "remove_video_outputs",
     "require_av",
     "segment_frames",
     "segment_video",

@@ -38,7 +38,7 @@ from .reader import Frame, VideoDecodeError, VideoReader, require_av
 if TYPE_CHECKING:
     from ..results import SegmentationResult
 
-__all__ = ["DEFAULT_KINDS", "VIDEO_OUTPUTS", "VideoWriter", "read_masks"]
+__all__ = ["DEFAULT_KINDS", "VIDEO_OUTPUTS", "VideoWriter", "read_masks", "remove_video_outputs"]
 
 DEFAULT_KINDS = ("overlay", "mask", "stats")
 VIDEO_OUTPUTS = {
@@ -92,6 +92,9 @@ class VideoWriter:
         self.reader, self.categories = reader, list(categories)
         self.caption = caption  # written across the top of every overlay frame (random weights say so)
         self.frames = 0
+        self.pixels = np.zeros(len(self.categories), np.int64)  # per class, over every frame written
+        self.first: Frame | None = None
+        self.last: Frame | None = None
         self.size: tuple[int, int] | None = None  # (width, height) of the frames, upright; set by the first one
         self.notes: list[str] = []
         self._overlay = self._mask = self._stats = None
@@ -151,12 +154,31 @@ class VideoWriter:
             out, s = self._mask
             labels = av.VideoFrame.from_ndarray(np.ascontiguousarray(result.mask), format="gray")
             self._encode(out, s, labels, frame.pts)
+        counts = np.bincount(result.mask.reshape(-1), minlength=len(self.categories))
+        self.pixels += counts[: len(self.categories)]
         if self._stats is not None:
-            shares = np.bincount(result.mask.reshape(-1), minlength=len(self.categories)) / max(result.mask.size, 1)
+            shares = counts / max(result.mask.size, 1)
             self._csv.writerow([frame.index, frame.pts, f"{frame.time:.6f}", *(f"{s:.6f}" for s in shares)])
         if "mask-frames" in self.temps:
             result.to_image().save(self.temps["mask-frames"] / f"{frame.index:06d}.png")
+        self.first = self.first or frame
+        self.last = frame
         self.frames += 1
+
+    @property
+    def duration(self) -> float:
+        """Seconds of the source's clock that the frames written cover (the last one shown for one frame period)."""
+        if self.first is None or self.last is None:
+            return 0.0
+        return self.last.time - self.first.time + 1 / float(self.reader.rate)
+
+    def top_class(self) -> tuple[str, float] | None:
+        """The class with the most pixels over every frame written, and its share of them; None before a frame."""
+        total = int(self.pixels.sum())
+        if not total:
+            return None
+        top = int(self.pixels.argmax())
+        return self.categories[top], float(self.pixels[top]) / total
 
     def _encode(self, out: Any, stream: Any, image: Any, pts: int) -> None:
         image.pts, image.time_base = pts, self.reader.time_base
@@ -195,6 +217,17 @@ class VideoWriter:
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 tmp.unlink(missing_ok=True)
+
+
+def remove_video_outputs(base: Path, kinds: Sequence[str] = tuple(VIDEO_OUTPUTS)) -> None:
+    """Delete a clip's outputs of ``kinds`` at ``base`` (those there are), e.g. an older run's that a new one does
+    not rewrite; ``mask-frames`` is a folder."""
+    for kind in kinds:
+        path = base.with_name(base.name + VIDEO_OUTPUTS[kind])
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def read_masks(path: str | Path) -> Iterator[tuple[float, np.ndarray]]:
