@@ -3,6 +3,7 @@ outputs of an older run, COCO scores and file names that tools can use, and a mi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -49,7 +50,11 @@ def test_a_replaced_photo_leaves_no_output_of_the_old_one(tmp_path, checkpoint, 
     assert record["outputs"] == ["mask", "overlay"] and record["settings"]["size"] == 32
 
 
-def test_a_skip_needs_the_same_settings(tmp_path, checkpoint, capsys):
+def test_a_skip_needs_the_same_settings(tmp_path, checkpoint, capsys, monkeypatch):
+    from fcnseg.optimize import cpu
+
+    real = cpu.cpu_capabilities()  # the record is the subject, not speed: bf16 runs emulated on a CPU without it
+    monkeypatch.setattr(cpu, "cpu_capabilities", lambda: dataclasses.replace(real, flags=real.flags | {"avx512_bf16"}))
     photo(30, 40, seed=0).save(tmp_path / "a.png")
     out = tmp_path / "out"
     base = (tmp_path / "a.png", "-o", out, "--save", "mask")

@@ -163,3 +163,33 @@ def test_agrees_with_the_reference_transcription(coco):
             continue  # compressed RLE: the reference cannot read it (a deliberate extension here)
         h, w = ds.image_size(i)
         np.testing.assert_array_equal(coco_target(anns, h, w), _reference_target(anns, h, w))
+
+
+def test_compressed_rle_runs_agree_with_pycocotools_and_bad_strings_are_named(tmp_path):
+    """The check reads COCO's compressed RLE string as pycocotools does (round trip on random masks); a string that
+    does not decode to the image's pixel count is one line naming the annotation, not pycocotools' bare
+    'Invalid RLE mask representation' (found by the fuzzer)."""
+    from pycocotools import mask as coco_mask
+
+    from fcnseg.data.check import check_coco
+    from fcnseg.data.coco import _compressed_runs
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        h, w = (int(v) for v in rng.integers(1, 30, 2))
+        a = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        flat = a.flatten(order="F")  # COCO runs are column-major, starting with a run of zeros
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+        runs = np.diff(np.concatenate([[0], edges])).tolist()
+        counts = coco_mask.encode(np.asfortranarray(a))["counts"].decode()
+        assert _compressed_runs(counts) == runs
+    doc = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 6, "height": 4}],
+        "categories": [{"id": 1, "name": "x"}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "iscrowd": 1, "area": 1, "bbox": [0, 0, 1, 1],
+                         "segmentation": {"size": [4, 6], "counts": "zzzz"}}],
+    }  # fmt: skip
+    Image.new("RGB", (6, 4)).save(tmp_path / "a.png")
+    (tmp_path / "result.json").write_text(json.dumps(doc))
+    report = check_coco(CocoSegmentation.from_file(tmp_path / "result.json"), pixels=True)
+    assert "annotation 7 on a.png: RLE counts string does not decode" in str(report)

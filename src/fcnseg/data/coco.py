@@ -116,6 +116,32 @@ def _check_rle(rle: dict, height: int, width: int) -> None:
             raise ValueError(f"RLE counts must be non-negative run lengths summing to {height}x{width} pixels")
     elif not isinstance(counts, str) or not counts.isascii():
         raise ValueError("RLE counts are neither run lengths nor a compressed (ASCII) string")
+    else:
+        runs = _compressed_runs(counts)
+        if runs is None or any(c < 0 for c in runs) or sum(runs) != height * width:
+            raise ValueError(f"RLE counts string does not decode to run lengths summing to {height}x{width} pixels")
+
+
+def _compressed_runs(counts: str) -> list[int] | None:
+    """The run lengths of COCO's compressed RLE string (pycocotools' ``rleFrString``: 5 bits a character, a
+    continuation bit, runs after the second stored as differences); None when the string ends mid-number."""
+    runs: list[int] = []
+    p = 0
+    while p < len(counts):
+        x, k, more = 0, 0, True
+        while more:
+            if p == len(counts):
+                return None
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        runs.append(x + (runs[-2] if len(runs) > 2 else 0))
+    return runs
 
 
 def coco_target(anns: list[dict[str, Any]], height: int, width: int, *, overlaps_ignored: bool = True) -> np.ndarray:
