@@ -66,7 +66,7 @@ def test_the_loop_times_its_steps_and_validation_for_the_estimate(mini, tmp_path
     the signal arrives; the run then stops at step 4. (The files are not written: the checkpoints are not what this
     tests, and they are 400 MB an epoch.)"""
     now = [0.0]
-    monkeypatch.setattr(loop_mod, "clock", lambda: now[0])
+    monkeypatch.setattr(loop_mod, "pace_clock", lambda: now[0])
     criterion, evaluate, losses = loop_mod.criterion, loop_mod.evaluate, []
 
     def timed_criterion(*args, **kwargs):

@@ -39,6 +39,7 @@ from .stop import Pace, StopRequest, TrainingStopped, say_now, stop_on_signals
 __all__ = ["TrainingStopped", "fit", "resume"]
 
 clock = time.monotonic  # the epoch times and ETA; a test may set another
+pace_clock = time.monotonic  # the step, validation and save times behind the Ctrl-C estimate; a test may set another
 
 
 def fit(config: TrainConfig) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def _train(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, dev
         run.log.message(f"{config.resume} has finished its {config.epochs} epochs: nothing to do")
     started, start_samples = clock(), state.samples
     total = config.epochs * run.steps_per_epoch * run.global_batch  # samples, all processes together
-    with stop_on_signals(say_now if info.is_main else None, clock) as stop, contextlib.closing(run.log):
+    with stop_on_signals(say_now if info.is_main else None, lambda: pace_clock()) as stop, contextlib.closing(run.log):
         while state.epoch < config.epochs:
             epoch_start = clock()
             loss = _train_epoch(run, state, stop)
@@ -138,7 +139,7 @@ def _train_epoch(run: Run, state: RunState, stop: StopRequest) -> float | None:
 
     def next_step() -> None:  # timed from the end of the last one: data loading included
         ends_epoch = (state.step + 1) % run.steps_per_epoch == 0 and run.val_loader is not None
-        stop.pace.enter("step", clock(), validate_next=ends_epoch)
+        stop.pace.enter("step", pace_clock(), validate_next=ends_epoch)
 
     next_step()
     for images, targets in loader:
@@ -161,7 +162,7 @@ def _train_epoch(run: Run, state: RunState, stop: StopRequest) -> float | None:
         run.scaler.update()
         run.optimizer.zero_grad(set_to_none=True)
         run.scheduler.step()
-        stop.pace.took(clock())
+        stop.pace.took(pace_clock())
         state.step += 1
         state.samples += run.global_batch
         window_steps += 1
@@ -192,9 +193,9 @@ def _train_epoch(run: Run, state: RunState, stop: StopRequest) -> float | None:
 @contextlib.contextmanager
 def _timed(pace: Pace, phase: str) -> Iterator[None]:
     """Time ``phase`` of the loop (validation, a save) for :class:`Pace`'s estimate of how long stopping takes."""
-    pace.enter(phase, clock())
+    pace.enter(phase, pace_clock())
     yield
-    pace.took(clock())
+    pace.took(pace_clock())
 
 
 def _validate(run: Run, state: RunState) -> None:
