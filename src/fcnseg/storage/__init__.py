@@ -16,7 +16,7 @@ fcnseg never asks for keys. fsspec and the store's library are the ``cloud`` ext
 """
 
 from .cache import cached_copy, local_mirror
-from .errors import StorageError, storage_errors
+from .errors import StorageError, storage_errors, translate
 from .lock import ObjectLock, run_lock
 from .objects import (
     atomic_path,
@@ -52,4 +52,5 @@ __all__ = [
     "remove",
     "run_lock",
     "storage_errors",
+    "translate",
 ]

@@ -7,6 +7,7 @@ two processes (the ranks of a DDP job on one machine) fetching the same object a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -52,7 +53,7 @@ def cached_copy(url: AnyPath | str, folder: Path, *, hash_prefix: str | None = N
     url = as_path(url)
     found = identity(url)
     if found is None:
-        raise StorageError(str(url), "no such object", "check the URL", run_wide=False)
+        raise FileNotFoundError(errno.ENOENT, "no such object", str(url))
     dest = folder / f"{_digest(str(url), str(found['etag']))}-{url.name}"
     if dest.is_file() and dest.stat().st_size == found["size"]:
         return dest

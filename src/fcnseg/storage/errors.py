@@ -14,7 +14,7 @@ import errno
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["CLOUD_INSTALL", "StorageError", "storage_errors"]
+__all__ = ["CLOUD_INSTALL", "StorageError", "storage_errors", "translate"]
 
 CLOUD_INSTALL = "pip install 'fcnseg[cloud]'"
 _LIBRARY = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
@@ -23,6 +23,7 @@ _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExce
 _NO_CREDENTIALS = {
     "NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError", "CredentialUnavailableError",
 }  # fmt: skip
+_FAILED = {"InternalError", "ServiceUnavailable", "500", "502", "504"}
 _UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ServerDisconnectedError"}
 CREDENTIALS_HELP = (
     "give credentials the way the store's library reads them (S3: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
@@ -38,8 +39,8 @@ class StorageError(OSError):
     throttling), so a command stops instead of failing each input. ``errno`` is None: not a disk's fault.
     """
 
-    def __init__(self, what: str, cause: str, advice: str, *, run_wide: bool = True) -> None:
-        super().__init__(f"{what}: {cause}; {advice}")
+    def __init__(self, what: str, cause: str = "", advice: str = "", *, run_wide: bool = True) -> None:
+        super().__init__(f"{what}: {cause}; {advice}" if cause else what)  # one argument: re-raised by a DataLoader
         self.what, self.cause, self.advice, self.run_wide = what, cause, advice, run_wide
 
 
@@ -68,8 +69,9 @@ def _protocol(what: str) -> str:
     return what.split("://", 1)[0] if "://" in what else ""
 
 
-def translate(exc: BaseException, what: str, *, writing: bool = False) -> StorageError | None:
-    """``exc`` raised on ``what`` as a :class:`StorageError`, or None when it is not a store's fault we word."""
+def translate(exc: BaseException, what: str, *, writing: bool = False) -> OSError | None:
+    """``exc`` raised on ``what`` as a :class:`StorageError` (a missing object: a ``FileNotFoundError`` naming it),
+    or None when it is not a store's fault we word."""
     if isinstance(exc, StorageError):
         return exc
     names, code = _names(exc), _code(exc)
@@ -95,10 +97,14 @@ def translate(exc: BaseException, what: str, *, writing: bool = False) -> Storag
             what, f"the store is throttling requests ({code or exc}) and its retries with backoff ran out",
             "run again later (finished work is kept) or ask the store for a higher request rate",
         )  # fmt: skip
+    if code in _FAILED:
+        return StorageError(
+            what, f"the store failed the request ({code}) after its retries", "check the store's health"
+        )  # fmt: skip
     if names & _UNREACHABLE:
         return StorageError(what, f"cannot reach the store ({exc})", "check the network and the endpoint URL")
     if isinstance(exc, FileNotFoundError):
-        return StorageError(what, "no such object", "check the URL", run_wide=False)
+        return FileNotFoundError(errno.ENOENT, "no such object", what)
     return None
 
 

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from .._atomic import atomic_path as local_atomic_path
 from .._stamp import file_stamp
-from .errors import StorageError, storage_errors
+from .errors import storage_errors
 from .paths import AnyPath, as_path, check_writable, filesystem, is_remote
 
 __all__ = ["atomic_path", "atomic_write", "identity", "is_file", "iter_files", "open_read", "read_bytes", "remove"]
@@ -58,9 +58,7 @@ def identity(path: AnyPath) -> dict[str, Any] | None:
     try:
         with storage_errors(path):
             info = fs.info(key)
-    except StorageError as e:
-        if e.run_wide:
-            raise
+    except FileNotFoundError:
         return None
     if info.get("type") == "directory":
         return None
