@@ -20,7 +20,8 @@ from .errors import storage_errors
 from .paths import AnyPath, as_path, check_writable, filesystem, is_remote
 
 __all__ = [
-    "atomic_path", "atomic_write", "identity", "is_file", "iter_files", "open_read", "read_bytes", "remove", "upload",
+    "atomic_path", "atomic_write", "identity", "is_file", "iter_files", "list_below", "open_read", "read_bytes",
+    "remove", "upload",
 ]  # fmt: skip
 
 READ_BLOCK = 8 << 20  # bytes fetched per ranged GET while streaming an object: its memory bound per open file
@@ -90,6 +91,16 @@ def iter_files(folder: AnyPath, suffixes: tuple[str, ...] | None = None) -> Iter
                 rel = PurePosixPath(parent, name).relative_to(root)
                 if suffixes is None or rel.suffix.lower() in suffixes:
                     yield folder.joinpath(*rel.parts), rel
+
+
+def list_below(folder: AnyPath) -> None:
+    """List everything under the prefix ``folder`` at once (a request per 1,000 objects), so that the existence
+    checks that follow (is NAME's record there? its mask?) are answered from fsspec's listing cache instead of a
+    HEAD and a LIST each. The cache holds until this process writes there. Nothing to do on disk."""
+    if is_remote(folder):
+        fs, key = filesystem(folder)
+        with storage_errors(folder):
+            fs.find(key.rstrip("/"), withdirs=True)
 
 
 @contextlib.contextmanager
