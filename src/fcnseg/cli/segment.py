@@ -124,11 +124,14 @@ def _prepare(
 
 
 def _settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """What changes the pixels of a mask, as asked: the model, the weights file's identity (registry entry, or real
-    path, size and modification time), size, tiles, TTA and speed path. The size ``auto`` resolves to is a function
-    of the weights file, so the request and the file's identity together fix it without reading the file."""
+    """What changes the pixels of a mask, as asked: the model, the weights file's identity (registry entry, real
+    path, size and modification time, or URL, size and ETag), size, tiles, TTA and speed path. The size ``auto``
+    resolves to is a function of the weights file, so the request and the file's identity together fix it without
+    reading the file."""
     found = None if args.weights is None else get_model_weights(args.model).resolve(args.weights)
     weights = source_of(found) if isinstance(found, Path) else None if found is None else repr(found)
+    if args.weights is not None and storage.is_remote(args.weights):  # the object (URL, ETag), not its cached copy
+        weights = source_of(args.weights)
     return {
         "model": args.model,
         "weights": weights,
