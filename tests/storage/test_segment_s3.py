@@ -63,7 +63,7 @@ def photos(s3, tmp_path) -> Path:
 
 
 def test_bucket_to_bucket_matches_a_local_run_and_a_rerun_rewrites_nothing(
-    s3, s3_server, photos, checkpoint, tmp_path, capsys
+    s3, s3_server, photos, checkpoint, tmp_path, torch_home, capsys
 ):
     _put(s3, "w.pth", checkpoint.read_bytes())
     assert _segment(photos, "-o", tmp_path / "out", "--weights", checkpoint) == 0
@@ -77,6 +77,9 @@ def test_bucket_to_bucket_matches_a_local_run_and_a_rerun_rewrites_nothing(
         assert np.array_equal(mine, np.asarray(Image.open(tmp_path / "out" / f"{name}_mask.png")))
     assert ".fcnseg.lock" not in str(remote)  # released
 
+    cached = list((torch_home / "hub" / "checkpoints" / "urls").iterdir())
+    assert [p.name.endswith("-w.pth") for p in cached] == [True]
+    cached[0].unlink()  # fetched again: the weights are the same object (URL, ETag), so nothing is redone
     before = len(s3_server.requests)
     assert _segment(f"s3://{s3}/in/", "-o", f"s3://{s3}/out/", "--weights", f"s3://{s3}/w.pth") == 0
     assert "0 segmented, 0 failed, 3 skipped" in _summary_line(capsys)
