@@ -66,6 +66,9 @@ def test_listing_a_prefix_walks_it_sorted_with_relative_names(s3):
     for key in ("in/b.jpg", "in/a.PNG", "in/sub/c.jpg", "in/notes.txt", "other/d.jpg"):
         client.put_object(Bucket=s3, Key=key, Body=b"x")
     found = [(str(p), str(rel)) for p, rel in storage.iter_files(storage.as_path(f"s3://{s3}/in/"), (".jpg", ".png"))]
+    assert list(storage.iter_files(storage.as_path(f"s3://{s3}/nothing/"))) == []  # an empty prefix is no fault
+    with pytest.raises(StorageError, match="no such bucket"):
+        list(storage.iter_files(storage.as_path("s3://no-such-bucket-y/in/")))
     assert found == [
         (f"s3://{s3}/in/a.PNG", "a.PNG"),
         (f"s3://{s3}/in/b.jpg", "b.jpg"),

@@ -85,12 +85,17 @@ def iter_files(folder: AnyPath, suffixes: tuple[str, ...] | None = None) -> Iter
     never held whole."""
     fs, key = filesystem(folder)
     root = key.rstrip("/")
-    with storage_errors(folder):
-        for parent, _, files in fs.walk(root, on_error="raise"):  # never an empty listing for a fault
-            for name in sorted(files):
-                rel = PurePosixPath(parent, name).relative_to(root)
-                if suffixes is None or rel.suffix.lower() in suffixes:
-                    yield folder.joinpath(*rel.parts), rel
+    walk = fs.walk(root, on_error="raise")  # a fault is raised, never taken for an empty listing
+    while True:
+        try:
+            with storage_errors(folder):
+                parent, _, files = next(walk)
+        except (StopIteration, FileNotFoundError):  # done, or a prefix with no object below it: empty
+            return
+        for name in sorted(files):
+            rel = PurePosixPath(parent, name).relative_to(root)
+            if suffixes is None or rel.suffix.lower() in suffixes:
+                yield folder.joinpath(*rel.parts), rel
 
 
 def list_below(folder: AnyPath) -> None:
