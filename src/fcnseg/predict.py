@@ -28,6 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import storage
 from .distributed import select_device
 from .faults import is_out_of_memory
 from .imageio import ImageDecodeError, load_image
@@ -293,7 +294,7 @@ class Segmenter:
         self, images: Sequence[ImageLike | str | Path], *, probs: bool = False, confidence: bool = False
     ) -> list[SegmentationResult]:
         """Segment several images; same-size inputs share one forward pass."""
-        pils = [load_image(im) if isinstance(im, (str, Path)) else _as_pil(im) for im in images]
+        pils = [load_image(im) if _is_path(im) else _as_pil(im) for im in images]
         results: list[SegmentationResult | None] = [None] * len(pils)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(pils):
@@ -325,7 +326,7 @@ class Segmenter:
         ``batch_size`` decoded images wait for a batch, so memory does not grow with mixed sizes: when that many
         wait, the batch of the oldest one runs, so results wait for no more than a few batches to be yielded in order.
         """
-        paths = [Path(p) for p in paths]
+        paths = [storage.as_path(p) for p in paths]  # a URL stays one: decoded from the stream
         loader = DataLoader(
             _DecodeFiles(paths, self.preprocess),
             batch_size=None,
@@ -411,6 +412,8 @@ class _DecodeFiles(Dataset):
             x = self.preprocess(image)
         except ImageDecodeError as e:
             return i, None, None, str(e)
+        except storage.StorageError:  # the store refuses every input alike: the run stops with its one line
+            raise
         except Exception as e:  # keep going on anything a broken file can trigger in a decoder
             return i, None, None, f"{self.paths[i]}: cannot decode ({type(e).__name__}: {e})"
         return i, torch.from_numpy(np.array(image)), x, None  # tensors travel through shared memory
@@ -446,6 +449,11 @@ def _confidence_later(low: Tensor, size: tuple[int, int]) -> Callable[[], np.nda
 
 def _identity(item: Any) -> Any:
     return item
+
+
+def _is_path(image: Any) -> bool:
+    """A file to decode: a path, or a URL (``str`` or ``UPath``)."""
+    return isinstance(image, (str, Path)) or storage.is_remote(image)
 
 
 def _as_pil(image: ImageLike) -> Image.Image:

@@ -2,7 +2,8 @@
 
 Official files go through torch.hub's cache (``$TORCH_HOME/hub/checkpoints``), the same folder
 torchvision uses, so a checkpoint a user already downloaded is reused. Local ``.pth``/``.pt``/
-``.safetensors`` files (a bare state dict or a training checkpoint with a ``model`` key) load too.
+``.safetensors`` files (a bare state dict or a training checkpoint with a ``model`` key) load too, and so do
+checkpoints at a URL (``s3://b/w.pth``, ``https://...``), fetched once per content into ``urls/`` of that cache.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import storage
 from .data.categories import VOC_CATEGORIES
 
 if TYPE_CHECKING:
@@ -128,12 +130,29 @@ class WeightsEnum(Enum):
 
         The one place that tells a name from a path: a member, its name (``"DEFAULT"``, ``"Enum.NAME"``) names a
         member; a ``Path``, or a string that ends in a checkpoint suffix, holds a path separator or names an
-        existing file, is a file. Anything else is an unknown name, an error listing the known ones.
+        existing file, is a file; a URL is fetched into the cache (:meth:`fetch_url`) and is that file. Anything
+        else is an unknown name, an error listing the known ones.
         """
+        if storage.is_url(obj):
+            return cls.fetch_url(obj)
         named = isinstance(obj, str) and obj.removeprefix(cls.__name__ + ".") in cls.__members__
         if not named and (path := checkpoint_path(obj)) is not None:
             return path
         return obj if isinstance(obj, Path) else cls.verify(obj)
+
+    @classmethod
+    def fetch_url(cls, url: str) -> Path:
+        """The local copy of the checkpoint at ``url``, fetched into ``checkpoints_dir()/urls`` unless a copy of this
+        very object (URL and ETag) is there; a registry file (same name as an entry's) is checked against the sha256
+        its name carries."""
+        path = storage.as_path(url)
+        if not storage.is_remote(path):  # file://
+            return path
+        registry = next((m.value.hash_prefix for m in cls if m.file_name == path.name), None)
+        try:
+            return storage.cached_copy(path, checkpoints_dir() / "urls", hash_prefix=registry)
+        except FileNotFoundError:
+            raise WeightsError(f"{url}: no such checkpoint object") from None
 
     @property
     def url(self) -> str:

@@ -66,6 +66,14 @@ def _run(args: argparse.Namespace) -> int:
         plot = None
     if args.data_root is None and args.ann_file is None:
         raise CLIError("give the dataset with --data-root (or a COCO file with --ann-file)")
+    from .. import storage
+
+    # in a bucket: mirrored (folders) or fetched (the annotation file) into this machine's cache, read from there
+    if args.data_root is not None:
+        args.data_root = storage.as_local(args.data_root, folder=True)
+    for name, folder in (("ann_file", False), ("images", True)):
+        if getattr(args, name) is not None:
+            setattr(args, name, str(storage.as_local(getattr(args, name), folder=folder)))
     detected = resolve_dataset(args)
     args.split = args.split or _default_split(args, detected)
     kwargs = {"ignore_index": args.ignore_index} if args.dataset == "folder" else {}
@@ -158,7 +166,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_model_arguments(p)
-    add_dataset_arguments(p, "COCO root or export folder, VOC root or folder dataset root")
+    add_dataset_arguments(
+        p, "COCO root or export folder, VOC root or folder dataset root; --data-root, --ann-file and --images may be "
+        "URLs (s3://b/coco/), fetched into this machine's cache",
+    )  # fmt: skip
     p.add_argument(
         "--split",
         help="split name (default: val, or the one split a COCO export holds; VOC also train_aug; CVAT: default)",

@@ -2,7 +2,8 @@
 
 Built for runs over thousands of files: a bad file is reported on one line and skipped, outputs are written
 atomically (never a partial file), a rerun skips images whose outputs exist, and under ``torchrun`` each rank
-takes every ``world_size``-th input while rank 0 merges the summary.
+takes every ``world_size``-th input while rank 0 merges the summary. Inputs and OUT_DIR may be URLs
+(``s3://b/in/ -o s3://b/out/``): the same names, records, skips and lock, through :mod:`fcnseg.storage`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from .. import storage
 from ..coco_results import CocoResults
 from ..faults import describe
 from ..imageio import ImageDecodeError
@@ -27,11 +29,11 @@ from ..outputs import (
     OUTPUT_KINDS,
     RUN_OUTPUTS,
     forget_outputs,
+    input_source,
     merge_rows,
     output_paths,
     read_record,
     read_summary,
-    recorded_source,
     remove_outputs,
     source_of,
     write_outputs,
@@ -39,6 +41,7 @@ from ..outputs import (
     write_summary,
 )
 from ..runlock import FolderBusyError, RunLock
+from ..storage import AnyPath, ObjectLock
 from ..video import VIDEO_OUTPUTS, is_video
 from ..weights import MODEL_WEIGHTS
 from . import CLIError, add_model_arguments, add_output_argument, add_progress_arguments, add_size_argument
@@ -65,7 +68,10 @@ def example_image() -> Path:
     return Path(str(resources.files("fcnseg") / "assets" / "astronaut.jpg"))
 
 
-def _check_writable(folder: Path) -> None:
+def _check_writable(folder: AnyPath) -> None:
+    if storage.is_remote(folder):  # a bucket answers at the first write, the lock object's
+        storage.check_writable(folder)
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -94,7 +100,9 @@ def _row(item: Input, status: str, rank: int, **extra: Any) -> dict[str, Any]:
     return {"input": str(item.path), "name": str(item.name or ""), "status": status, "rank": rank, **extra}
 
 
-def _prepare(args: argparse.Namespace, out: Path, info: Any, lock: RunLock) -> tuple[list[Input], list[dict[str, Any]]]:
+def _prepare(
+    args: argparse.Namespace, out: AnyPath, info: Any, lock: RunLock | ObjectLock
+) -> tuple[list[Input], list[dict[str, Any]]]:
     """The named inputs, the same on every rank, and (on rank 0) the rows of the summary already in ``out``.
 
     Rank 0 alone takes the folder's lock (one run at a time, so no run's summary rows are lost), reads stdin and
@@ -105,6 +113,7 @@ def _prepare(args: argparse.Namespace, out: Path, info: Any, lock: RunLock) -> t
     if info.is_main:
         try:
             lock.acquire()
+            storage.list_below(out)  # in a bucket: one listing answers the name and skip checks below
             previous = read_summary(out / f"summary.{args.summary}")  # unreadable: fail before any work
             inputs = collect_inputs(args.inputs, output=out)
             if args.example:
@@ -122,13 +131,16 @@ def _prepare(args: argparse.Namespace, out: Path, info: Any, lock: RunLock) -> t
 
 
 def _settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """What changes the pixels of a mask, as asked: the model, the weights file's identity (registry entry, or real
-    path, size and modification time), size, tiles, TTA and speed path. The size ``auto`` resolves to is a function
-    of the weights file, so the request and the file's identity together fix it without reading the file."""
+    """What changes the pixels of a mask, as asked: the model, the weights file's identity (registry entry, real
+    path, size and modification time, or URL, size and ETag), size, tiles, TTA and speed path. The size ``auto``
+    resolves to is a function of the weights file, so the request and the file's identity together fix it without
+    reading the file."""
     from ..predict import TTA_SCALES
 
     found = None if args.weights is None else MODEL_WEIGHTS[args.model].resolve(args.weights)
     weights = source_of(found) if isinstance(found, Path) else None if found is None else repr(found)
+    if args.weights is not None and storage.is_remote(args.weights):  # the object (URL, ETag), not its cached copy
+        weights = source_of(args.weights)
     return {
         "model": args.model,
         "weights": weights,
@@ -139,19 +151,20 @@ def _settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _done_before(out: Path, item: Input, claim: dict[str, Any], kinds: list[str]) -> dict[str, Any] | None:
+def _done_before(
+    record: dict[str, Any] | None, out: AnyPath, item: Input, claim: dict[str, Any], kinds: list[str]
+) -> dict[str, Any] | None:
     """The summary fields of an input whose requested outputs were all made from this very file with these
-    settings, or None.
+    settings (per ``record``, the one under its name), or None.
 
-    "This very file": the record under its name holds the same real path and content (``recorded_source``); "these
-    settings": the same :func:`_settings`; "all": each requested kind is listed in the record (it lists them once
-    they are all written) and on disk.
+    "This very file": the record under its name holds the same real path and content (``input_source``: a file's
+    sha256, an object's URL, size and ETag); "these settings": the same :func:`_settings`; "all": each requested
+    kind is listed in the record (it lists them once they are all written) and exists.
     """
-    record = read_record(out, item.name)
     paths = output_paths(out / item.name, kinds).values()
     if record is None or any(record.get(k) != v for k, v in claim.items()):
         return None
-    if not set(kinds) <= set(record.get("outputs", ())) or not all(p.is_file() for p in paths):
+    if not set(kinds) <= set(record.get("outputs", ())) or not all(map(storage.is_file, paths)):
         return None
     return {
         **{k: record[k] for k in ("width", "height", "top_class", "top_share")},
@@ -160,13 +173,21 @@ def _done_before(out: Path, item: Input, claim: dict[str, Any], kinds: list[str]
 
 
 def _save(
-    result: SegmentationResult, item: Input, claim: dict[str, Any], out: Path, kinds: list[str], meta: dict[str, Any]
+    result: SegmentationResult,
+    item: Input,
+    claim: dict[str, Any],
+    out: AnyPath,
+    kinds: list[str],
+    meta: dict[str, Any],
+    recorded: bool,
 ) -> dict[str, Any]:
     """Record, then write, one image's outputs; returns the summary fields of its "ok" row.
 
-    The record claims the name first and lists no outputs; the outputs of an older run of this image that this
-    run does not rewrite are removed (the name is this image's: :func:`fcnseg.cli._inputs.name_inputs`), so the
-    folder never mixes two runs of one image; the record lists the outputs once they are all written.
+    The record claims the name first and lists no outputs; if a record was there (``recorded``), the outputs of an
+    older run of this image that this run does not rewrite are removed (the name is this image's:
+    :func:`fcnseg.cli._inputs.name_inputs`; a name without a record holds no outputs, and deleting nothing would
+    cost a request per kind in a bucket), so the folder never mixes two runs of one image; the record lists the
+    outputs once they are all written.
     Safe to call from a worker thread: it touches only this image's files.
     """
     h, w = result.mask.shape
@@ -174,7 +195,8 @@ def _save(
     fields = {"width": w, "height": h, "top_class": top["name"], "top_share": round(top["share"], 6)}
     record = {**claim, "input": str(item.path), **fields}
     write_record(out, item.name, {**record, "outputs": []})
-    remove_outputs(out / item.name, [k for k in OUTPUT_KINDS if k not in kinds])
+    if recorded:
+        remove_outputs(out / item.name, [k for k in OUTPUT_KINDS if k not in kinds])
     written = write_outputs(result, out / item.name, kinds, {"input": str(item.path), **meta})
     write_record(out, item.name, {**record, "outputs": kinds})
     return {**fields, "outputs": ";".join(map(str, written))}
@@ -196,7 +218,12 @@ def _kept(rows: list[dict[str, Any]]) -> str:
 
 
 def _stop(
-    error: OSError, out: Path, previous: list[dict[str, Any]], rows: list[dict[str, Any]], summary: Path, info: Any
+    error: OSError,
+    out: AnyPath,
+    previous: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    summary: AnyPath,
+    info: Any,
 ) -> None:
     """A write fault every later image would meet (full disk, read-only or failing drive): record what was done
     (if the summary can still be written) and stop the run with one line."""
@@ -223,9 +250,9 @@ def run(args: argparse.Namespace) -> int:
     from ..distributed import init_distributed
 
     info, device = init_distributed(args.device)
-    out = Path(args.output)
-    created = not out.exists()
-    lock = RunLock(out, "segment")
+    out = storage.as_path(args.output)
+    created = not storage.is_remote(out) and not out.exists()
+    lock = storage.run_lock(out, "segment")
     try:
         return _run(args, info, device, lock)
     finally:
@@ -262,7 +289,7 @@ def _check_coco_writer(save: list[str]) -> None:
             raise CLIError("--save coco needs pycocotools: pip install 'fcnseg[coco]'") from None
 
 
-def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLock) -> int:
+def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLock | ObjectLock) -> int:
     from ..models import model_for
 
     args.model = model_for(args.model, args.weights)  # a checkpoint's own model, unless --model names another
@@ -271,7 +298,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
     check_video_options(args)
     if args.source is not None:
         require("video", "a live stream")
-    out = Path(args.output)
+    out = storage.as_path(args.output)
     _check_writable(out)
     if args.source is not None:  # a live stream (cli/video.py)
         from .video import run_live
@@ -293,7 +320,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         say(f"fcnseg segment: warning: --weights none: {args.model} is randomly initialised", file=sys.stderr)
 
     rows: list[dict[str, Any]] = []
-    todo: dict[Path, tuple[Input, dict[str, Any]]] = {}
+    todo: dict[AnyPath, tuple[Input, dict[str, Any], bool]] = {}  # path -> input, claim, recorded
     clips: list[Input] = []  # videos: segmented after the photos, by cli/video.py
     for item in inputs[info.rank :: info.world_size]:
         if item.name is None:
@@ -304,14 +331,15 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         if is_video(item.path):
             clips.append(item)
             continue
-        claim = {"source": recorded_source(out, item.name, item.path), "settings": settings}
-        done = None if redo else _done_before(out, item, claim, kinds)
+        record = read_record(out, item.name)
+        claim = {"source": input_source(item.path, record.get("source") if record else None), "settings": settings}
+        done = None if redo else _done_before(record, out, item, claim, kinds)
         if done is not None:
             rows.append(_row(item, "skipped", info.rank, **done))
         else:
-            todo[item.path] = (item, claim)
+            todo[item.path] = (item, claim, record is not None)
 
-    results: Iterable[tuple[Path, SegmentationResult | ImageDecodeError]] = ()
+    results: Iterable[tuple[AnyPath, SegmentationResult | ImageDecodeError]] = ()
     meta: dict[str, Any] = {}
     if clips:
         require("video", f"{clips[0].path} (a video)")
@@ -330,16 +358,16 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
     bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not sys.stderr.isatty() or not info.is_main)
     start = time.perf_counter()
 
-    def save(found: tuple[Path, SegmentationResult | ImageDecodeError]) -> dict[str, Any] | None:
+    def save(found: tuple[AnyPath, SegmentationResult | ImageDecodeError]) -> dict[str, Any] | None:
         path, result = found
         if isinstance(result, ImageDecodeError):
             return None
-        item, claim = todo[path]
-        return _save(result, item, claim, out, kinds, meta)
+        item, claim, recorded = todo[path]
+        return _save(result, item, claim, out, kinds, meta, recorded)
 
     try:
         for (path, result), saved in in_background(results, save):  # writing overlaps the next batch
-            item, _ = todo[path]
+            item = todo[path][0]
             bar.update()
             if isinstance(result, ImageDecodeError):
                 forget_outputs(out, item.name, todo[path][1])
@@ -348,7 +376,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
                 continue
             if isinstance(saved, OSError):
                 h, w = result.mask.shape
-                if saved.errno in _FOLDER_FAULTS:
+                if saved.errno in _FOLDER_FAULTS or getattr(saved, "run_wide", False):  # a bucket's: StorageError
                     _stop(saved, out, previous, _weighed(rows, weights_label), summary, info)
                 error = f"{path}: cannot write outputs to {(out / item.name).parent} ({saved.strerror or saved})"
                 rows.append(_row(item, "failed", info.rank, error=error, width=w, height=h))
@@ -421,9 +449,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     add_speed_arguments(p)
     p.add_argument(
-        "inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive), globs, or - for paths on stdin"
-    )
-    add_output_argument(p, "output folder (default: %(default)s)", default="fcnseg_out", metavar="OUT_DIR")
+        "inputs", nargs="*", metavar="INPUT",
+        help="image files, folders (recursive), globs, or - for paths on stdin; each may be a URL (s3://b/photos/, "
+             "gs://, az://, https://; pip install 'fcnseg[cloud]'), read streamed",
+    )  # fmt: skip
+    add_output_argument(
+        p, "output folder, or a bucket prefix such as s3://b/out/ (same names, records and skips; one run at a "
+        "time, by a lock object) (default: %(default)s)", default="fcnseg_out", metavar="OUT_DIR",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=4, help="images (or tiles) per forward pass (default: 4)")
     p.add_argument(
         "--workers", type=int, default=None,

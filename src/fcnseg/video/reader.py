@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import struct
 import sys
 from collections.abc import Iterator, Sequence
@@ -54,7 +55,7 @@ def require_av() -> Any:
 
 
 def is_video(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+    return os.path.splitext(str(path))[1].lower() in VIDEO_SUFFIXES  # a URL too
 
 
 class VideoDecodeError(Exception):
