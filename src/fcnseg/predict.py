@@ -43,6 +43,7 @@ __all__ = [
     "TTA_SCALES",
     "SegmentationResult",
     "Segmenter",
+    "decode_input",
     "describe_size",
     "input_size",
 ]
@@ -365,14 +366,26 @@ class _DecodeFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, Tensor | None, Tensor | None, str | None]:
-        try:
-            image = load_image(self.paths[i])
-            x = self.preprocess(image)
-        except ImageDecodeError as e:
-            return i, None, None, str(e)
-        except Exception as e:  # keep going on anything a broken file can trigger in a decoder
-            return i, None, None, f"{self.paths[i]}: cannot decode ({type(e).__name__}: {e})"
+        found = decode_input(self.paths[i], self.preprocess)
+        if isinstance(found, str):
+            return i, None, None, found
+        image, x = found
         return i, torch.from_numpy(np.array(image)), x, None  # tensors travel through shared memory
+
+
+def decode_input(
+    source: str | Path | bytes, preprocess: SemanticSegmentation, name: str | None = None
+) -> tuple[Image.Image, Tensor] | str:
+    """A file (or its bytes, labelled ``name``) -> the upright RGB image and its preprocessed (3, h, w) tensor, or
+    the one-line reason it cannot be read: the decode step of every engine (DataLoader workers, Ray tasks)."""
+    label = name or (f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source))
+    try:
+        image = load_image(source, name=name)
+        return image, preprocess(image)
+    except ImageDecodeError as e:
+        return str(e)
+    except Exception as e:  # keep going on anything a broken file can trigger in a decoder
+        return f"{label}: cannot decode ({type(e).__name__}: {e})"
 
 
 def _identity(item: Any) -> Any:
