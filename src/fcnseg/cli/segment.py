@@ -227,12 +227,13 @@ def _engine(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
     """For ``--engine ray``, a Ray session for the run (joined or started: :func:`fcnseg.ray.ray_session`)."""
     if args.engine != "ray":
         return contextlib.nullcontext()
-    from ..ray import ray_session
+    from ..ray import ray_session, require_ray
 
     try:
-        return ray_session(args.address, quiet=args.quiet)
+        require_ray()
     except ImportError as e:
         raise CLIError(str(e)) from None
+    return ray_session(args.address, quiet=args.quiet)
 
 
 def _segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
