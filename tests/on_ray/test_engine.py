@@ -138,11 +138,12 @@ sys.exit(code)
 """
 
 
-def test_two_nodes_write_the_same_masks(ray_local, photos, weights, local_run, tmp_path):
+def test_two_nodes_write_the_same_masks(photos, weights, local_run, tmp_path):
     out, flags = tmp_path / "out", tmp_path / "flags"
     flags.mkdir()
     argv = ["segment", str(photos), "-o", str(out), "--weights", str(weights), *RAY, "--workers", "2", *SETTINGS]
-    env = {**os.environ, "FCNSEG_TEST_RAY_FLAGS": str(flags)}
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "FCNSEG_TEST_RAY_FLAGS": str(flags), "PYTHONPATH": path}  # raykill.py, on every node
     done = subprocess.run(
         [sys.executable, "-c", TWO_NODES, *argv], env=env, capture_output=True, text=True, timeout=900
     )
