@@ -2,8 +2,8 @@
 
 The layers of ``src/fcnseg``, lowest first (a module's layer is that of its top-level name under ``fcnseg``):
 
-0. ``_atomic``, ``_stamp``, ``faults``, ``runlock``, ``memory``, ``imageio``, ``transforms``, ``metrics``,
-   ``distributed``: files, images, tensors, processes
+0. ``_atomic``, ``_stamp``, ``faults``, ``runlock``, ``storage``, ``memory``, ``imageio``, ``transforms``,
+   ``metrics``, ``distributed``: files (local or in buckets), images, tensors, processes
 1. ``data``: the datasets and their class names
 2. ``weights``: weights as data (registry, cache, checkpoint files; the VOC names come from ``data``)
 3. ``models``: the networks
@@ -25,7 +25,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS = [
-    {"_atomic", "_stamp", "faults", "runlock", "memory", "imageio", "transforms", "metrics", "distributed"},
+    {"_atomic", "_stamp", "faults", "runlock", "storage", "memory", "imageio", "transforms", "metrics", "distributed"},
     {"data"},
     {"weights"},
     {"models"},

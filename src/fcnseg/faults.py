@@ -114,8 +114,13 @@ def _what_to_do(error: OSError) -> str:
 def describe(error: OSError, *, kept: str | None = None, todo: str | None = None) -> str:
     """One line for an I/O fault: which file, the cause in words, what was kept, what to do.
 
-    ``todo`` is appended to the generic advice ("free at least 12 MB on /data, then <todo>").
+    ``todo`` is appended to the generic advice ("free at least 12 MB on /data, then <todo>"). A bucket's fault
+    (:class:`fcnseg.storage.StorageError`) brings its own cause and advice.
     """
+    from .storage import StorageError
+
+    if isinstance(error, StorageError) and error.cause:
+        return "; ".join([f"{error.what}: {error.cause}", *([kept] if kept else []), f"{error.advice}, then {todo}"])
     verb = "cannot write " if isinstance(error, WriteError) else ""
     name = error.filename if error.filename is not None else "(unnamed file)"
     parts = [f"{verb}{name}: {_cause(error)}"]

@@ -7,11 +7,11 @@ read the same way everywhere and every failure is an :class:`ImageDecodeError` w
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import storage
 from .memory import available_bytes
 
 __all__ = ["MAX_PIXELS", "ImageDecodeError", "load_image", "to_rgb"]
@@ -57,9 +57,13 @@ def _scaled_to_8bit(img: Image.Image) -> Image.Image:
 
 
 def load_image(
-    source: str | Path | bytes, *, max_pixels: int = MAX_PIXELS, name: str | None = None, exif_transpose: bool = True
+    source: str | storage.AnyPath | bytes,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    name: str | None = None,
+    exif_transpose: bool = True,
 ) -> Image.Image:
-    """Decode a file path or raw bytes into an upright RGB PIL image.
+    """Decode a file path, a URL (streamed, :func:`fcnseg.storage.open_read`) or raw bytes into an upright RGB image.
 
     The first frame of animations is used. Images with more than ``max_pixels`` pixels are refused from
     their header, before any pixel is decoded (Pillow refuses files above :data:`MAX_PIXELS` on its own, so a
@@ -67,8 +71,13 @@ def load_image(
     datasets (COCO) whose annotations were drawn on the unrotated pixels.
     """
     label = name or (f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source))
+    remote = not isinstance(source, bytes) and storage.is_remote(source)
     try:
-        fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+        fp = io.BytesIO(source) if isinstance(source, bytes) else storage.open_read(source)
+    except storage.StorageError as e:
+        if e.run_wide:  # every other input would fail the same way: the command stops with this one line
+            raise
+        raise ImageDecodeError(f"{label}: cannot open ({e})") from None
     except OSError as e:
         raise ImageDecodeError(f"{label}: cannot open ({e.strerror or e})") from None
     with fp:
@@ -92,6 +101,8 @@ def load_image(
         except Image.DecompressionBombError as e:
             raise ImageDecodeError(f"{label}: refused as a decompression bomb ({e})") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
+            if remote and isinstance(fault := storage.translate(e, label), storage.StorageError):
+                raise fault from e  # the store failed while streaming: not the image's fault
             raise ImageDecodeError(f"{label}: corrupt or truncated image ({e})") from None
         if img.width < 1 or img.height < 1:
             raise ImageDecodeError(f"{label}: image has no pixels")
@@ -108,7 +119,7 @@ def _check_memory(label: str, w: int, h: int) -> None:
         )
 
 
-def _is_empty(source: str | Path | bytes) -> bool:
+def _is_empty(source: str | storage.AnyPath | bytes) -> bool:
     if isinstance(source, bytes):
         return len(source) == 0
-    return Path(source).stat().st_size == 0
+    return (storage.identity(storage.as_path(source)) or {}).get("size") == 0

@@ -7,6 +7,9 @@ Next to the outputs, ``OUT_DIR/.fcnseg/NAME.json`` records whose outputs ``NAME`
 size and modification time (:func:`source_of`), the settings that made them and which outputs were written. It is
 written before the outputs (listing none), so outputs never exist without the record that says which image they
 belong to, and again once they are all written.
+
+``OUT_DIR`` may be a bucket prefix (``s3://b/out``): every read and write goes through :mod:`fcnseg.storage`, so
+the same names, records and rules hold there, with an object's ETag in place of a file's modification time.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from ._atomic import atomic_path
+from . import storage
 from ._stamp import file_stamp
 from .predict import SegmentationResult
+from .storage import AnyPath
 
 __all__ = [
     "OUTPUT_KINDS",
@@ -59,13 +63,13 @@ RUN_OUTPUTS = {
 }
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path`` and rename it into place only on success."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        write(f)
+def atomic_write(path: AnyPath, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(file)`` on a temporary file and make it ``path`` only on success: renamed into place on disk,
+    uploaded whole to a bucket (:func:`fcnseg.storage.atomic_write`)."""
+    storage.atomic_write(path, write)
 
 
-def output_paths(base: Path, kinds: Iterable[str]) -> dict[str, Path]:
+def output_paths(base: AnyPath, kinds: Iterable[str]) -> dict[str, AnyPath]:
     """``base`` is the output folder plus the input's stem, e.g. ``out/holiday/beach``."""
     return {k: base.with_name(base.name + OUTPUT_KINDS[k]) for k in kinds}
 
@@ -110,48 +114,51 @@ WRITERS: dict[str, Callable[[SegmentationResult, IO[bytes], dict[str, Any]], Non
 
 
 def write_outputs(
-    result: SegmentationResult, base: Path, kinds: Sequence[str], meta: dict[str, Any] | None = None
-) -> list[Path]:
+    result: SegmentationResult, base: AnyPath, kinds: Sequence[str], meta: dict[str, Any] | None = None
+) -> list[AnyPath]:
     """Write the requested outputs of one image atomically; returns their paths.
 
     If one of them fails, those already written for this image are removed too, so an image has either
     all of its outputs or none (a rerun then redoes it).
     """
     paths = output_paths(base, kinds)
-    base.parent.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    written: list[AnyPath] = []
     try:
         for kind, path in paths.items():
             atomic_write(path, lambda f, kind=kind: WRITERS[kind](result, f, meta or {}))
             written.append(path)
     except BaseException:
         for path in written:
-            path.unlink(missing_ok=True)
+            storage.remove(path)
         raise
     return written
 
 
-def remove_outputs(base: Path, kinds: Iterable[str]) -> None:
+def remove_outputs(base: AnyPath, kinds: Iterable[str]) -> None:
     """Delete the outputs of ``kinds`` at ``base`` (those there are), e.g. an older run's that a new one replaces."""
     for path in output_paths(base, kinds).values():
-        path.unlink(missing_ok=True)
+        storage.remove(path)
 
 
-def source_of(path: str | Path) -> dict[str, Any]:
-    """What identifies an input file: real path, size and modification time (ns; both None if it cannot be read)."""
-    size, mtime_ns = file_stamp(path) or (None, None)
+def source_of(path: str | AnyPath) -> dict[str, Any]:
+    """What identifies an input: its real path (or URL) and :func:`fcnseg.storage.identity`: size and modification
+    time (ns) of a file, size and ETag of an object (None if it cannot be read)."""
+    path = storage.as_path(path)
+    if storage.is_remote(path):
+        return {"path": str(path), "size": None, "etag": None, **(storage.identity(path) or {})}
+    size, mtime_ns = file_stamp(path) or (None, None)  # also for a path that is not a regular file
     return {"path": os.path.realpath(path), "size": size, "mtime_ns": mtime_ns}
 
 
-def record_path(out: Path, name: str | Path) -> Path:
+def record_path(out: AnyPath, name: str | Path) -> AnyPath:
     return out / RECORD_DIR / f"{name}.json"
 
 
-def read_record(out: Path, name: str | Path) -> dict[str, Any] | None:
+def read_record(out: AnyPath, name: str | Path) -> dict[str, Any] | None:
     """The record of the outputs at ``out/name`` (``{"source": source_of(...), ...}``), or None if there is none."""
     path = record_path(out, name)
     try:
-        return json.loads(path.read_text())
+        return json.loads(storage.read_bytes(path))
     except FileNotFoundError:
         return None
     except ValueError as e:  # written atomically by fcnseg: only a hand edit gets here
@@ -165,11 +172,11 @@ def write_record(out: Path, name: str | Path, record: dict[str, Any]) -> None:
 SUMMARY_FIELDS = ("input", "name", "status", "error", "width", "height", "top_class", "top_share", "outputs", "rank")
 
 
-def read_summary(path: Path) -> list[dict[str, Any]]:
+def read_summary(path: AnyPath) -> list[dict[str, Any]]:
     """The rows of an existing summary written by :func:`write_summary` (none if there is no file)."""
-    if not path.is_file():
+    if not storage.is_file(path):
         return []
-    text = path.read_text()
+    text = storage.read_bytes(path).decode()
     if path.suffix == ".jsonl":
         try:
             return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -184,7 +191,7 @@ def merge_rows(old: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> 
     return sorted(merged.values(), key=lambda row: str(row["input"]))
 
 
-def write_summary(rows: Sequence[dict[str, Any]], path: Path) -> None:
+def write_summary(rows: Sequence[dict[str, Any]], path: AnyPath) -> None:
     """One row per input, as CSV or JSON Lines (by the file's suffix: ``.csv`` or ``.jsonl``)."""
     if path.suffix not in (".csv", ".jsonl"):
         raise ValueError(f"{path}: summary must be .csv or .jsonl")

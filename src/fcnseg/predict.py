@@ -28,6 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import storage
 from .distributed import select_device
 from .faults import is_out_of_memory
 from .imageio import ImageDecodeError, load_image
@@ -265,7 +266,7 @@ class Segmenter:
         self, images: Sequence[ImageLike | str | Path], *, probs: bool = False, confidence: bool = False
     ) -> list[SegmentationResult]:
         """Segment several images; same-size inputs share one forward pass."""
-        pils = [load_image(im) if isinstance(im, (str, Path)) else _as_pil(im) for im in images]
+        pils = [load_image(im) if _is_path(im) else _as_pil(im) for im in images]
         results: list[SegmentationResult | None] = [None] * len(pils)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(pils):
@@ -296,7 +297,7 @@ class Segmenter:
         completion order. Inputs whose preprocessed size matches are batched, ``batch_size`` at a time; at
         most ``batch_size`` decoded images wait for a batch, so memory does not grow with mixed sizes.
         """
-        paths = [Path(p) for p in paths]
+        paths = [storage.as_path(p) for p in paths]  # a URL stays one: decoded from the stream
         loader = DataLoader(
             _DecodeFiles(paths, self.preprocess),
             batch_size=None,
@@ -374,22 +375,30 @@ class _DecodeFiles(Dataset):
 
 
 def decode_input(
-    source: str | Path | bytes, preprocess: SemanticSegmentation, name: str | None = None
+    source: str | storage.AnyPath | bytes, preprocess: SemanticSegmentation, name: str | None = None
 ) -> tuple[Image.Image, Tensor] | str:
-    """A file (or its bytes, labelled ``name``) -> the upright RGB image and its preprocessed (3, h, w) tensor, or
-    the one-line reason it cannot be read: the decode step of every engine (DataLoader workers, Ray tasks)."""
+    """A file or URL (or its bytes, labelled ``name``) -> the upright RGB image and its preprocessed (3, h, w)
+    tensor, or the one-line reason it cannot be read: the decode step of every engine (DataLoader workers, Ray
+    tasks). A store's fault that every input would meet (:class:`fcnseg.storage.StorageError`) is raised."""
     label = name or (f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source))
     try:
         image = load_image(source, name=name)
         return image, preprocess(image)
     except ImageDecodeError as e:
         return str(e)
+    except storage.StorageError:  # the store refuses every input alike: the run stops with its one line
+        raise
     except Exception as e:  # keep going on anything a broken file can trigger in a decoder
         return f"{label}: cannot decode ({type(e).__name__}: {e})"
 
 
 def _identity(item: Any) -> Any:
     return item
+
+
+def _is_path(image: Any) -> bool:
+    """A file to decode: a path, or a URL (``str`` or ``UPath``)."""
+    return isinstance(image, (str, Path)) or storage.is_remote(image)
 
 
 def _as_pil(image: ImageLike) -> Image.Image:

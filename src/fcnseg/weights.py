@@ -2,7 +2,8 @@
 
 Official files go through torch.hub's cache (``$TORCH_HOME/hub/checkpoints``), the same folder
 torchvision uses, so a checkpoint a user already downloaded is reused. Local ``.pth``/``.pt``/
-``.safetensors`` files (a bare state dict or a training checkpoint with a ``model`` key) load too.
+``.safetensors`` files (a bare state dict or a training checkpoint with a ``model`` key) load too, and so do
+checkpoints at a URL (``s3://b/w.pth``, ``https://...``), fetched once per content into ``urls/`` of that cache.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import storage
 from .data.categories import VOC_CATEGORIES
 from .transforms import SemanticSegmentation
 
@@ -115,13 +117,30 @@ class WeightsEnum(Enum):
 
         The one place that tells a name from a path: a member, its name (``"DEFAULT"``, ``"Enum.NAME"``) names a
         member; a ``Path``, or a string that ends in a checkpoint suffix, holds a path separator or names an
-        existing file, is a file. Anything else is an unknown name, an error listing the known ones.
+        existing file, is a file; a URL is fetched into the cache (:meth:`fetch_url`) and is that file. Anything
+        else is an unknown name, an error listing the known ones.
         """
+        if storage.is_url(obj):
+            return cls.fetch_url(obj)
         if isinstance(obj, str) and obj.removeprefix(cls.__name__ + ".") not in cls.__members__:
             looks_like_path = Path(obj).suffix.lower() in CHECKPOINT_SUFFIXES or "/" in obj or os.sep in obj
             if looks_like_path or Path(obj).exists():
                 return Path(obj)
         return obj if isinstance(obj, Path) else cls.verify(obj)
+
+    @classmethod
+    def fetch_url(cls, url: str) -> Path:
+        """The local copy of the checkpoint at ``url``, fetched into ``checkpoints_dir()/urls`` unless a copy of this
+        very object (URL and ETag) is there; a registry file (same name as an entry's) is checked against the sha256
+        its name carries."""
+        path = storage.as_path(url)
+        if not storage.is_remote(path):  # file://
+            return path
+        registry = next((m.value.hash_prefix for m in cls if m.file_name == path.name), None)
+        try:
+            return storage.cached_copy(path, checkpoints_dir() / "urls", hash_prefix=registry)
+        except FileNotFoundError:
+            raise WeightsError(f"{url}: no such checkpoint object") from None
 
     @property
     def url(self) -> str:

@@ -3,7 +3,9 @@ the local engine's outputs for them, which every Ray run must reproduce."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +13,7 @@ import pytest
 from checkpoints import THREE_CLASSES, write_checkpoint
 from PIL import Image
 from rayrun import SETTINGS, segment
+from s3server import s3, s3_environment, s3_server  # noqa: F401  (fixtures)
 
 HERE = Path(__file__).resolve().parent
 ASSETS = Path(__file__).resolve().parents[2] / "src" / "fcnseg" / "assets"
@@ -22,23 +25,37 @@ PHOTOS = [
 
 
 @pytest.fixture(scope="session")
-def ray_local(tmp_path_factory: pytest.TempPathFactory):
-    """The session's Ray: ``ray``, ``address`` (to join it from a subprocess) and ``flags`` (raykill.py's folder)."""
+def ray_local(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """The session's Ray: ``ray``, ``address`` (to join it from a subprocess) and ``flags`` (raykill.py's folder).
+
+    Its workers get the environment this process has when Ray starts, set here for the time of ``ray.init`` only:
+    raykill.py importable and its flags folder, and the loopback S3 server's endpoint and keys, as a user's nodes
+    have their store's.
+    """
     import ray
 
     flags = tmp_path_factory.mktemp("rayflags")
-    saved = {k: os.environ.get(k) for k in ("FCNSEG_TEST_RAY_FLAGS", "PYTHONPATH")}
-    # the workers inherit the environment of the Ray started here: raykill.py importable, its flags folder known
-    os.environ["FCNSEG_TEST_RAY_FLAGS"] = str(flags)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), saved["PYTHONPATH"]) if p)
-    ray.init(
-        num_cpus=2, object_store_memory=150 * 2**20, include_dashboard=False, logging_level="WARNING",
-        runtime_env={"worker_process_setup_hook": "raykill.install"},
-    )  # fmt: skip
+    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
+    store = s3_environment(request.getfixturevalue("s3_server").url)
+    env = {"FCNSEG_TEST_RAY_FLAGS": str(flags), "PYTHONPATH": path, **store}
+    with _environment(env):
+        ray.init(
+            num_cpus=2, object_store_memory=150 * 2**20, include_dashboard=False, logging_level="WARNING",
+            runtime_env={"worker_process_setup_hook": "raykill.install"},
+        )  # fmt: skip
     try:
         yield SimpleNamespace(ray=ray, address=ray.get_runtime_context().gcs_address, flags=flags)
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -2,7 +2,8 @@
 
 Built for runs over thousands of files: a bad file is reported on one line and skipped, outputs are written
 atomically (never a partial file), a rerun skips images whose outputs exist, and under ``torchrun`` each rank
-takes every ``world_size``-th input while rank 0 merges the summary.
+takes every ``world_size``-th input while rank 0 merges the summary. Inputs and OUT_DIR may be URLs
+(``s3://b/in/ -o s3://b/out/``): the same names, records, skips and lock, through :mod:`fcnseg.storage`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from .. import storage
 from ..coco_results import CocoResults
 from ..distributed import init_distributed
 from ..faults import describe
@@ -45,6 +47,7 @@ from ..outputs import (
 )
 from ..predict import TTA_SCALES, SegmentationResult, Segmenter
 from ..runlock import FolderBusyError, RunLock
+from ..storage import AnyPath, ObjectLock
 from ..video import VIDEO_OUTPUTS, is_video
 from . import CLIError, add_model_arguments, add_size_argument
 from ._inputs import Input, collect_inputs, name_inputs
@@ -63,7 +66,10 @@ def example_image() -> Path:
     return Path(str(resources.files("fcnseg") / "assets" / "astronaut.jpg"))
 
 
-def _check_writable(folder: Path) -> None:
+def _check_writable(folder: AnyPath) -> None:
+    if storage.is_remote(folder):  # a bucket answers at the first write, the lock object's
+        storage.check_writable(folder)
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -92,7 +98,9 @@ def _row(item: Input, status: str, rank: int, **extra: Any) -> dict[str, Any]:
     return {"input": str(item.path), "name": str(item.name or ""), "status": status, "rank": rank, **extra}
 
 
-def _prepare(args: argparse.Namespace, out: Path, info: Any, lock: RunLock) -> tuple[list[Input], list[dict[str, Any]]]:
+def _prepare(
+    args: argparse.Namespace, out: AnyPath, info: Any, lock: RunLock | ObjectLock
+) -> tuple[list[Input], list[dict[str, Any]]]:
     """The named inputs, the same on every rank, and (on rank 0) the rows of the summary already in ``out``.
 
     Rank 0 alone takes the folder's lock (one run at a time, so no run's summary rows are lost), reads stdin and
@@ -133,19 +141,19 @@ def _settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _done_before(out: Path, item: Input, claim: dict[str, Any], kinds: list[str]) -> dict[str, Any] | None:
+def _done_before(out: AnyPath, item: Input, claim: dict[str, Any], kinds: list[str]) -> dict[str, Any] | None:
     """The summary fields of an input whose requested outputs were all made from this very file with these
     settings, or None.
 
-    "This very file": the record under its name holds the same real path, size and modification time; "these
-    settings": the same :func:`_settings`; "all": each requested kind is listed in the record (it lists them once
-    they are all written) and on disk.
+    "This very file": the record under its name holds the same real path, size and modification time (URL, size
+    and ETag for an object); "these settings": the same :func:`_settings`; "all": each requested kind is listed in
+    the record (it lists them once they are all written) and exists.
     """
     record = read_record(out, item.name)
     paths = output_paths(out / item.name, kinds).values()
     if record is None or any(record.get(k) != v for k, v in claim.items()):
         return None
-    if not set(kinds) <= set(record.get("outputs", ())) or not all(p.is_file() for p in paths):
+    if not set(kinds) <= set(record.get("outputs", ())) or not all(map(storage.is_file, paths)):
         return None
     return {
         **{k: record[k] for k in ("width", "height", "top_class", "top_share")},
@@ -154,7 +162,12 @@ def _done_before(out: Path, item: Input, claim: dict[str, Any], kinds: list[str]
 
 
 def _save(
-    result: SegmentationResult, item: Input, claim: dict[str, Any], out: Path, kinds: list[str], meta: dict[str, Any]
+    result: SegmentationResult,
+    item: Input,
+    claim: dict[str, Any],
+    out: AnyPath,
+    kinds: list[str],
+    meta: dict[str, Any],
 ) -> dict[str, Any]:
     """Record, then write, one image's outputs; returns the summary fields of its "ok" row.
 
@@ -185,7 +198,12 @@ def _kept(rows: list[dict[str, Any]]) -> str:
 
 
 def _stop(
-    error: OSError, out: Path, previous: list[dict[str, Any]], rows: list[dict[str, Any]], summary: Path, info: Any
+    error: OSError,
+    out: AnyPath,
+    previous: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    summary: AnyPath,
+    info: Any,
 ) -> None:
     """A write fault every later image would meet (full disk, read-only or failing drive): record what was done
     (if the summary can still be written) and stop the run with one line."""
@@ -208,9 +226,9 @@ def _workers(given: int | None, device: torch.device) -> int:
 def run(args: argparse.Namespace) -> int:
     """The command's body; returns the exit code (1 if any input failed)."""
     info, device = init_distributed(args.device)
-    out = Path(args.output)
-    created = not out.exists()
-    lock = RunLock(out, "segment")
+    out = storage.as_path(args.output)
+    created = not storage.is_remote(out) and not out.exists()
+    lock = storage.run_lock(out, "segment")
     try:
         with _engine(args):
             return _run(args, info, device, lock)
@@ -258,7 +276,7 @@ def _save_row(
     result: SegmentationResult, row: dict[str, Any], *, out: Path, kinds: list[str], meta: dict[str, Any]
 ) -> dict[str, Any]:
     """:func:`_save` for a row of the Ray engine (``path``, ``name``, ``claim`` as JSON), run in its actors."""
-    item = Input(Path(row["path"]), Path(row["name"]), Path(row["name"]))
+    item = Input(storage.as_path(row["path"]), Path(row["name"]), Path(row["name"]))
     return _save(result, item, json.loads(row["claim"]), out, kinds, meta)
 
 
@@ -322,9 +340,9 @@ def _check_coco_writer(save: list[str]) -> None:
             raise CLIError("--save coco needs pycocotools: pip install 'fcnseg[coco]'") from None
 
 
-def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLock) -> int:
+def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLock | ObjectLock) -> int:
     _check_coco_writer(args.save)
-    out = Path(args.output)
+    out = storage.as_path(args.output)
     _check_writable(out)
     if args.source is not None:  # a live stream (cli/video.py)
         from .video import run_live
@@ -347,7 +365,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         say(f"fcnseg segment: warning: --weights none: {args.model} is randomly initialised", file=sys.stderr)
 
     rows: list[dict[str, Any]] = []
-    todo: dict[Path, tuple[Input, dict[str, Any]]] = {}
+    todo: dict[AnyPath, tuple[Input, dict[str, Any]]] = {}
     clips: list[Input] = []  # videos: segmented after the photos, by cli/video.py
     for item in inputs[info.rank :: info.world_size]:
         if item.name is None:
@@ -365,7 +383,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         else:
             todo[item.path] = (item, claim)
 
-    results: Iterable[tuple[Path, SegmentationResult | ImageDecodeError]] = ()
+    results: Iterable[tuple[AnyPath, SegmentationResult | ImageDecodeError]] = ()
     meta: dict[str, Any] = {}
     on_ray: Iterable[tuple[dict[str, Any], int]] = ()
     if todo and place is not None:
@@ -385,7 +403,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
     bar = tqdm(total=len(todo), unit="img", disable=quiet)
     start = time.perf_counter()
 
-    def save(found: tuple[Path, SegmentationResult | ImageDecodeError]) -> dict[str, Any] | None:
+    def save(found: tuple[AnyPath, SegmentationResult | ImageDecodeError]) -> dict[str, Any] | None:
         path, result = found
         if isinstance(result, ImageDecodeError):
             return None
@@ -408,7 +426,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
                 continue
             if isinstance(saved, OSError):
                 h, w = result.mask.shape
-                if saved.errno in _FOLDER_FAULTS:
+                if saved.errno in _FOLDER_FAULTS or getattr(saved, "run_wide", False):  # a bucket's: StorageError
                     _stop(saved, out, previous, rows, summary, info)
                 error = f"{path}: cannot write outputs to {(out / item.name).parent} ({saved.strerror or saved})"
                 rows.append(_row(item, "failed", info.rank, error=error, width=w, height=h))
@@ -480,11 +498,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     add_speed_arguments(p)
     p.add_argument(
-        "inputs", nargs="*", metavar="INPUT", help="image files, folders (recursive), globs, or - for paths on stdin"
-    )
+        "inputs", nargs="*", metavar="INPUT",
+        help="image files, folders (recursive), globs, or - for paths on stdin; each may be a URL (s3://b/photos/, "
+             "gs://, az://, https://; pip install 'fcnseg[cloud]'), read streamed",
+    )  # fmt: skip
     p.add_argument(
-        "-o", "--output", default="fcnseg_out", metavar="OUT_DIR", help="output folder (default: %(default)s)"
-    )
+        "-o", "--output", default="fcnseg_out", metavar="OUT_DIR",
+        help="output folder, or a bucket prefix such as s3://b/out/ (same names, records and skips; one run at a "
+             "time, by a lock object) (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=4, help="images (or tiles) per forward pass (default: 4)")
     p.add_argument(
         "--workers", type=int, default=None,

@@ -45,7 +45,7 @@ def decode_row(row: dict[str, Any], *, preprocess: SemanticSegmentation) -> dict
     elif "image" in row:
         found = _from_array(np.asarray(row["image"]), preprocess, _label(row))
     else:
-        found = decode_input(Path(row["path"]), preprocess)
+        found = decode_input(str(row["path"]), preprocess)  # a path or a URL (fcnseg.storage)
     if isinstance(found, str):
         return {**row, "image": NO_IMAGE, "x": np.zeros((3, 0, 0), np.float32), "error": found}
     image, x = found

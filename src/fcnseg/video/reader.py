@@ -8,6 +8,7 @@ truncated file raises :class:`VideoDecodeError` after the frames decoded before 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ def require_av() -> Any:
 
 
 def is_video(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+    return os.path.splitext(str(path))[1].lower() in VIDEO_SUFFIXES  # a URL too
 
 
 class VideoDecodeError(Exception):
