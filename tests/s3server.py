@@ -7,11 +7,14 @@ store's real answers. Fixtures (import them into a ``conftest.py``):
 
 - ``s3_server``: the session's server;
 - ``s3``: a fresh bucket (its name) with the environment pointing at the server, and fsspec's cached file systems
-  dropped, as a new process would start.
+  dropped, as a new process would start;
+
+and :func:`keys_allowed` / :func:`enforced_auth` for credentials the server checks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import threading
@@ -94,6 +97,35 @@ class S3Server:
         return [body]
 
 
+def keys_allowed(actions: list[str]) -> dict[str, str]:
+    """Access keys of a new IAM user allowed only ``actions`` (``["s3:GetObject"]``), as environment variables; the
+    server checks them only under :func:`enforced_auth`."""
+    import json
+
+    import boto3
+
+    iam = boto3.client("iam")
+    name = f"user-{next(_BUCKETS)}"
+    iam.create_user(UserName=name)
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+    iam.put_user_policy(UserName=name, PolicyName="only", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+
+@contextlib.contextmanager
+def enforced_auth() -> Iterator[None]:
+    """The server checks signatures and IAM policies inside the block (moto serves anyone by default)."""
+    import moto.settings
+
+    before = moto.settings.INITIAL_NO_AUTH_ACTION_COUNT
+    moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+    try:
+        yield
+    finally:
+        moto.settings.INITIAL_NO_AUTH_ACTION_COUNT = before
+
+
 def forget_filesystems() -> None:
     """Drop fsspec's cached file system instances (their listings and credentials), as a new process starts."""
     import fsspec.spec
@@ -134,9 +166,14 @@ def s3_server() -> Iterator[S3Server]:
 def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A new empty bucket's name, the environment set to reach it, and a fresh start for fsspec."""
     import boto3
+    import fsspec.config
 
     for key, value in s3_environment(s3_server.url).items():
         monkeypatch.setenv(key, value)
+    # moto assembles a multipart upload in Python: on a busy machine completing a 300 MB checkpoint takes longer
+    # than s3fs's 15 s read timeout, and the retried request finds the upload gone. fsspec's own configuration, as
+    # a user with a slow store would set it.
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"config_kwargs": {"read_timeout": 600}})
     name = f"fcnseg-test-{next(_BUCKETS)}"
     boto3.client("s3").create_bucket(Bucket=name)
     forget_filesystems()

@@ -7,6 +7,7 @@ read the same way everywhere and every failure is an :class:`ImageDecodeError` w
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -73,7 +74,10 @@ def load_image(
     label = name or (f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source))
     remote = not isinstance(source, bytes) and storage.is_remote(source)
     try:
-        fp = io.BytesIO(source) if isinstance(source, bytes) else storage.open_read(source)
+        if isinstance(source, bytes):
+            fp = io.BytesIO(source)
+        else:
+            fp = storage.open_read(source) if remote else open(source, "rb")  # noqa: SIM115
     except storage.StorageError as e:
         if e.run_wide:  # every other input would fail the same way: the command stops with this one line
             raise
@@ -122,4 +126,6 @@ def _check_memory(label: str, w: int, h: int) -> None:
 def _is_empty(source: str | storage.AnyPath | bytes) -> bool:
     if isinstance(source, bytes):
         return len(source) == 0
-    return (storage.identity(storage.as_path(source)) or {}).get("size") == 0
+    if storage.is_remote(source):
+        return (storage.identity(storage.as_path(source)) or {}).get("size") == 0
+    return Path(source).stat().st_size == 0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from imagefiles import photo
 from PIL import Image
-from s3server import forget_filesystems
+from s3server import enforced_auth, forget_filesystems, keys_allowed
 
 from fcnseg.cli import main
 
@@ -144,13 +144,10 @@ def test_an_upload_failing_half_way_leaves_no_output_of_that_image_and_a_rerun_r
     assert {"out/b_overlay.jpg", "out/b_mask.png"} <= set(_objects(s3, "out/"))
 
 
-def test_throttling_is_retried_then_reported_in_one_line(s3, s3_server, photos, checkpoint, capsys):
-    args = (f"s3://{s3}/in/", "-o", f"s3://{s3}/out/", "--weights", checkpoint, "--save", "mask")
-    s3_server.fail("PUT", rf"^/{s3}/out/a_mask\.png$", times=2)  # slowed down twice, then accepted
-    assert _segment(*args) == 0
-    assert "3 segmented" in _summary_line(capsys)
-    s3_server.fail("PUT", rf"^/{s3}/out2/")  # every write, for good
-    assert _segment(f"s3://{s3}/in/", "-o", f"s3://{s3}/out2/", "--weights", checkpoint) == 1
+def test_throttling_that_outlasts_the_retries_is_one_line(s3, s3_server, photos, checkpoint, capsys):
+    """(Throttling that passes is retried: tests/storage/test_objects.py.)"""
+    s3_server.fail("PUT", rf"^/{s3}/out/")  # every write, for good
+    assert _segment(f"s3://{s3}/in/", "-o", f"s3://{s3}/out/", "--weights", checkpoint) == 1
     err = _errors(capsys)
     assert len(err) == 1 and "the store is throttling requests (SlowDown" in err[0]
 
@@ -167,3 +164,26 @@ def test_a_missing_bucket_is_one_line(s3, photos, checkpoint, capsys):
 def test_missing_weights_object_is_one_line(s3, photos, capsys):
     assert _segment(f"s3://{s3}/in/", "-o", f"s3://{s3}/out/", "--weights", f"s3://{s3}/nope.pth") == 1
     assert capsys.readouterr().err.strip() == f"fcnseg segment: error: s3://{s3}/nope.pth: no such checkpoint object"
+
+
+def test_credentials_that_may_only_read_are_refused_in_one_line_before_any_work(
+    s3, photos, checkpoint, monkeypatch, capsys
+):
+    for key, value in keys_allowed(["s3:GetObject", "s3:ListBucket"]).items():
+        monkeypatch.setenv(key, value)
+    with enforced_auth():
+        assert _segment(f"s3://{s3}/in/", "-o", f"s3://{s3}/out/", "--weights", checkpoint) == 1
+    assert _errors(capsys) == [
+        f"fcnseg segment: error: s3://{s3}/out/.fcnseg.lock: access denied; check that the credentials in use may "
+        "write to it (or that they are the right ones)"
+    ]
+    assert _objects(s3, "out/") == {}
+
+
+def test_wrong_credentials_are_one_line(s3, photos, checkpoint, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with enforced_auth():
+        assert _segment(f"s3://{s3}/in/", "-o", str(checkpoint.parent / "out"), "--weights", checkpoint) == 1
+    err = _errors(capsys)
+    assert len(err) == 1 and err[0].startswith(f"fcnseg segment: error: s3://{s3}/in")
+    assert "access denied" in err[0] or "rejected the credentials" in err[0]

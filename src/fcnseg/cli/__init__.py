@@ -32,8 +32,9 @@ def add_model_arguments(p: argparse.ArgumentParser, *, device: bool = True) -> N
     p.add_argument("--model", default="fcn_resnet50", choices=list_models(), help="default: fcn_resnet50")
     p.add_argument(
         "--weights", default="DEFAULT", type=_weights,
-        help="weights name (default: DEFAULT, the COCO/VOC checkpoint), a checkpoint file (.pth/.pt/.safetensors), "
-             "or 'none' for random initialisation (testing only: meaningless predictions)",
+        help="weights name (default: DEFAULT, the COCO/VOC checkpoint), a checkpoint file (.pth/.pt/.safetensors) "
+             "or URL (s3://b/w.pth, https://...; fetched once per content into the hub cache), or 'none' for random "
+             "initialisation (testing only: meaningless predictions)",
     )  # fmt: skip
     if device:
         p.add_argument("--device", default="auto", help="auto (CUDA when present; default), cpu, cuda, cuda:1...")

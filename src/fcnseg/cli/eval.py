@@ -47,6 +47,14 @@ def _run(args: argparse.Namespace) -> int:
     kwargs = {"ignore_index": args.ignore_index} if args.dataset == "folder" else {}
     if args.data_root is None and args.ann_file is None:
         raise CLIError("give the dataset with --data-root (or a COCO file with --ann-file)")
+    from .. import storage
+
+    # in a bucket: mirrored (folders) or fetched (the annotation file) into this machine's cache, read from there
+    if args.data_root is not None:
+        args.data_root = storage.as_local(args.data_root, folder=True)
+    for name, folder in (("ann_file", False), ("images", True)):
+        if getattr(args, name) is not None:
+            setattr(args, name, str(storage.as_local(getattr(args, name), folder=folder)))
     try:
         dataset = get_dataset(
             args.dataset, args.data_root, args.split, ann_file=args.ann_file, images=args.images, **kwargs
@@ -136,7 +144,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(p)
     p.add_argument("--dataset", required=True, choices=("coco", "voc", "folder"))
-    p.add_argument("--data-root", type=Path, help="COCO root or export folder, VOC root or folder dataset root")
+    p.add_argument(
+        "--data-root", help="COCO root or export folder, VOC root or folder dataset root; --data-root, --ann-file and "
+        "--images may be URLs (s3://b/coco/), fetched into this machine's cache",
+    )  # fmt: skip
     p.add_argument("--split", default="val", help="split name (default: val; VOC also train_aug; CVAT: default)")
     p.add_argument("--ann-file", help="COCO: an annotation file (any export) instead of --data-root and --split")
     p.add_argument("--images", help="COCO: the folder --ann-file's image names are relative to (default: found)")

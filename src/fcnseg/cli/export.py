@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
+from .. import storage
 from . import CLIError, add_model_arguments, add_size_argument
 
 
@@ -34,18 +34,17 @@ def _tolerance(text: str) -> float:
 def _export(args: argparse.Namespace) -> int:
     from ..faults import describe
 
-    output = Path(args.output)
+    output = storage.as_path(args.output)  # a file, or a URL (s3://b/model.onnx): uploaded once checked
     try:
         return _export_checked(args, output)
     except OSError as e:  # a write fault: --output is as it was
-        kept = f"the previous {output} is unchanged" if output.exists() else "nothing was written"
+        kept = f"the previous {output} is unchanged" if storage.is_file(output) else "nothing was written"
         raise CLIError(describe(e, kept=kept, todo="export again")) from e
 
 
-def _export_checked(args: argparse.Namespace, output: Path) -> int:
+def _export_checked(args: argparse.Namespace, output: storage.AnyPath) -> int:
     import torch
 
-    from .._atomic import atomic_path
     from ..export import RESIZED_MIN_AGREEMENT, check_parity, export_model
     from ..predict import Segmenter
 
@@ -56,7 +55,8 @@ def _export_checked(args: argparse.Namespace, output: Path) -> int:
     inside = args.with_preprocessing and args.format == "onnx"
     print(seg.describe_size() + ("" if inside else "; recorded in the file, done by the caller"))
     runtime = "ONNX Runtime (CPU)" if args.format == "onnx" else "TorchScript (torch.jit.load)"
-    with atomic_path(output) as tmp:  # checked under a temporary name: --output is replaced only by a good file
+    # checked under a temporary name: --output is replaced (renamed onto, or uploaded to) only by a good file
+    with storage.atomic_path(output) as tmp:
         _, module = export_model(
             seg.model,
             tmp,
@@ -91,7 +91,7 @@ def _export_checked(args: argparse.Namespace, output: Path) -> int:
             print("  " + r.line())
         failed = [r for r in reports if not r.ok]
         if failed:
-            kept = "the previous file is kept" if output.exists() else "nothing written"
+            kept = "the previous file is kept" if storage.is_file(output) else "nothing written"
             raise CLIError(f"{output}: parity check failed on {len(failed)} of {len(reports)} shapes; {kept}")
     print(f"parity ok on {len(reports)} shapes; wrote {output}")
     return 0
@@ -112,8 +112,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     add_size_argument(p)
     p.add_argument(
-        "--output", "-o", required=True, help="output file (.onnx, or .pt for TorchScript; --format decides)"
-    )
+        "--output", "-o", required=True,
+        help="output file (.onnx, or .pt for TorchScript; --format decides), or a URL (s3://b/model.onnx): uploaded "
+             "whole once the parity check passed",
+    )  # fmt: skip
     p.add_argument(
         "--with-preprocessing",
         nargs="?",

@@ -111,6 +111,7 @@ def _prepare(
     if info.is_main:
         try:
             lock.acquire()
+            storage.list_below(out)  # in a bucket: one listing answers the name and skip checks below
             previous = read_summary(out / f"summary.{args.summary}")  # unreadable: fail before any work
             inputs = collect_inputs(args.inputs, output=out)
             if args.example:
@@ -141,15 +142,16 @@ def _settings(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _done_before(out: AnyPath, item: Input, claim: dict[str, Any], kinds: list[str]) -> dict[str, Any] | None:
+def _done_before(
+    record: dict[str, Any] | None, out: AnyPath, item: Input, claim: dict[str, Any], kinds: list[str]
+) -> dict[str, Any] | None:
     """The summary fields of an input whose requested outputs were all made from this very file with these
-    settings, or None.
+    settings (per ``record``, the one under its name), or None.
 
     "This very file": the record under its name holds the same real path, size and modification time (URL, size
     and ETag for an object); "these settings": the same :func:`_settings`; "all": each requested kind is listed in
     the record (it lists them once they are all written) and exists.
     """
-    record = read_record(out, item.name)
     paths = output_paths(out / item.name, kinds).values()
     if record is None or any(record.get(k) != v for k, v in claim.items()):
         return None
@@ -168,12 +170,15 @@ def _save(
     out: AnyPath,
     kinds: list[str],
     meta: dict[str, Any],
+    recorded: bool,
 ) -> dict[str, Any]:
     """Record, then write, one image's outputs; returns the summary fields of its "ok" row.
 
-    The record claims the name first and lists no outputs; the outputs of an older run of this image that this
-    run does not rewrite are removed (the name is this image's: :func:`fcnseg.cli._inputs.name_inputs`), so the
-    folder never mixes two runs of one image; the record lists the outputs once they are all written.
+    The record claims the name first and lists no outputs; if a record was there (``recorded``), the outputs of an
+    older run of this image that this run does not rewrite are removed (the name is this image's:
+    :func:`fcnseg.cli._inputs.name_inputs`; a name without a record holds no outputs, and deleting nothing would
+    cost a request per kind in a bucket), so the folder never mixes two runs of one image; the record lists the
+    outputs once they are all written.
     Safe to call from a worker thread: it touches only this image's files.
     """
     h, w = result.mask.shape
@@ -181,7 +186,8 @@ def _save(
     fields = {"width": w, "height": h, "top_class": top["name"], "top_share": round(top["share"], 6)}
     record = {**claim, "input": str(item.path), **fields}
     write_record(out, item.name, {**record, "outputs": []})
-    remove_outputs(out / item.name, [k for k in OUTPUT_KINDS if k not in kinds])
+    if recorded:
+        remove_outputs(out / item.name, [k for k in OUTPUT_KINDS if k not in kinds])
     written = write_outputs(result, out / item.name, kinds, {"input": str(item.path), **meta})
     write_record(out, item.name, {**record, "outputs": kinds})
     return {**fields, "outputs": ";".join(map(str, written))}
@@ -365,7 +371,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         say(f"fcnseg segment: warning: --weights none: {args.model} is randomly initialised", file=sys.stderr)
 
     rows: list[dict[str, Any]] = []
-    todo: dict[AnyPath, tuple[Input, dict[str, Any]]] = {}
+    todo: dict[AnyPath, tuple[Input, dict[str, Any], bool]] = {}  # path -> input, claim, recorded
     clips: list[Input] = []  # videos: segmented after the photos, by cli/video.py
     for item in inputs[info.rank :: info.world_size]:
         if item.name is None:
@@ -377,11 +383,12 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
             clips.append(item)
             continue
         claim = {"source": source_of(item.path), "settings": settings}
-        done = None if redo else _done_before(out, item, claim, kinds)
+        record = read_record(out, item.name)
+        done = None if redo else _done_before(record, out, item, claim, kinds)
         if done is not None:
             rows.append(_row(item, "skipped", info.rank, **done))
         else:
-            todo[item.path] = (item, claim)
+            todo[item.path] = (item, claim, record is not None)
 
     results: Iterable[tuple[AnyPath, SegmentationResult | ImageDecodeError]] = ()
     meta: dict[str, Any] = {}
@@ -407,8 +414,8 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         path, result = found
         if isinstance(result, ImageDecodeError):
             return None
-        item, claim = todo[path]
-        return _save(result, item, claim, out, kinds, meta)
+        item, claim, recorded = todo[path]
+        return _save(result, item, claim, out, kinds, meta, recorded)
 
     try:
         for row, code in on_ray:
@@ -418,7 +425,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
             if row["status"] == "failed":
                 tqdm.write(f"fcnseg segment: error: {row['error']}", file=sys.stderr)
         for (path, result), saved in in_background(results, save):  # writing overlaps the next batch
-            item, _ = todo[path]
+            item = todo[path][0]
             bar.update()
             if isinstance(result, ImageDecodeError):
                 rows.append(_row(item, "failed", info.rank, error=str(result)))

@@ -1,4 +1,10 @@
-"""``fcnseg train``: the reference recipe, fine-tuning to new classes, resume, and torchrun DDP."""
+"""``fcnseg train``: the reference recipe, fine-tuning to new classes, resume, and torchrun DDP.
+
+Data, weights and the run folder may be in a bucket (:mod:`fcnseg.storage`): ``--data-root s3://b/data`` is
+mirrored to this machine's cache (each machine of a DDP job has its own copy: no shared file system), weights are
+fetched once per content, and a run folder ``--output-dir s3://b/runs/a`` is worked in a local copy whose files are
+uploaded, each whole, after every checkpoint save and when the run ends or stops.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,12 @@ from collections.abc import Iterator
 from dataclasses import fields
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+from .. import storage
+from .._stamp import file_stamp
 from ..faults import describe, io_fault
-from ..runlock import FolderBusyError, RunLock
+from ..runlock import FolderBusyError
 from ..train import TrainConfig, TrainingStopped, fit, resume
 from ..train.runs import RUN_FILES
 from . import CLIError
@@ -42,14 +51,15 @@ def _given(args: argparse.Namespace) -> dict[str, object]:
 
 
 @contextlib.contextmanager
-def _folder_lock(out: Path) -> Iterator[None]:
-    """One run at a time in ``out``: rank 0 holds its lock for the job (torchrun stops the other ranks if it
-    refuses). A folder this created for the lock alone goes again if the run wrote nothing."""
+def _folder_lock(out: storage.AnyPath) -> Iterator[None]:
+    """One run at a time in ``out`` (a folder, or a bucket prefix: a lock object): rank 0 holds its lock for the
+    job (torchrun stops the other ranks if it refuses). A folder this created for the lock alone goes again if the
+    run wrote nothing."""
     if os.environ.get("RANK", "0") != "0":
         yield
         return
-    created = not out.exists()
-    lock = RunLock(out, "train")
+    created = not storage.is_remote(out) and not out.exists()
+    lock = storage.run_lock(out, "train")
     try:
         lock.acquire()
     except FolderBusyError as e:
@@ -84,24 +94,77 @@ def _after_fault(out: Path) -> dict[str, str]:
     return {"kept": "nothing was written", "todo": "run again"}
 
 
+def _published(run: Any, publish: Any) -> dict[str, Any]:
+    """``run()``, then the run folder's last files uploaded; also when it stops or fails (what it saved is kept)."""
+    if publish is None:
+        return run()
+    try:
+        result = run()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the run's own failure is the one to report
+            publish()
+        raise
+    publish()
+    return result
+
+
+def _run_in_bucket(args: argparse.Namespace) -> tuple[storage.AnyPath, Path] | None:
+    """For a run folder in a bucket (``--output-dir URL``, or ``--resume URL`` without it): its URL and the local
+    copy the run works in (``--output-dir`` and ``--resume`` then point there); None for a folder on disk."""
+    resume = args.resume if args.resume and storage.is_remote(args.resume) else None
+    if args.output_dir is not None and storage.is_remote(args.output_dir):
+        remote = storage.as_path(args.output_dir)
+    elif resume is not None and args.output_dir is None:
+        remote = storage.as_path(resume).parent
+    else:
+        if resume is not None:  # a bucket's run continued in a folder on disk
+            args.resume = str(storage.as_local(resume))
+        return None
+    local = storage.local_mirror(remote, storage.cache_root() / "runs", allow_empty=True)
+    args.output_dir = str(local)
+    if resume is not None:
+        args.resume = str(local / storage.as_path(resume).name)
+    return remote, local
+
+
+def _publisher(bucket: tuple[storage.AnyPath, Path] | None) -> Any:
+    """Rank 0's upload of the run folder's new and changed files to the bucket (None for a folder on disk)."""
+    if bucket is None or os.environ.get("RANK", "0") != "0":
+        return None
+    remote, local = bucket
+    sent = {str(p.relative_to(local)): stamp for p in local.rglob("*") if (stamp := file_stamp(p)) is not None}
+    return partial(storage.publish_folder, local, remote, sent)
+
+
 def _train(args: argparse.Namespace) -> int:
+    if args.data_root is not None:
+        args.data_root = str(storage.as_local(args.data_root, folder=True))
+    for name in ("weights", "weights_backbone", "class_weights"):
+        if getattr(args, name) is not None and storage.is_remote(getattr(args, name)):
+            setattr(args, name, str(storage.as_local(getattr(args, name))))
+    bucket = _run_in_bucket(args)
+    publish = _publisher(bucket)
+
+    def public(text: str) -> str:  # the run folder's files named where they are kept: in the bucket
+        return text if bucket is None else text.replace(str(bucket[1]), str(bucket[0]))
+
     given = _given(args)
     if args.resume:
-        run = partial(resume, args.resume, **given)
+        run = partial(resume, args.resume, after_save=publish, **given)
         where = Path(args.output_dir or Path(args.resume).parent)
     elif args.data_root is None:
         raise CLIError("--data-root is required (unless resuming with --resume)")
     else:
         config = TrainConfig(**given)
-        run, where = partial(fit, config), Path(config.output_dir)
+        run, where = partial(fit, config, after_save=publish), Path(config.output_dir)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        with _folder_lock(where):
-            result = run()
+        with _folder_lock(where if bucket is None else bucket[0]):
+            result = _published(run, publish)
     except FileExistsError as e:  # the output folder holds another run
-        raise CLIError(str(e)) from None
+        raise CLIError(public(str(e))) from None
     except TrainingStopped as e:  # SIGINT or SIGTERM while training: the current step is saved
-        print(f"fcnseg train: {e}", file=sys.stderr)
+        print(f"fcnseg train: {public(str(e))}", file=sys.stderr)
         return 128 + e.signum
     except _Terminated:
         print("fcnseg train: terminated", file=sys.stderr)
@@ -109,9 +172,10 @@ def _train(args: argparse.Namespace) -> int:
     except Exception as e:
         if (fault := io_fault(e)) is None:
             raise
-        raise CLIError(describe(fault, **_after_fault(where))) from e
+        raise CLIError(public(describe(fault, **_after_fault(where)))) from e
     finally:
         signal.signal(signal.SIGTERM, previous)
+    result = {k: public(v) if isinstance(v, str) else v for k, v in result.items()}
     if args.print_json:
         print(json.dumps(result, indent=2))
     else:
@@ -136,7 +200,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=["folder", "coco", "voc"], help=f"default {d['dataset']}")
-    g.add_argument("--data-root", help="dataset folder (folder format: classes.txt, train/ and val/)")
+    g.add_argument(
+        "--data-root",
+        help="dataset folder (folder format: classes.txt, train/ and val/), or a bucket prefix (s3://b/data): "
+             "mirrored to this machine's cache, so DDP needs no shared file system",
+    )  # fmt: skip
     g.add_argument("--train-split", help=f"default {d['train_split']}")
     g.add_argument("--val-split", help=f"default {d['val_split']}")
     g.add_argument("--no-val", action="store_true", help="skip validation (no best checkpoint)")
@@ -187,7 +255,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
     g.add_argument(
         "--output-dir",
-        help=f"checkpoints and log; one run per folder (default {d['output_dir']}; with --resume the checkpoint's)",
+        help=f"checkpoints and log; one run per folder (default {d['output_dir']}; with --resume the checkpoint's); a "
+        "bucket prefix (s3://b/runs/a) is worked in a local copy, its files uploaded whole after every save",
     )
     g.add_argument(
         "--exist-ok",

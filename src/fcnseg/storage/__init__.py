@@ -15,7 +15,7 @@ Credentials and endpoints come from each library's own chain (for S3-compatible 
 fcnseg never asks for keys. fsspec and the store's library are the ``cloud`` extra, imported only for a URL.
 """
 
-from .cache import cached_copy, local_mirror
+from .cache import as_local, cache_root, cached_copy, local_mirror, publish_folder
 from .errors import StorageError, storage_errors, translate
 from .lock import ObjectLock, run_lock
 from .objects import (
@@ -24,9 +24,11 @@ from .objects import (
     identity,
     is_file,
     iter_files,
+    list_below,
     open_read,
     read_bytes,
     remove,
+    upload,
 )
 from .paths import AnyPath, as_path, check_writable, filesystem, is_remote, is_url, location
 
@@ -34,9 +36,11 @@ __all__ = [
     "AnyPath",
     "ObjectLock",
     "StorageError",
+    "as_local",
     "as_path",
     "atomic_path",
     "atomic_write",
+    "cache_root",
     "cached_copy",
     "check_writable",
     "filesystem",
@@ -45,12 +49,15 @@ __all__ = [
     "is_remote",
     "is_url",
     "iter_files",
+    "list_below",
     "local_mirror",
     "location",
     "open_read",
+    "publish_folder",
     "read_bytes",
     "remove",
     "run_lock",
     "storage_errors",
     "translate",
+    "upload",
 ]

@@ -7,18 +7,22 @@ two processes (the ranks of a DDP job on one machine) fetching the same object a
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from .._atomic import atomic_path
+from .._stamp import file_stamp
 from .errors import StorageError, storage_errors
-from .objects import identity, iter_files
-from .paths import AnyPath, as_path, filesystem
+from .objects import identity, iter_files, upload
+from .paths import AnyPath, as_path, filesystem, is_remote
 
-__all__ = ["cache_root", "cached_copy", "local_mirror"]
+__all__ = ["as_local", "cache_root", "cached_copy", "local_mirror", "publish_folder"]
 
 
 def cache_root() -> Path:
@@ -67,15 +71,35 @@ def cached_copy(url: AnyPath | str, folder: Path, *, hash_prefix: str | None = N
     return dest
 
 
-def local_mirror(url: AnyPath | str, root: Path | None = None) -> Path:
+@contextlib.contextmanager
+def _exclusive(folder: Path) -> Iterator[None]:
+    """One process at a time updates a mirror (the ranks of a DDP job on one machine: the first fetches, the others
+    find it done); an ``flock``, released by the kernel if its holder dies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".fcnseg-mirror.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def local_mirror(url: AnyPath | str, root: Path | None = None, *, allow_empty: bool = False) -> Path:
     """A local folder holding every object under the prefix ``url`` (same relative paths), kept in step with it.
 
     An object is fetched when its size or ETag differs from the copy's (recorded in ``.fcnseg-mirror.json``);
     copies of objects gone from the prefix are removed. Used for training data, so that each machine of a DDP job
-    reads its own disk and no shared file system is needed.
+    reads its own disk and no shared file system is needed, and for a run folder in a bucket. An empty prefix is
+    an error unless ``allow_empty``.
     """
     url = as_path(url)
     folder = (root or cache_root() / "mirror") / _digest(str(url).rstrip("/"))
+    with _exclusive(folder):
+        _mirror(url, folder, allow_empty)
+    return folder
+
+
+def _mirror(url: AnyPath, folder: Path, allow_empty: bool) -> None:
     manifest_path = folder / ".fcnseg-mirror.json"
     try:
         old = json.loads(manifest_path.read_text())
@@ -90,10 +114,31 @@ def local_mirror(url: AnyPath | str, root: Path | None = None) -> Path:
         if old.get(str(rel)) != found or not dest.is_file():
             _download(obj, dest)
         new[str(rel)] = found
-    if not new:
+    if not new and not allow_empty:
         raise StorageError(str(url), "no objects under this prefix", "check the URL", run_wide=False)
     for rel in set(old) - set(new):
         folder.joinpath(rel).unlink(missing_ok=True)
     with atomic_path(manifest_path) as tmp:
         tmp.write_text(json.dumps(new, indent=1, sort_keys=True))
-    return folder
+
+
+def publish_folder(folder: Path, url: AnyPath | str, sent: dict[str, tuple[int, int]]) -> None:
+    """Upload the files of ``folder`` that changed since the last call (``sent``: relative name -> size and mtime,
+    updated) to the prefix ``url``, each as a whole object. The inverse of :func:`local_mirror`, for a run folder."""
+    url = as_path(url)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".fcnseg-mirror")):
+        rel = path.relative_to(folder)
+        stamp = file_stamp(path)
+        if stamp is None or sent.get(str(rel)) == stamp:
+            continue
+        upload(path, url.joinpath(*rel.parts))
+        sent[str(rel)] = stamp
+
+
+def as_local(location: str | os.PathLike[str], *, folder: bool = False) -> Path:
+    """A path on this machine for a file or ``folder`` that may be in a bucket: a local path as it is, an object
+    fetched into ``cache_root()/files``, a prefix mirrored (:func:`local_mirror`)."""
+    path = as_path(location)
+    if not is_remote(path):
+        return path
+    return local_mirror(path) if folder else cached_copy(path, cache_root() / "files")

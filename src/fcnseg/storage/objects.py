@@ -19,7 +19,10 @@ from .._stamp import file_stamp
 from .errors import storage_errors
 from .paths import AnyPath, as_path, check_writable, filesystem, is_remote
 
-__all__ = ["atomic_path", "atomic_write", "identity", "is_file", "iter_files", "open_read", "read_bytes", "remove"]
+__all__ = [
+    "atomic_path", "atomic_write", "identity", "is_file", "iter_files", "list_below", "open_read", "read_bytes",
+    "remove", "upload",
+]  # fmt: skip
 
 READ_BLOCK = 8 << 20  # bytes fetched per ranged GET while streaming an object: its memory bound per open file
 
@@ -83,11 +86,21 @@ def iter_files(folder: AnyPath, suffixes: tuple[str, ...] | None = None) -> Iter
     fs, key = filesystem(folder)
     root = key.rstrip("/")
     with storage_errors(folder):
-        for parent, _, files in fs.walk(root):
+        for parent, _, files in fs.walk(root, on_error="raise"):  # never an empty listing for a fault
             for name in sorted(files):
                 rel = PurePosixPath(parent, name).relative_to(root)
                 if suffixes is None or rel.suffix.lower() in suffixes:
                     yield folder.joinpath(*rel.parts), rel
+
+
+def list_below(folder: AnyPath) -> None:
+    """List everything under the prefix ``folder`` at once (a request per 1,000 objects), so that the existence
+    checks that follow (is NAME's record there? its mask?) are answered from fsspec's listing cache instead of a
+    HEAD and a LIST each. The cache holds until this process writes there. Nothing to do on disk."""
+    if is_remote(folder):
+        fs, key = filesystem(folder)
+        with storage_errors(folder):
+            fs.find(key.rstrip("/"), withdirs=True)
 
 
 @contextlib.contextmanager
@@ -107,9 +120,16 @@ def atomic_path(path: AnyPath | str, *, durable: bool = False, size: int | None 
     with tempfile.TemporaryDirectory(prefix="fcnseg-upload-") as folder:
         tmp = Path(folder) / path.name
         yield tmp
-        fs, key = filesystem(path)
-        with storage_errors(path, writing=True):
-            fs.put_file(str(tmp), key)
+        upload(tmp, path)
+
+
+def upload(local: Path, path: AnyPath) -> None:
+    """Copy the complete local file ``local`` to the object ``path`` in one PUT, or one multipart upload completed
+    once (aborted on failure): readers see the old object or the whole new one."""
+    check_writable(path)
+    fs, key = filesystem(path)
+    with storage_errors(path, writing=True):
+        fs.put_file(str(local), key)
 
 
 def atomic_write(path: AnyPath | str, write: Callable[[IO[bytes]], None]) -> None:

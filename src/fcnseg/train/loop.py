@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -40,21 +41,22 @@ __all__ = ["TrainingStopped", "fit", "resume"]
 clock = time.monotonic  # the epoch times and ETA; a test may set another
 
 
-def fit(config: TrainConfig) -> dict[str, Any]:
+def fit(config: TrainConfig, *, after_save: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train a run; with ``config.resume``, continue one (see :func:`resume`: the fields set to something other
     than their defaults are the changes asked for). Returns paths, the last validation scores and the best mIoU.
 
-    Under torchrun every process calls this; only rank 0 writes files and prints.
+    Under torchrun every process calls this; only rank 0 writes files and prints, and calls ``after_save`` each
+    time it saved the checkpoints (the CLI uploads a run folder kept in a bucket then).
     """
     if config.resume:
-        return resume(config.resume, **changed_fields(config))
+        return resume(config.resume, after_save=after_save, **changed_fields(config))
     # absolute paths, so the checkpoint's config resumes from any working directory
     config = replace(config, data_root=os.path.abspath(config.data_root), output_dir=os.path.abspath(config.output_dir))
     with process_group(config.device) as (info, device):
-        return _train(config, None, info, device)
+        return _train(config, None, info, device, after_save)
 
 
-def resume(checkpoint: str | Path, **changes: Any) -> dict[str, Any]:
+def resume(checkpoint: str | Path, *, after_save: Callable[[], None] | None = None, **changes: Any) -> dict[str, Any]:
     """Continue the run saved in ``checkpoint`` exactly, in the checkpoint's own folder unless ``output_dir`` says
     otherwise. ``changes`` may set the runtime fields (where the data and output are, workers, device, logging,
     checkpoint frequency) and the per-process batch layout that keeps the global batch (another number of
@@ -66,12 +68,19 @@ def resume(checkpoint: str | Path, **changes: Any) -> dict[str, Any]:
         accum = changes.get("accum_steps", config.accum_steps)
         batch = per_process_batch(ckpt["global_batch"], info.world_size, accum, changes.get("batch_size"))
         config = replace(config, batch_size=batch, accum_steps=accum)
-        return _train(config, ckpt, info, device)
+        return _train(config, ckpt, info, device, after_save)
 
 
-def _train(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, device: torch.device) -> dict[str, Any]:
+def _train(
+    config: TrainConfig,
+    ckpt: dict[str, Any] | None,
+    info: DistInfo,
+    device: torch.device,
+    after_save: Callable[[], None] | None,
+) -> dict[str, Any]:
     """Setup, then per epoch: train, validate, save, report. ``ckpt`` is the checkpoint a resumed run continues."""
     run = setup_run(config, ckpt, info, device)
+    run.after_save = after_save
     if ckpt is None:
         state = RunState()
         seed_everything(config.seed + info.rank)  # dropout differs per rank, as with independent GPUs
@@ -205,6 +214,8 @@ def _save(run: Run, state: RunState, *, best: bool = False) -> None:
         save_checkpoint(checkpoint, run.out / "last.pth")
         if best:
             save_checkpoint(inference_checkpoint(checkpoint), run.out / "best.pth")
+        if run.after_save is not None:
+            run.after_save()
 
 
 def _stop_if_asked(run: Run, state: RunState, stop: StopRequest, *, save: bool = False) -> None:

@@ -4,6 +4,7 @@ only then claim the folder. What it builds is a :class:`Run`, which every later 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -47,6 +48,7 @@ class Run:
     class_weights: Tensor | None
     global_batch: int
     steps_per_epoch: int
+    after_save: Callable[[], None] | None = None  # called on rank 0 after each save (fit's argument)
 
 
 def setup_run(config: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, device: torch.device) -> Run:
