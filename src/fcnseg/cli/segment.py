@@ -281,13 +281,18 @@ def _segmenter(args: argparse.Namespace, device: torch.device) -> Segmenter:
 def _save_row(
     result: SegmentationResult, row: dict[str, Any], *, out: Path, kinds: list[str], meta: dict[str, Any]
 ) -> dict[str, Any]:
-    """:func:`_save` for a row of the Ray engine (``path``, ``name``, ``claim`` as JSON), run in its actors."""
+    """:func:`_save` for a row of the Ray engine (``path``, ``name``, ``claim`` as JSON, ``recorded``), run in its
+    actors."""
     item = Input(storage.as_path(row["path"]), Path(row["name"]), Path(row["name"]))
-    return _save(result, item, json.loads(row["claim"]), out, kinds, meta)
+    return _save(result, item, json.loads(row["claim"]), out, kinds, meta, bool(row["recorded"]))
 
 
 def _on_ray(
-    args: argparse.Namespace, todo: dict[Path, tuple[Input, dict[str, Any]]], out: Path, kinds: list[str], place: Any
+    args: argparse.Namespace,
+    todo: dict[AnyPath, tuple[Input, dict[str, Any], bool]],
+    out: AnyPath,
+    kinds: list[str],
+    place: Any,
 ) -> Iterator[tuple[dict[str, Any], int]]:
     """``--engine ray`` (:mod:`fcnseg.ray.engine`): ``todo`` segmented and written by Ray actors; yields each
     image's summary row and the errno of a failed write (0 if none)."""
@@ -302,8 +307,8 @@ def _on_ray(
     meta = {"model": args.model, "weights": weights, "input_size": preprocess.resize_size}
     items = list(todo.values())
     rows = [
-        {"key": k, "path": str(item.path), "name": str(item.name), "claim": json.dumps(claim)}
-        for k, (item, claim) in enumerate(items)
+        {"key": k, "path": str(item.path), "name": str(item.name), "claim": json.dumps(claim), "recorded": recorded}
+        for k, (item, claim, recorded) in enumerate(items)
     ]
     found = segment_files(
         ray, rows, preprocess=preprocess, segmenter=_segmenter_options(args),
@@ -311,7 +316,7 @@ def _on_ray(
         probs="probs" in kinds, confidence="json" in kinds, quiet=args.quiet,
     )  # fmt: skip
     for answer in found:
-        item, _ = items[answer["key"]]
+        item = items[answer["key"]][0]
         if not answer["error"]:
             yield _row(item, "ok", 0, **answer["fields"]), 0
         elif answer["errno"]:

@@ -44,7 +44,7 @@ class SaveBatch(SegmentBatch):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         errors, codes, stops, fields = [], [], [], []
         for i, result in enumerate(self.results(batch)):
-            row = {k: batch[k][i] for k in ("key", "path", "name", "claim")}
+            row = {k: batch[k][i] for k in ("key", "path", "name", "claim", "recorded")}
             error, code, stop, saved = result if isinstance(result, str) else "", 0, bool(batch["stop"][i]), {}
             if not error:
                 try:
@@ -88,7 +88,7 @@ def segment_files(
     confidence: bool = False,
     quiet: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Segment and write the files of ``rows`` (``key``, ``path``, ``name``, ``claim``: what ``save`` needs),
+    """Segment and write the files of ``rows`` (``key``, ``path``, and what ``save`` needs: ``name``, ``claim``...),
     yielding for each ``{"key", "error", "errno", "fields"}`` as they finish (in no particular order); a store's
     fault that every image would meet is raised as the :class:`fcnseg.storage.StorageError` of its one line."""
     from ray.data import DataContext
