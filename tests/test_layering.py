@@ -10,7 +10,7 @@ The layers of ``src/fcnseg``, lowest first (a module's layer is that of its top-
 4. ``optimize``: speed paths for a built model
 5. ``predict``, ``upsample``, ``results``, ``video``, ``evaluate``, ``export``, ``outputs``, ``coco_results``,
    ``viz``, the package ``fcnseg`` itself: using a model
-6. ``train``, ``serve``: applications built on all of the above
+6. ``train``, ``serve``, ``ray``: applications built on all of the above
 7. ``cli``, ``__main__``: the command line, a thin layer over everything
 
 So data and models never import cli, serve or train; optimize never imports cli. Every import counts, also one
@@ -43,7 +43,7 @@ LAYERS = [
     {"models"},
     {"optimize"},
     {"predict", "upsample", "results", "video", "evaluate", "export", "outputs", "coco_results", "viz", "__init__"},
-    {"train", "serve"},
+    {"train", "serve", "ray"},
     {"cli", "__main__"},
 ]
 

@@ -54,6 +54,7 @@ __all__ = [
     "TTA_SCALES",
     "SegmentationResult",
     "Segmenter",
+    "decode_input",
     "describe_size",
     "input_size",
 ]
@@ -407,15 +408,10 @@ class _DecodeFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, Tensor | None, Tensor | None, str | None]:
-        try:
-            image = load_image(self.paths[i])
-            x = self.preprocess(image)
-        except ImageDecodeError as e:
-            return i, None, None, str(e)
-        except storage.StorageError:  # the store refuses every input alike: the run stops with its one line
-            raise
-        except Exception as e:  # keep going on anything a broken file can trigger in a decoder
-            return i, None, None, f"{self.paths[i]}: cannot decode ({type(e).__name__}: {e})"
+        found = decode_input(self.paths[i], self.preprocess)
+        if isinstance(found, str):
+            return i, None, None, found
+        image, x = found
         return i, torch.from_numpy(np.array(image)), x, None  # tensors travel through shared memory
 
 
@@ -445,6 +441,24 @@ def _into_module(module: nn.Module, weights: Any) -> LoadedWeights | None:
 def _confidence_later(low: Tensor, size: tuple[int, int]) -> Callable[[], np.ndarray]:
     """The (H, W) confidence of (K, h, w) logits upsampled to ``size``, computed when called."""
     return lambda: _labels(upsampled_rows(low, size), size, False, True)[1]
+
+
+def decode_input(
+    source: str | storage.AnyPath | bytes, preprocess: SemanticSegmentation, name: str | None = None
+) -> tuple[Image.Image, Tensor] | str:
+    """A file or URL (or its bytes, labelled ``name``) -> the upright RGB image and its preprocessed (3, h, w)
+    tensor, or the one-line reason it cannot be read: the decode step of every engine (DataLoader workers, Ray
+    tasks). A store's fault that every input would meet (:class:`fcnseg.storage.StorageError`) is raised."""
+    label = name or (f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source))
+    try:
+        image = load_image(source, name=name)
+        return image, preprocess(image)
+    except ImageDecodeError as e:
+        return str(e)
+    except storage.StorageError:  # the store refuses every input alike: the run stops with its one line
+        raise
+    except Exception as e:  # keep going on anything a broken file can trigger in a decoder
+        return f"{label}: cannot decode ({type(e).__name__}: {e})"
 
 
 def _identity(item: Any) -> Any:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -254,7 +257,8 @@ def run(args: argparse.Namespace) -> int:
     created = not storage.is_remote(out) and not out.exists()
     lock = storage.run_lock(out, "segment")
     try:
-        return _run(args, info, device, lock)
+        with _engine(args):
+            return _run(args, info, device, lock)
     finally:
         lock.release()
         if info.enabled and dist.is_initialized():
@@ -264,20 +268,102 @@ def run(args: argparse.Namespace) -> int:
                 out.rmdir()
 
 
+def _engine(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
+    """For ``--engine ray``, a Ray session for the run (joined or started: :func:`fcnseg.ray.ray_session`)."""
+    if args.engine != "ray":
+        return contextlib.nullcontext()
+    from ..ray import ray_session, require_ray
+
+    try:
+        require_ray()
+    except ImportError as e:
+        raise CLIError(str(e)) from None
+    return ray_session(args.address, quiet=args.quiet)
+
+
+def _segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`Segmenter` keywords of the command line, for both engines."""
+    return {
+        "model": args.model,
+        "weights": args.weights,
+        "size": args.size,
+        "tile": args.window if args.tile else None,
+        "stride": args.stride,
+        "tta": (args.tta_scales or True) if args.tta else False,  # True: the default scales
+        "batch_size": args.batch_size,
+        "optimize": speed_options_from_args(args),
+    }
+
+
 def _segmenter(args: argparse.Namespace, device: torch.device) -> Segmenter:
     from ..predict import Segmenter
 
-    return Segmenter(
-        args.model,
-        args.weights,
-        device=device,
-        size=args.size,
-        tile=args.window if args.tile else None,
-        stride=args.stride,
-        tta=(args.tta_scales or True) if args.tta else False,  # True: the default scales
-        batch_size=args.batch_size,
-        optimize=speed_options_from_args(args),
-    )
+    return Segmenter(**_segmenter_options(args), device=device)
+
+
+def _save_row(
+    result: SegmentationResult, row: dict[str, Any], *, out: Path, kinds: list[str], meta: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`_save` for a row of the Ray engine (``path``, ``name``, ``claim`` as JSON, ``recorded``), run in its
+    actors."""
+    item = Input(storage.as_path(row["path"]), Path(row["name"]), Path(row["name"]))
+    return _save(result, item, json.loads(row["claim"]), out, kinds, meta, bool(row["recorded"]))
+
+
+def _on_ray(
+    args: argparse.Namespace,
+    todo: dict[AnyPath, tuple[Input, dict[str, Any], bool]],
+    out: AnyPath,
+    kinds: list[str],
+    place: Any,
+) -> Iterator[tuple[dict[str, Any], int]]:
+    """``--engine ray`` (:mod:`fcnseg.ray.engine`): ``todo`` segmented and written by Ray actors; yields each
+    image's summary row and the errno of a failed write (0 if none)."""
+    import ray
+
+    from ..ray.batch import preset
+    from ..ray.engine import segment_files
+
+    preprocess, line = preset(args.model, args.weights, args.size, tiled=args.tile)
+    print(line, file=sys.stderr)
+    weights = "none (random init: predictions are meaningless)" if args.weights is None else args.weights
+    meta = {"model": args.model, "weights": weights, "random_weights": args.weights is None,
+            "input_size": preprocess.resize_size}  # fmt: skip
+    items = list(todo.values())
+    rows = [
+        {"key": k, "path": str(item.path), "name": str(item.name), "claim": json.dumps(claim), "recorded": recorded}
+        for k, (item, claim, recorded) in enumerate(items)
+    ]
+    found = segment_files(
+        ray, rows, preprocess=preprocess, segmenter=_segmenter_options(args),
+        save=partial(_save_row, out=out, kinds=kinds, meta=meta), place=place, batch_size=args.batch_size,
+        probs="probs" in kinds, confidence="json" in kinds, quiet=args.quiet,
+    )  # fmt: skip
+    for answer in found:
+        item = items[answer["key"]][0]
+        if not answer["error"]:
+            yield _row(item, "ok", 0, **answer["fields"]), 0
+        elif answer["errno"]:
+            error = f"{item.path}: cannot write outputs to {(out / item.name).parent} ({answer['error']})"
+            yield _row(item, "failed", 0, error=error), answer["errno"]
+        else:
+            yield _row(item, "failed", 0, error=answer["error"]), 0
+
+
+def _ray_placement(args: argparse.Namespace) -> Any:
+    """The actors ``--engine ray`` will start on the connected cluster (None for the local engine)."""
+    if args.engine != "ray":
+        return None
+    if "coco" in args.save:
+        raise CLIError("--save coco needs every mask on one machine: use the local engine (--engine local)")
+    import ray
+
+    from ..ray.placement import placement
+
+    try:
+        return placement(ray, args.workers, args.device)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
 
 def _check_coco_writer(save: list[str]) -> None:
@@ -307,6 +393,9 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
     inputs, previous = _prepare(args, out, info, lock)
     if not inputs:
         raise CLIError("no inputs: give files, folders, globs, - (paths on stdin) or --example")
+    place = _ray_placement(args)
+    if place is not None:  # the device that makes the masks is the actors'
+        device = torch.device(place.device)
     weights = args.weights
     weights_label = "none (random init: predictions are meaningless)" if weights is None else args.weights
     random = weights is None  # said in every output: the summary, the JSON, a band across each overlay
@@ -343,6 +432,9 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
     meta: dict[str, Any] = {}
     if clips:
         require("video", f"{clips[0].path} (a video)")
+    on_ray: Iterable[tuple[dict[str, Any], int]] = ()
+    if todo and place is not None:
+        on_ray, todo = _on_ray(args, todo, out, kinds, place), {}
     if todo or clips:  # a finished run, resumed, has no model to load
         segmenter = _segmenter(args, device)
         say(segmenter.describe_size(), file=sys.stderr)
@@ -355,7 +447,8 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         meta = {"model": args.model, "weights": weights_label, "random_weights": random,
                 "input_size": segmenter.preprocess.resize_size}  # fmt: skip
     summary = out / f"summary.{args.summary}"
-    bar = tqdm(total=len(todo), unit="img", disable=args.quiet or not sys.stderr.isatty() or not info.is_main)
+    quiet = args.quiet or not todo or not sys.stderr.isatty() or not info.is_main
+    bar = tqdm(total=len(todo), unit="img", disable=quiet)
     start = time.perf_counter()
 
     def save(found: tuple[AnyPath, SegmentationResult | ImageDecodeError]) -> dict[str, Any] | None:
@@ -366,6 +459,12 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         return _save(result, item, claim, out, kinds, meta, recorded)
 
     try:
+        for row, code in on_ray:
+            rows.append(row)
+            if code in _FOLDER_FAULTS:
+                _stop(OSError(code, os.strerror(code), str(out)), out, previous, rows[:-1], summary, info)
+            if row["status"] == "failed":
+                tqdm.write(f"fcnseg segment: error: {row['error']}", file=sys.stderr)
         for (path, result), saved in in_background(results, save):  # writing overlaps the next batch
             item = todo[path][0]
             bar.update()
@@ -461,7 +560,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers", type=int, default=None,
         help="processes decoding images (default: 2 on a GPU; 0 on a CPU, where the model's threads already use every "
-             "core and a decoding process only competes with them; 0 = in the main process)",
+             "core and a decoding process only competes with them; 0 = in the main process); with --engine ray: model "
+             "actors (default: one per GPU of the cluster, else one per node)",
+    )  # fmt: skip
+    p.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="local: this machine (or torchrun's processes); ray: a Ray cluster's nodes decode, segment and write "
+             "straight to OUT_DIR, which every node must reach (pip install 'fcnseg[ray]'; default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--address", metavar="ADDR",
+        help="with --engine ray: the cluster to join (default: $RAY_ADDRESS, else a local Ray started for the run)",
     )  # fmt: skip
     add_size_argument(p, tiles=True)
     p.add_argument(
