@@ -4,7 +4,7 @@ The layers of ``src/fcnseg``, lowest first (a module's layer is that of its top-
 
 0. ``_atomic``, ``_stamp``, ``faults``, ``runlock``, ``memory``, ``imageio``, ``transforms``, ``metrics``,
    ``distributed``: files, images, tensors, processes
-1. ``data``: the datasets and their class names
+1. ``data``, ``labelstudio``: the datasets and their class names; Label Studio's config, regions and task images
 2. ``weights``: weights as data (registry, cache, checkpoint files; the VOC names come from ``data``)
 3. ``models``: the networks
 4. ``optimize``: speed paths for a built model
@@ -26,7 +26,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS = [
     {"_atomic", "_stamp", "faults", "runlock", "memory", "imageio", "transforms", "metrics", "distributed"},
-    {"data"},
+    {"data", "labelstudio"},
     {"weights"},
     {"models"},
     {"optimize"},

@@ -97,6 +97,9 @@ def serve_config(args: argparse.Namespace) -> Any:
         max_connections=args.max_connections,
         api_key=args.resolved_key,
         cors_origins=tuple(args.cors_origin),
+        label_studio_url=os.environ.get("LABEL_STUDIO_URL") or None,
+        label_studio_api_key=os.environ.get("LABEL_STUDIO_API_KEY") or None,
+        label_studio_allow=tuple(args.label_studio_allow_host),
     )
 
 
@@ -106,6 +109,7 @@ def build_app(args: argparse.Namespace) -> Any:
 
     from ..predict import Segmenter
     from ..serve import create_app
+    from ..weights import weights_identity
     from .speed import speed_options_from_args
 
     torch.set_num_threads(_threads(args))
@@ -120,7 +124,8 @@ def build_app(args: argparse.Namespace) -> Any:
     )
     print(f"fcnseg serve: {segmenter.describe_size()}", file=sys.stderr)
     loaded = segmenter.weights
-    info: dict = {"weights": None if loaded is None else loaded.source, "threads": torch.get_num_threads()}
+    info: dict = {"weights": None if loaded is None else loaded.source, "threads": torch.get_num_threads(),
+                  "model_version": weights_identity(loaded)}  # fmt: skip
     if loaded is not None and loaded.member is not None:
         info["metrics"] = loaded.member.meta["metrics"]
     return create_app(segmenter, config=serve_config(args), model_info=info)
@@ -276,5 +281,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="IPS",
         help="behind a reverse proxy: its addresses (comma-separated, or *), whose "
         "X-Forwarded-For names the client for the per-client share (default: none trusted)",
+    )
+    ls = p.add_argument_group(
+        "Label Studio",
+        "the ML backend at /label-studio (paste http://HOST:PORT/label-studio into a project's Model settings). "
+        "Task images on Label Studio (/data/upload/...) are fetched from $LABEL_STUDIO_URL with "
+        "$LABEL_STUDIO_API_KEY; with an API key set, Label Studio connects with Basic auth, the key as password",
+    )
+    ls.add_argument(
+        "--label-studio-allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="another host task images may be fetched from; repeatable; * for any host. Names must resolve to "
+        "public addresses; give an address or network (10.0.0.0/8) to allow a private one (default: none)",
     )
     p.set_defaults(func=_serve)
