@@ -121,7 +121,7 @@ class ImageFetcher:
         port = parts.port or (443 if https else 80)
         address = host if trusted else self._address(url, host, port)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "image/*"}
+        headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "*/*"}  # Label Studio answers image/* with 406
         if trusted and self.api_key:
             headers["Authorization"] = f"{'Bearer' if _is_jwt(self.api_key) else 'Token'} {self.api_key}"
         conn = _connection(address, host, port, https, self.timeout)
