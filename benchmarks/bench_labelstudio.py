@@ -67,7 +67,7 @@ def start_server(args: argparse.Namespace, key: str, port: int) -> subprocess.Po
     cmd = [sys.executable, "-m", "fcnseg", "serve", "--weights", args.weights, "--port", str(port), "--api-key", key,
            "--threads", str(args.threads), "--device", "cpu", "--log-level", "warning"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env)
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1800  # warm-up times a 4x-side image too: minutes on a loaded machine
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.exit(f"fcnseg serve exited with {proc.returncode}")
@@ -78,7 +78,7 @@ def start_server(args: argparse.Namespace, key: str, port: int) -> subprocess.Po
             pass
         time.sleep(0.5)
     proc.terminate()
-    sys.exit("fcnseg serve did not get ready within 600 s")
+    sys.exit("fcnseg serve did not get ready within 1800 s")
 
 
 def through_label_studio(args: argparse.Namespace, files: list[tuple[str, bytes]], categories: list[str]) -> dict:

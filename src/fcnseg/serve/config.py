@@ -13,7 +13,11 @@ from .upload import BodyLimits
 __all__ = ["ServeConfig", "check_dependencies", "uvicorn_options"]
 
 # what the server imports while answering: checked at start, so a missing one is not a 500 at the first request
-RUNTIME_MODULES = {"pycocotools.mask": "pycocotools", "python_multipart": "python-multipart"}
+RUNTIME_MODULES = {
+    "pycocotools.mask": "pycocotools",
+    "python_multipart": "python-multipart",
+    "skimage.measure": "scikit-image",  # Label Studio polygons
+}
 
 
 @dataclass
