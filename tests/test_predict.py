@@ -410,3 +410,28 @@ def test_plot_result_shows_the_classes_present():
     fig = plot_result(r)
     assert [ax.get_title() for ax in fig.axes] == ["image", "mask", "overlay"]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["cat (75.0%)", "bg (25.0%)"]
+
+
+def test_mask_does_not_depend_on_asking_for_confidence():
+    """Near-ties (two classes within float rounding) must fall the same way with and without confidence, so a
+    prediction with scores (Label Studio's, a ranking) is the mask ``fcnseg segment`` writes. On e708fe9, 132 of
+    these 1961 pixels flipped."""
+
+    class NearTie(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Conv2d(3, 2, 1)
+            w = torch.randn(1, 3, generator=torch.Generator().manual_seed(0))
+            self.head.weight.data = torch.cat([w, w + 1e-7 * torch.randn(1, 3)]).view(2, 3, 1, 1)
+            self.head.bias.data = torch.zeros(2)
+
+        def forward(self, x):
+            return {"out": self.head(x)}
+
+    torch.manual_seed(0)
+    segmenter = Segmenter(NearTie(), None, device="cpu", size=16, categories=["a", "b"])
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8))
+    plain = segmenter.predict(image).mask
+    assert 0 < plain.sum() < plain.size  # both classes present: the ties are real
+    assert np.array_equal(segmenter.predict(image, confidence=True).mask, plain)
+    assert np.array_equal(segmenter.predict(image, probs=True).mask, plain)

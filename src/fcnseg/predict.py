@@ -246,10 +246,11 @@ class Segmenter:
                 mask, conf, p, ent = _labels(self._tiled_rows(batch[i : i + 1]), size, probs, confidence)
             else:
                 low = torch.cat(list(self._tiled_rows(batch[i : i + 1])), 1) if self.tile else logits[i]
+                conf = p = ent = None
                 if probs or confidence:
-                    mask, conf, p, ent = _labels(upsampled_rows(low, size), size, probs, confidence)
-                else:
-                    mask, conf, p, ent = upsampled_labels(low, size), None, None, None
+                    _, conf, p, ent = _labels(upsampled_rows(low, size), size, probs, confidence)
+                # the mask comes from one path whatever else is asked: near-ties must not flip with confidence=True
+                mask = upsampled_labels(low, size)
             results.append(SegmentationResult(mask, self.categories, p, conf, image, ent))
         return results
 

@@ -124,8 +124,8 @@ def _labels(
             row += n
             continue
         p = block.float().softmax(0)  # (K, n, W)
-        c, m = p.max(0)
-        mask[row : row + n] = m.to(torch.uint8).cpu().numpy()
+        mask[row : row + n] = block.argmax(0).to(torch.uint8).cpu().numpy()  # as without probabilities
+        c = p.max(0).values
         if conf is not None:
             conf[row : row + n] = c.cpu().numpy()
             entropy[row : row + n] = -torch.special.xlogy(p, p).sum(0).cpu().numpy()  # 0 log 0 = 0

@@ -82,6 +82,12 @@ def _log_tail(path: Path, lines: int = 40) -> str:
 
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory) -> Iterator[LabelStudio]:
+    """The session's Label Studio; ``FCNSEG_LABEL_STUDIO_URL`` and ``FCNSEG_LABEL_STUDIO_TOKEN`` name one already
+    running instead (started with the settings below: a quick loop while developing)."""
+    if os.environ.get("FCNSEG_LABEL_STUDIO_URL") and os.environ.get("FCNSEG_LABEL_STUDIO_TOKEN"):
+        root = tmp_path_factory.mktemp("label-studio")
+        yield LabelStudio(os.environ["FCNSEG_LABEL_STUDIO_URL"], os.environ["FCNSEG_LABEL_STUDIO_TOKEN"], root / "none")
+        return
     executable = label_studio_executable()
     if executable is None:
         pytest.skip(
