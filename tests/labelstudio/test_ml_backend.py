@@ -119,6 +119,13 @@ def _photo_name(task: dict) -> str:
 
 
 def test_brush_predictions_are_fcnseg_segment_masks(label_studio, fcnseg_serve, photos, checkpoint, segment_masks):
+    from fcnseg.predict import Segmenter
+
+    segmenter = Segmenter("fcn_resnet50", str(checkpoint), device="cpu")
+    near_ties = {}
+    for p in photos:
+        top2 = np.sort(segmenter.predict(p, probs=True).probs, axis=0)[-2:]
+        near_ties[p.name] = top2[1] - top2[0] < 1e-4
     tasks = _project_with_predictions(label_studio, fcnseg_serve, photos, "fcnseg brush", BRUSH)
     version = f"model.pth-{sha256_file(checkpoint)[:12]}"
     for task in tasks:
@@ -133,7 +140,11 @@ def test_brush_predictions_are_fcnseg_segment_masks(label_studio, fcnseg_serve, 
             index = {"Thing": 1, "STUFF": 2}[label]  # the config's own spelling, matched case-insensitively
             h, w = region["original_height"], region["original_width"]
             alpha = decode_rle(region["value"]["rle"]).reshape(h, w, 4)[:, :, 3]
-            assert np.array_equal(alpha == 255, mask == index) and not (alpha[alpha != 255]).any()
+            differ = (alpha == 255) != (mask == index)
+            # equal but for near-ties: pixels whose top two classes are within float rounding (the CLI decodes and
+            # batches in worker processes, the server in threads), as in tests/test_predict.py
+            assert not (differ & ~near_ties[_photo_name(task)]).any() and differ.sum() <= 2
+            assert not (alpha[alpha != 255]).any()
             assert 0.0 < region["score"] <= 1.0
             seen |= alpha == 255
         # every pixel of a class other than background is in a region; background is never sent
