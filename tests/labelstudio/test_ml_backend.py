@@ -148,7 +148,8 @@ def test_brush_predictions_are_fcnseg_segment_masks(label_studio, fcnseg_serve, 
             assert 0.0 < region["score"] <= 1.0
             seen |= alpha == 255
         # every pixel of a class other than background is in a region; background is never sent
-        assert np.array_equal(seen, mask != 0) and seen.any()
+        sure = ~near_ties[_photo_name(task)]
+        assert np.array_equal(seen[sure], (mask != 0)[sure]) and seen.any()
 
 
 def test_polygon_predictions_outline_the_masks(label_studio, fcnseg_serve, photos, segment_masks):
