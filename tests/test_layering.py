@@ -4,12 +4,12 @@ The layers of ``src/fcnseg``, lowest first (a module's layer is that of its top-
 
 0. ``_atomic``, ``_stamp``, ``_lazy``, ``faults``, ``runlock``, ``storage``, ``memory``, ``imageio``,
    ``transforms``, ``metrics``, ``distributed``: files (local or in buckets), images, tensors, processes
-1. ``data``: the datasets and their class names
+1. ``data``, ``labelstudio``: the datasets and their class names; Label Studio's config, regions and task images
 2. ``weights``: weights as data (registry, cache, checkpoint files; the VOC names come from ``data``)
 3. ``models``: the networks
 4. ``optimize``: speed paths for a built model
 5. ``predict``, ``upsample``, ``results``, ``video``, ``evaluate``, ``export``, ``outputs``, ``coco_results``,
-   ``viz``, the package ``fcnseg`` itself: using a model
+   ``viz``, ``rank``, the package ``fcnseg`` itself: using a model
 6. ``train``, ``serve``, ``ray``: applications built on all of the above
 7. ``cli``, ``__main__``: the command line, a thin layer over everything
 
@@ -38,11 +38,23 @@ LAYERS = [
         "metrics",
         "distributed",
     },
-    {"data"},
+    {"data", "labelstudio"},
     {"weights"},
     {"models"},
     {"optimize"},
-    {"predict", "upsample", "results", "video", "evaluate", "export", "outputs", "coco_results", "viz", "__init__"},
+    {
+        "predict",
+        "upsample",
+        "results",
+        "video",
+        "evaluate",
+        "export",
+        "outputs",
+        "coco_results",
+        "viz",
+        "rank",
+        "__init__",
+    },
     {"train", "serve", "ray"},
     {"cli", "__main__"},
 ]

@@ -52,10 +52,12 @@ def test_upsampled_rows_match_whole_image_resize(src, dst):
 
 def test_labels_match_softmax_argmax_of_full_map():
     logits = torch.randn(5, 30, 45)
-    mask, conf, probs = _labels(upsampled_rows(logits, (97, 120), max_elements=5 * 120 * 7), (97, 120), probs=True)
+    blocks = upsampled_rows(logits, (97, 120), max_elements=5 * 120 * 7)
+    mask, conf, probs, entropy = _labels(blocks, (97, 120), probs=True)
     p = postprocess(logits[None], (97, 120))[0].softmax(0)
     torch.testing.assert_close(torch.from_numpy(probs), p, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(conf, p.max(0).values.numpy(), atol=1e-5)
+    np.testing.assert_allclose(entropy, (-(p * p.log()).sum(0)).numpy(), atol=1e-5)
     top2 = p.topk(2, 0).values
     clear = (top2[0] - top2[1] > 1e-4).numpy()  # ignore near-ties, where float rounding may flip the argmax
     assert (mask == p.argmax(0).numpy())[clear].all()
@@ -482,3 +484,28 @@ def test_plot_result_draws_titles_and_legend_inside_the_figure(tmp_path, shape):
         assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, box
     legend = boxes[-1]
     assert all(not legend.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+
+
+def test_mask_does_not_depend_on_asking_for_confidence():
+    """Near-ties (two classes within float rounding) must fall the same way with and without confidence, so a
+    prediction with scores (Label Studio's, a ranking) is the mask ``fcnseg segment`` writes. On e708fe9, 132 of
+    these 1961 pixels flipped."""
+
+    class NearTie(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Conv2d(3, 2, 1)
+            w = torch.randn(1, 3, generator=torch.Generator().manual_seed(0))
+            self.head.weight.data = torch.cat([w, w + 1e-7 * torch.randn(1, 3)]).view(2, 3, 1, 1)
+            self.head.bias.data = torch.zeros(2)
+
+        def forward(self, x):
+            return {"out": self.head(x)}
+
+    torch.manual_seed(0)
+    segmenter = Segmenter(NearTie(), None, device="cpu", size=16, categories=["a", "b"])
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8))
+    plain = segmenter.predict(image).mask
+    assert 0 < plain.sum() < plain.size  # both classes present: the ties are real
+    assert np.array_equal(segmenter.predict(image, confidence=True).mask, plain)
+    assert np.array_equal(segmenter.predict(image, probs=True).mask, plain)

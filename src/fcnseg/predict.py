@@ -273,15 +273,17 @@ class Segmenter:
             size = (image.height, image.width)
             later = None  # computes the confidence on demand (SegmentationResult.class_stats)
             if self.tile and tuple(batch.shape[-2:]) == size:  # tiles ran at the image's own size, rows one pass:
-                mask, conf, p = _labels(self._tiled_rows(batch[i : i + 1]), size, probs, True)  # confidence now
+                mask, conf, p, ent = _labels(self._tiled_rows(batch[i : i + 1]), size, probs, True)  # confidence now
             else:
                 low = torch.cat(list(self._tiled_rows(batch[i : i + 1])), 1) if self.tile else logits[i]
+                conf = p = ent = None
                 if probs or confidence:
-                    mask, conf, p = _labels(upsampled_rows(low, size), size, probs, confidence)
+                    _, conf, p, ent = _labels(upsampled_rows(low, size), size, probs, confidence)
                 else:
-                    mask, conf, p = upsampled_labels(low, size), None, None
                     later = _confidence_later(low.cpu(), size)
-            results.append(SegmentationResult(mask, self.categories, p, conf, image, later))
+                # the mask comes from one path whatever else is asked: near-ties must not flip with confidence=True
+                mask = upsampled_labels(low, size)
+            results.append(SegmentationResult(mask, self.categories, p, conf, image, confidence_fn=later, entropy=ent))
         return results
 
     def predict(

@@ -49,6 +49,7 @@ __all__ = [
     "read_weights_file",
     "recorded_model",
     "sha256_file",
+    "weights_identity",
 ]
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
@@ -369,6 +370,18 @@ def fit_state_dict(
             parts.append(f"{len(shapes)} of another shape (first: {k}, {theirs} in the file, {mine} in the model)")
         raise WeightsError(f"{source}: {problem}: {'; '.join(parts)}")
     model.load_state_dict(state_dict, strict=True)
+
+
+def weights_identity(loaded: LoadedWeights | None) -> str:
+    """The weights' identity, as predictions name their source (Label Studio's ``model_version``): a registry
+    entry and its file's hash (``FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1-1167a1af``), a local file's name and
+    the first 12 hex digits of its sha256 (by content: retraining into the same path gives a new identity), or
+    ``random-init``."""
+    if loaded is None:
+        return "random-init"
+    if loaded.member is not None:
+        return f"{loaded.member!r}-{loaded.member.value.hash_prefix}"
+    return f"{loaded.path.name}-{sha256_file(loaded.path)[:12]}"
 
 
 _FCN_META = {

@@ -103,6 +103,9 @@ def serve_config(args: argparse.Namespace) -> Any:
         max_connections=args.max_connections,
         api_key=args.resolved_key,
         cors_origins=tuple(args.cors_origin),
+        label_studio_url=os.environ.get("LABEL_STUDIO_URL") or None,
+        label_studio_api_key=os.environ.get("LABEL_STUDIO_API_KEY") or None,
+        label_studio_allow=tuple(args.label_studio_allow_host),
     )
 
 
@@ -130,12 +133,17 @@ def build_app(args: argparse.Namespace) -> Any:
 
 def model_info(loaded: Any) -> dict[str, Any]:
     """What ``GET /v1/models`` says of the weights: the registry entry (and its scores), or a local file's name and
-    sha256, never its path (which tells a client about the server's folders and users)."""
+    sha256, never its path (which tells a client about the server's folders and users); ``model_version``, the
+    weights' identity that Label Studio's predictions carry."""
     import torch
 
-    from ..weights import sha256_file
+    from ..weights import sha256_file, weights_identity
 
-    info: dict[str, Any] = {"weights": None, "threads": torch.get_num_threads()}
+    info: dict[str, Any] = {
+        "weights": None,
+        "threads": torch.get_num_threads(),
+        "model_version": weights_identity(loaded),
+    }
     if loaded is not None and loaded.member is not None:
         info.update(weights=loaded.source, metrics=loaded.member.meta["metrics"])
     elif loaded is not None:
@@ -320,5 +328,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="IPS",
         help="behind a reverse proxy: its addresses (comma-separated, or *), whose "
         "X-Forwarded-For names the client for the per-client share (default: none trusted)",
+    )
+    ls = p.add_argument_group(
+        "Label Studio",
+        "the ML backend at /label-studio (paste http://HOST:PORT/label-studio into a project's Model settings). "
+        "Task images on Label Studio (/data/upload/...) are fetched from $LABEL_STUDIO_URL with "
+        "$LABEL_STUDIO_API_KEY; with an API key set, Label Studio connects with Basic auth, the key as password",
+    )
+    ls.add_argument(
+        "--label-studio-allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="another host task images may be fetched from; repeatable; * for any host. Names must resolve to "
+        "public addresses; give an address or network (10.0.0.0/8) to allow a private one (default: none)",
     )
     p.set_defaults(func=_serve)
