@@ -10,9 +10,16 @@ from . import CLIError
 
 def _check(args: argparse.Namespace) -> int:
     from ..data import get_dataset
-    from ..data.check import check_coco, check_folder
+    from ..data.check import check_coco, check_folder, check_labelstudio
 
-    if args.dataset == "coco" or args.ann_file is not None:
+    if args.dataset == "label-studio":
+        if args.root is None:
+            raise CLIError("give the Label Studio JSON export (ROOT: the export file)")
+        reports = [
+            check_labelstudio(get_dataset("label-studio", args.root, split, images=args.images), pixels=True)
+            for split in args.split or ["all"]
+        ]
+    elif args.dataset == "coco" or args.ann_file is not None:
         if args.root is None and args.ann_file is None:
             raise CLIError("give the export's folder (ROOT) or its annotation file (--ann-file)")
         if args.ann_file is None and not args.split:
@@ -44,15 +51,26 @@ def register(sub: argparse._SubParsersAction) -> None:
             "training split. COCO (--dataset coco ROOT, or --ann-file FILE): image files and their stored size "
             "against the declared one, annotation categories, polygons and RLE, annotations per category, and the "
             "share of overlapping pixels (COCO 2017: ignored; exports: the later annotation is on top). "
+            "Label Studio's JSON export (--dataset label-studio EXPORT.json, splits all, train, val): the same checks "
+            "on its brush and polygon regions, and what is left out (tasks without annotation, skipped ones). "
             "Exit 1 if any error."
         ),
     )
     c.add_argument("root", nargs="?", help="dataset root (folder: classes.txt and {split}/images, {split}/masks)")
-    c.add_argument("--dataset", choices=("folder", "coco"), default="folder", help="dataset format (default: folder)")
+    c.add_argument(
+        "--dataset",
+        choices=("folder", "coco", "label-studio"),
+        default="folder",
+        help="dataset format (default: folder)",
+    )
     c.add_argument("--split", action="append", help="split to check (repeatable; default: every split present)")
     c.add_argument("--train-split", default="train", help="split every class must have pixels in (default: train)")
     c.add_argument("--ann-file", help="a COCO annotation file (implies --dataset coco)")
-    c.add_argument("--images", help="folder the COCO file's image names are relative to (default: found)")
+    c.add_argument(
+        "--images",
+        help="folder the COCO file's image names are relative to (default: found); Label Studio: the image root "
+        "(its media folder for /data/upload/, LOCAL_FILES_DOCUMENT_ROOT for local files; default: the export's folder)",
+    )
     c.add_argument("--ignore-index", type=int, default=255, help="mask value meaning 'ignore' (default: 255)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=_check)
