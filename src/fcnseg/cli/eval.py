@@ -135,11 +135,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_model_arguments(p)
-    p.add_argument("--dataset", required=True, choices=("coco", "voc", "folder"))
+    p.add_argument("--dataset", required=True, choices=("coco", "voc", "folder", "label-studio"))
     p.add_argument("--data-root", type=Path, help="COCO root or export folder, VOC root or folder dataset root")
     p.add_argument("--split", default="val", help="split name (default: val; VOC also train_aug; CVAT: default)")
     p.add_argument("--ann-file", help="COCO: an annotation file (any export) instead of --data-root and --split")
-    p.add_argument("--images", help="COCO: the folder --ann-file's image names are relative to (default: found)")
+    p.add_argument(
+        "--images",
+        help="COCO: the folder --ann-file's image names are relative to (default: found); label-studio: the image "
+        "root (default: the export's folder)",
+    )
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass, grouped by size (default: 1)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     add_size_argument(p)

@@ -1,0 +1,148 @@
+"""Pulling a Label Studio project to train on: its JSON export, its labelling config and its images, into a folder
+that :class:`fcnseg.data.LabelStudioSegmentation` reads as it is.
+
+Label Studio's own conventions: the server's URL and an API key (``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``;
+the key is the legacy token of *Account & Settings*, sent as ``Authorization: Token KEY``). Calls made:
+``GET /api/projects/ID`` (the labelling config, whose labels fix the class order), ``GET
+/api/projects/ID/export?exportType=JSON`` (annotated tasks only, Label Studio's default) and, for each image not
+pulled before, ``GET /data/upload/...`` or ``/data/local-files/?d=...`` on the same server. Images on other hosts
+or in cloud storage are not fetched: the export names them and :mod:`fcnseg.data.check` reports them missing.
+
+The folder: ``export.json``, ``label_config.xml``, and each image at its :func:`~fcnseg.data.labelstudio.
+reference_path` (``upload/P/NAME``...). An image already there is not fetched again (Label Studio gives every
+upload a path of its own); ``cache`` names a folder of earlier pulls whose images are linked instead of fetched,
+so that every run keeps a complete copy of what it trained on at the cost of a hard link. Every file is written
+to a temporary name and renamed, so an interrupted pull leaves no half image and no half export.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from ._atomic import atomic_path
+from .data.labelstudio import image_reference, reference_path
+
+__all__ = ["KEY_ENV", "URL_ENV", "LabelStudioError", "PullResult", "connection", "pull_project"]
+
+URL_ENV, KEY_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"
+TIMEOUT_S = 60.0  # per call; an export of a large project takes Label Studio a while
+
+
+class LabelStudioError(OSError):
+    """Label Studio could not be reached, refused the key, or answered something that is not what was asked."""
+
+
+@dataclass
+class PullResult:
+    """What a pull wrote: the export's path, its tasks, and how many images were fetched, linked or already there."""
+
+    export: Path
+    tasks: int
+    fetched: int
+    linked: int
+    present: int
+    not_fetched: list[str]  # references of another host or storage, left for data check to report
+
+
+def connection(
+    url: str | None = None, key: str | None = None, environ: dict[str, str] | None = None
+) -> tuple[str, str]:
+    """The server URL and API key: as given, else ``$LABEL_STUDIO_URL`` / ``$LABEL_STUDIO_API_KEY``."""
+    environ = os.environ if environ is None else environ
+    url, key = url or environ.get(URL_ENV), key or environ.get(KEY_ENV)
+    if not url:
+        raise ValueError(f"name the Label Studio server (--label-studio URL or ${URL_ENV})")
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError(f"{url}: not an http(s) URL of a Label Studio server")
+    if not key:
+        raise ValueError(f"set ${KEY_ENV} to your Label Studio API key (Account & Settings, legacy token)")
+    return url.rstrip("/"), key
+
+
+def _get(url: str, key: str, path: str) -> bytes:
+    request = urllib.request.Request(url + path, headers={"Authorization": f"Token {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:
+            return answer.read()
+    except urllib.error.HTTPError as e:
+        why = {401: "the API key was refused", 403: "the API key may not read this", 404: "not found"}.get(e.code, "")
+        raise LabelStudioError(f"{url}{path}: HTTP {e.code} {why}".rstrip()) from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        reason = getattr(e, "reason", e)
+        raise LabelStudioError(f"{url}{path}: cannot reach Label Studio ({reason})") from None
+
+
+def _json(url: str, key: str, path: str) -> Any:
+    body = _get(url, key, path)
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise LabelStudioError(f"{url}{path}: the answer is not JSON (is this Label Studio's URL?)") from None
+
+
+def _server_path(reference: str, url: str) -> str | None:
+    """The path to ask Label Studio for ``reference``, or None for an image it does not serve."""
+    parts = urlsplit(reference)
+    if parts.scheme and parts.netloc != urlsplit(url).netloc:
+        return None
+    if parts.path.startswith("/data/upload/") or parts.path.startswith("/data/local-files"):
+        return quote(parts.path) + (f"?{parts.query}" if parts.query else "")
+    return None
+
+
+def pull_project(url: str, key: str, project: int, out: str | Path, cache: str | Path | None = None) -> PullResult:
+    """Pull project ``project`` into the folder ``out`` (see the module docstring); returns what was written."""
+    out = Path(out)
+    info = _json(url, key, f"/api/projects/{project}")
+    tasks = _json(url, key, f"/api/projects/{project}/export?exportType=JSON")
+    if not isinstance(info, dict) or not isinstance(info.get("label_config"), str) or not isinstance(tasks, list):
+        raise LabelStudioError(f"{url}: project {project} answered without a labelling config or a task list")
+    out.mkdir(parents=True, exist_ok=True)
+    result = PullResult(out / "export.json", len(tasks), 0, 0, 0, [])
+    for task in tasks:
+        try:
+            reference = image_reference(task)
+            relative = reference_path(reference)
+        except (ValueError, AttributeError):
+            result.not_fetched.append(str(task.get("data") if isinstance(task, dict) else task)[:200])
+            continue
+        target = out / relative
+        if target.is_file():
+            result.present += 1
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cached = Path(cache) / relative if cache is not None else None
+        if cached is not None and cached.is_file():
+            _link(cached, target)
+            result.linked += 1
+            continue
+        path = _server_path(reference, url)
+        if path is None:
+            result.not_fetched.append(reference)
+            continue
+        data = _get(url, key, path)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+        result.fetched += 1
+    with atomic_path(out / "label_config.xml") as tmp:
+        tmp.write_text(info["label_config"], encoding="utf-8")
+    with atomic_path(result.export) as tmp:  # last: a folder with an export has all it could fetch
+        tmp.write_text(json.dumps(tasks), encoding="utf-8")
+    return result
+
+
+def _link(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy across file systems), appearing whole or not at all."""
+    with atomic_path(target) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
