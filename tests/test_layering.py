@@ -5,7 +5,8 @@ The layers of ``src/fcnseg``, lowest first (a module's layer is that of its top-
 0. ``_atomic``, ``_stamp``, ``faults``, ``runlock``, ``memory``, ``imageio``, ``transforms``, ``metrics``,
    ``distributed``: files, images, tensors, processes
 1. ``data``: the datasets and their class names
-2. ``weights``: weights as data (registry, cache, checkpoint files; the VOC names come from ``data``)
+2. ``weights``: weights as data (registry, cache, checkpoint files; the VOC names come from ``data``);
+   ``labelstudio_api``: a Label Studio project pulled as data
 3. ``models``: the networks
 4. ``optimize``: speed paths for a built model
 5. ``predict``, ``upsample``, ``results``, ``video``, ``evaluate``, ``export``, ``outputs``, ``coco_results``,
@@ -27,7 +28,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
     {"_atomic", "_stamp", "faults", "runlock", "memory", "imageio", "transforms", "metrics", "distributed"},
     {"data"},
-    {"weights"},
+    {"weights", "labelstudio_api"},
     {"models"},
     {"optimize"},
     {"predict", "upsample", "results", "video", "evaluate", "export", "outputs", "coco_results", "viz", "__init__"},
