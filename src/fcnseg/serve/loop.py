@@ -28,6 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
 from .._atomic import atomic_path
 from .errors import HTTPError, logger
 from .finetune import LOG, VERDICT, Job
@@ -67,6 +70,7 @@ class TrainingLoop:
         self._process: subprocess.Popen | None = None
         self._run: Path | None = None  # the run in progress, else the last one
         self._watcher: threading.Thread | None = None
+        self.outcome: str | None = None  # how the last run ended
         self.runs.mkdir(parents=True, exist_ok=True)
         self.history: list[Version] = self._read_history()
         if not any(v.version == served.version.version for v in self.history):
@@ -163,10 +167,12 @@ class TrainingLoop:
         except (OSError, ValueError):
             verdict = None
         if verdict is None:
-            logger.error("label studio: run %s failed (exit %s); see %s", run, code, run / LOG)
+            self.outcome = f"failed (exit {code}); see {run / LOG}"
+            logger.error("label studio: run %s %s", run, self.outcome)
             return
         if not best.is_file():
-            logger.info("label studio: run %s: %s; nothing to swap", run, verdict["reason"])
+            self.outcome = f"{verdict['reason']}; nothing to swap"
+            logger.info("label studio: run %s: %s", run, self.outcome)
             return
         version = Version(
             weights_identity(best, self.job.model), str(best), run=str(run), miou=verdict.get("miou"),
@@ -183,7 +189,8 @@ class TrainingLoop:
         with self._lock:
             self.history.append(version)
             self._write_history()
-        logger.info("label studio: run %s: %s; %s", run, version.reason, "swapped" if version.swapped else "kept")
+        self.outcome = f"{version.reason}; {'swapped' if version.swapped else 'kept the served model'}"
+        logger.info("label studio: run %s: %s", run, self.outcome)
 
     def wait(self, timeout: float | None = None) -> None:
         """Until the run in progress has ended and been decided (tests and shutdown)."""
@@ -204,7 +211,8 @@ class TrainingLoop:
         with self._lock:
             versions = [{**v.as_dict(), "served": v.version == served.version} for v in self.history]
         run = self._run
-        training = {"state": "training" if self.training else "idle", "run": None if run is None else str(run)}
+        training = {"state": "training" if self.training else "idle", "run": None if run is None else str(run),
+                    "outcome": None if self.training else self.outcome}  # fmt: skip
         if run is not None and (run / LOG).is_file():
             training["log"] = str(run / LOG)
             training["log_tail"] = (run / LOG).read_text(errors="replace").splitlines()[-LOG_TAIL:]
@@ -213,9 +221,6 @@ class TrainingLoop:
 
 def add_loop_routes(app: Any, loop: TrainingLoop) -> None:
     """``POST /label-studio/webhook`` and ``GET /label-studio/versions`` on ``app``; the run stops with the app."""
-    from fastapi import Request
-    from fastapi.responses import JSONResponse
-
     app.state.closers.append(loop.close)
 
     @app.post("/label-studio/webhook", summary="Label Studio's events: START_TRAINING starts a fine-tuning run")
