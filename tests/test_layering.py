@@ -4,9 +4,8 @@ The layers of ``src/fcnseg``, lowest first (a module's layer is that of its top-
 
 0. ``_atomic``, ``_stamp``, ``faults``, ``runlock``, ``memory``, ``imageio``, ``transforms``, ``metrics``,
    ``distributed``: files, images, tensors, processes
-1. ``data``: the datasets and their class names
-2. ``weights``: weights as data (registry, cache, checkpoint files; the VOC names come from ``data``);
-   ``labelstudio_api``: a Label Studio project pulled as data
+1. ``data``, ``labelstudio``: the datasets and their class names; Label Studio's config, regions and task images
+2. ``weights``: weights as data (registry, cache, checkpoint files; the VOC names come from ``data``)
 3. ``models``: the networks
 4. ``optimize``: speed paths for a built model
 5. ``predict``, ``upsample``, ``results``, ``video``, ``evaluate``, ``export``, ``outputs``, ``coco_results``,
@@ -27,8 +26,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS = [
     {"_atomic", "_stamp", "faults", "runlock", "memory", "imageio", "transforms", "metrics", "distributed"},
-    {"data"},
-    {"weights", "labelstudio_api"},
+    {"data", "labelstudio"},
+    {"weights"},
     {"models"},
     {"optimize"},
     {"predict", "upsample", "results", "video", "evaluate", "export", "outputs", "coco_results", "viz", "__init__"},

@@ -52,10 +52,12 @@ def test_upsampled_rows_match_whole_image_resize(src, dst):
 
 def test_labels_match_softmax_argmax_of_full_map():
     logits = torch.randn(5, 30, 45)
-    mask, conf, probs = _labels(upsampled_rows(logits, (97, 120), max_elements=5 * 120 * 7), (97, 120), probs=True)
+    blocks = upsampled_rows(logits, (97, 120), max_elements=5 * 120 * 7)
+    mask, conf, probs, entropy = _labels(blocks, (97, 120), probs=True)
     p = postprocess(logits[None], (97, 120))[0].softmax(0)
     torch.testing.assert_close(torch.from_numpy(probs), p, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(conf, p.max(0).values.numpy(), atol=1e-5)
+    np.testing.assert_allclose(entropy, (-(p * p.log()).sum(0)).numpy(), atol=1e-5)
     top2 = p.topk(2, 0).values
     clear = (top2[0] - top2[1] > 1e-4).numpy()  # ignore near-ties, where float rounding may flip the argmax
     assert (mask == p.argmax(0).numpy())[clear].all()

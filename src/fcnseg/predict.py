@@ -243,14 +243,14 @@ class Segmenter:
         for i, image in enumerate(images):
             size = (image.height, image.width)
             if self.tile and tuple(batch.shape[-2:]) == size:  # tiles ran at the image's own size
-                mask, conf, p = _labels(self._tiled_rows(batch[i : i + 1]), size, probs, confidence)
+                mask, conf, p, ent = _labels(self._tiled_rows(batch[i : i + 1]), size, probs, confidence)
             else:
                 low = torch.cat(list(self._tiled_rows(batch[i : i + 1])), 1) if self.tile else logits[i]
                 if probs or confidence:
-                    mask, conf, p = _labels(upsampled_rows(low, size), size, probs, confidence)
+                    mask, conf, p, ent = _labels(upsampled_rows(low, size), size, probs, confidence)
                 else:
-                    mask, conf, p = upsampled_labels(low, size), None, None
-            results.append(SegmentationResult(mask, self.categories, p, conf, image))
+                    mask, conf, p, ent = upsampled_labels(low, size), None, None, None
+            results.append(SegmentationResult(mask, self.categories, p, conf, image, ent))
         return results
 
     def predict(

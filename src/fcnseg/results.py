@@ -33,6 +33,17 @@ class SegmentationResult:
     probs: np.ndarray | None = None  # (K, H, W) float32 softmax, when asked for
     confidence: np.ndarray | None = None  # (H, W) float32 probability of the chosen class, when asked for
     image: Image.Image | None = field(default=None, repr=False)
+    entropy: np.ndarray | None = field(default=None, repr=False)  # (H, W) float32 nats, with confidence
+
+    def doubt(self) -> float:
+        """How unsure the model is of this image, 0 (certain) to 1 (uniform): the mean over pixels of each pixel's
+        entropy divided by its largest possible value, ``log K``. Entropy weighs the whole class distribution (not
+        only the winner, as 1 - confidence does), its mean does not grow with image size, and the division makes
+        models of different class counts comparable. Needs a result computed with ``confidence=True``."""
+        if self.entropy is None:
+            raise ValueError("doubt needs the per-pixel entropy: segment with confidence=True")
+        k = len(self.categories)
+        return 0.0 if k < 2 or self.entropy.size == 0 else float(self.entropy.mean(dtype=np.float64) / np.log(k))
 
     @property
     def classes(self) -> list[str]:

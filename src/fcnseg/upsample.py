@@ -108,10 +108,13 @@ def upsampled_labels(logits: Tensor, size: tuple[int, int], *, max_elements: int
 
 def _labels(
     blocks: Iterable[Tensor], size: tuple[int, int], probs: bool, confidence: bool = True
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Row blocks of logits -> (mask uint8 (H, W), confidence float32 (H, W) or None, probs (K, H, W) or None)."""
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Row blocks of logits -> (mask uint8 (H, W), confidence float32 (H, W) or None, probs (K, H, W) or None,
+    entropy float32 (H, W) or None). With ``confidence``, the entropy of each pixel's class distribution too (in
+    nats): both say how sure the model is, and both come from the same softmax."""
     mask = np.empty(size, dtype=np.uint8)
     conf = np.empty(size, dtype=np.float32) if confidence else None
+    entropy = np.empty(size, dtype=np.float32) if confidence else None
     full = None
     row = 0
     for block in blocks:
@@ -125,6 +128,7 @@ def _labels(
         mask[row : row + n] = m.to(torch.uint8).cpu().numpy()
         if conf is not None:
             conf[row : row + n] = c.cpu().numpy()
+            entropy[row : row + n] = -torch.special.xlogy(p, p).sum(0).cpu().numpy()  # 0 log 0 = 0
         if probs:
             if full is None:
                 full = np.empty((block.shape[0], *size), dtype=np.float32)
@@ -132,4 +136,4 @@ def _labels(
         row += n
     if row != size[0]:
         raise RuntimeError(f"row blocks covered {row} rows, expected {size[0]}")
-    return mask, conf, full
+    return mask, conf, full, entropy

@@ -42,6 +42,7 @@ __all__ = [
     "load_weights",
     "read_checkpoint",
     "sha256_file",
+    "weights_identity",
 ]
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
@@ -255,6 +256,18 @@ def load_weights(enum: type[WeightsEnum], weights: Any, progress: bool = True) -
     return LoadedWeights(
         state_dict, str(found), None, found, list(cats) if cats else None, size, reason, extra.get("version"), config
     )
+
+
+def weights_identity(loaded: LoadedWeights | None) -> str:
+    """The weights' identity, as predictions name their source (Label Studio's ``model_version``): a registry
+    entry and its file's hash (``FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1-1167a1af``), a local file's name and
+    the first 12 hex digits of its sha256 (by content: retraining into the same path gives a new identity), or
+    ``random-init``."""
+    if loaded is None:
+        return "random-init"
+    if loaded.member is not None:
+        return f"{loaded.member!r}-{loaded.member.value.hash_prefix}"
+    return f"{loaded.path.name}-{sha256_file(loaded.path)[:12]}"
 
 
 _FCN_META = {

@@ -4,8 +4,8 @@ The server is the ``label-studio`` package from the registry, run from its own v
 and friends that must not meet fcnseg's): ``FCNSEG_LABEL_STUDIO`` names its ``label-studio`` executable (``.ci/run``
 installs it and sets this), else ``label-studio`` on ``PATH``; without one the tests skip and say so. Its data
 (SQLite database, uploads) lives in a temporary folder; a user and a legacy API token are made at start, with no
-prompt. Label Studio refuses ML backends on local addresses by default (``ML_BLOCK_LOCAL_IP``): this server allows
-them, since the tests' fcnseg runs on 127.0.0.1. Starting takes 1-2 minutes (migrations, static files).
+prompt. Label Studio refuses ML backends (and their webhooks) on local addresses by default: this server allows them,
+since the tests' fcnseg runs on 127.0.0.1. Starting takes 1-2 minutes (migrations, static files).
 """
 
 from __future__ import annotations
@@ -35,10 +35,16 @@ def label_studio_executable() -> str | None:
     return shutil.which("label-studio")
 
 
-def free_port() -> int:
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function giving a port free on 127.0.0.1 now (for servers that take a port number, not 0)."""
+    return _free_port
 
 
 @dataclass
@@ -81,11 +87,20 @@ def label_studio(tmp_path_factory) -> Iterator[LabelStudio]:
             "(.ci/run installs one: pip install label-studio in its own venv)"
         )
     root = tmp_path_factory.mktemp("label-studio")
-    port, token, log = free_port(), secrets.token_hex(20), root / "server.log"
+    port, token, log = _free_port(), secrets.token_hex(20), root / "server.log"
     env = {
         **os.environ,
         "LABEL_STUDIO_BASE_DATA_DIR": str(root / "data"),
-        "ML_BLOCK_LOCAL_IP": "false",  # the fcnseg under test listens on 127.0.0.1
+        # the fcnseg under test listens on 127.0.0.1: Label Studio must accept an ML backend (ML_BLOCK_LOCAL_IP)
+        # and the webhook it adds for it (SSRF_PROTECTION_ENABLED) on a local address
+        "ML_BLOCK_LOCAL_IP": "false",
+        "SSRF_PROTECTION_ENABLED": "false",
+        # Label Studio gives an ML backend 1 s to answer /health and 3 s for /setup: on a loaded CI machine the
+        # test's fcnseg may need more (it is not what is tested), so the limits are raised
+        "ML_CONNECTION_TIMEOUT": "30",
+        "ML_TIMEOUT_HEALTH": "30",
+        "ML_TIMEOUT_SETUP": "60",
+        "ML_TIMEOUT_PREDICT": "600",
     }
     env.pop("PYTHONPATH", None)  # its own venv: fcnseg's path must not shadow its packages
     command = [

@@ -26,7 +26,7 @@ from fcnseg.cli import main
 from fcnseg.data import LabelStudioSegmentation
 from fcnseg.data.check import check_labelstudio
 from fcnseg.data.labelstudio import is_val_task
-from fcnseg.labelstudio_api import pull_project
+from fcnseg.labelstudio.pull import pull_project
 from fcnseg.models import fcn_resnet50
 
 pytestmark = pytest.mark.slow

@@ -32,7 +32,7 @@ class FakeSegmenter:
     def predict_batch(self, images: list) -> list:
         self.started.set()
         assert self.gate.wait(timeout=30), "test gate never opened"
-        return [self.name for _ in images]
+        return [SimpleNamespace(name=self.name) for _ in images]
 
 
 class HoldingServer:
@@ -114,6 +114,10 @@ def test_an_interrupted_run_continues_in_its_own_folder(tmp_path, monkeypatch):
     assert loop._interrupted() is None and loop._new_run() == tmp_path / "runs" / "run-0004"
 
 
+def _names(results: list) -> list[str]:
+    return [r.name for r in results]
+
+
 class _Ended:
     def wait(self) -> int:
         return 0
@@ -131,8 +135,8 @@ def test_the_verdict_decides_the_swap_and_every_version_is_recorded(tmp_path):
         (run / "verdict.json").write_text(json.dumps(verdict))
         loop._finish(_Ended(), run)
         if not better:
-            assert served.predict_batch([1]) == ["old"] and not swapped
-    assert served.predict_batch([1]) == ["new"] and len(swapped) == 1
+            assert _names(served.predict_batch([1])) == ["old"] and not swapped
+    assert _names(served.predict_batch([1])) == ["new"] and len(swapped) == 1
     status = loop.status()
     assert status["served"] == served.version.version != "fake-old"
     assert [(v["swapped"], v["served"], v["miou"]) for v in status["versions"]] == [
@@ -150,10 +154,11 @@ def test_a_swap_lets_the_running_batch_finish_on_the_old_model():
     batch.start()
     assert old.started.wait(timeout=30)  # the batch is running on the old model
     served.swap(new, Version("v2", None))
-    assert served.predict_batch([3]) == ["new"] and served.version.version == "v2"
+    (answer,) = served.predict_batch([3])
+    assert answer.name == "new" and answer.model_version == "v2" and served.version.version == "v2"
     old.gate.set()
     batch.join(timeout=30)
-    assert result == [["old", "old"]]
+    assert [(r.name, r.model_version) for r in result[0]] == [("old", "v1"), ("old", "v1")]
 
 
 def test_hostile_webhook_bodies_get_4xx_and_annotation_events_are_counted(tmp_path, monkeypatch):

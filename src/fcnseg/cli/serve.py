@@ -97,6 +97,9 @@ def serve_config(args: argparse.Namespace) -> Any:
         max_connections=args.max_connections,
         api_key=args.resolved_key,
         cors_origins=tuple(args.cors_origin),
+        label_studio_url=os.environ.get("LABEL_STUDIO_URL") or None,
+        label_studio_api_key=os.environ.get("LABEL_STUDIO_API_KEY") or None,
+        label_studio_allow=tuple(args.label_studio_allow_host),
     )
 
 
@@ -106,6 +109,7 @@ def build_app(args: argparse.Namespace) -> Any:
 
     from ..predict import Segmenter
     from ..serve import create_app
+    from ..weights import weights_identity
     from .speed import speed_options_from_args
 
     torch.set_num_threads(_threads(args))
@@ -120,7 +124,8 @@ def build_app(args: argparse.Namespace) -> Any:
     )
     print(f"fcnseg serve: {segmenter.describe_size()}", file=sys.stderr)
     loaded = segmenter.weights
-    info: dict = {"weights": None if loaded is None else loaded.source, "threads": torch.get_num_threads()}
+    info: dict = {"weights": None if loaded is None else loaded.source, "threads": torch.get_num_threads(),
+                  "model_version": weights_identity(loaded)}  # fmt: skip
     if loaded is not None and loaded.member is not None:
         info["metrics"] = loaded.member.meta["metrics"]
     if getattr(args, "label_studio_runs", None) is None:
@@ -132,17 +137,17 @@ def _with_training_loop(args: argparse.Namespace, segmenter: Any, info: dict[str
     """The app with Label Studio's training loop (``--label-studio-runs``): the model behind a swappable holder."""
     import shlex
 
-    from ..labelstudio_api import connection
+    from ..labelstudio.pull import connection
     from ..predict import Segmenter
     from ..serve import create_app
     from ..serve.finetune import Job
     from ..serve.loop import TrainingLoop, add_loop_routes
-    from ..serve.swap import ServedModel, Version, weights_identity
+    from ..serve.swap import ServedModel, Version
     from ..transforms import palette
     from .speed import speed_options_from_args
 
     weights = None if args.weights is None else str(args.weights)
-    served = ServedModel(segmenter, Version(weights_identity(weights, args.model), weights))
+    served = ServedModel(segmenter, Version(info["model_version"], weights))
     app = create_app(served, config=serve_config(args), model_info=info)
     size = segmenter.preprocess.resize_size or "native"
 
@@ -150,10 +155,12 @@ def _with_training_loop(args: argparse.Namespace, segmenter: Any, info: dict[str
         return Segmenter(args.model, path, device=args.device, size=size, batch_size=max(1, args.max_batch),
                          optimize=speed_options_from_args(args))  # fmt: skip
 
-    def on_swap(new: Segmenter) -> None:
-        categories = list(new.categories)
-        app.state.info.update(categories=categories, num_classes=len(categories), weights=new.weights.source,
-                              palette=palette(len(categories)).tolist())  # fmt: skip
+    def on_swap(new: Segmenter) -> None:  # what the API says about the model; the same list object everywhere
+        info = app.state.info
+        info["categories"][:] = new.categories
+        info.pop("metrics", None)  # a registry entry's published scores; the new model's are in /versions
+        info.update(num_classes=len(new.categories), weights=new.weights.source,
+                    model_version=served.version.version, palette=palette(len(new.categories)).tolist())  # fmt: skip
 
     url, _ = connection()
     job = Job(url, args.label_studio_project, args.model, weights, segmenter.preprocess.resize_size,
@@ -203,7 +210,7 @@ def _check_loop_flags(args: argparse.Namespace) -> None:
         return
     import shlex
 
-    from ..labelstudio_api import connection
+    from ..labelstudio.pull import connection
 
     if args.label_studio_project is None:
         raise CLIError("--label-studio-runs needs the project to train on: --label-studio-project ID")
@@ -355,5 +362,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FLAGS",
         help="fcnseg train flags for each run, quoted (e.g. '--epochs 5 --crop-size 320'); the data, the output "
         "folder and the starting weights (the served model's) are the loop's",
+    )
+    ls = p.add_argument_group(
+        "Label Studio",
+        "the ML backend at /label-studio (paste http://HOST:PORT/label-studio into a project's Model settings). "
+        "Task images on Label Studio (/data/upload/...) are fetched from $LABEL_STUDIO_URL with "
+        "$LABEL_STUDIO_API_KEY; with an API key set, Label Studio connects with Basic auth, the key as password",
+    )
+    ls.add_argument(
+        "--label-studio-allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="another host task images may be fetched from; repeatable; * for any host. Names must resolve to "
+        "public addresses; give an address or network (10.0.0.0/8) to allow a private one (default: none)",
     )
     p.set_defaults(func=_serve)

@@ -87,7 +87,7 @@ def _after_fault(out: Path) -> dict[str, str]:
 def _pulled(args: argparse.Namespace, given: dict[str, object]) -> TrainConfig:
     """``--label-studio URL --project ID``: the run's config, once the project is pulled into ``OUTPUT_DIR/data/``
     (under the folder's lock, and only into a folder free for this run) to train on as ``--dataset label-studio``."""
-    from ..labelstudio_api import LabelStudioError, connection, pull_project
+    from ..labelstudio.pull import LabelStudioError, connection, pull_project
     from ..train.runs import check_output_dir
 
     config = TrainConfig(**given)

@@ -27,6 +27,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,11 +40,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..coco_results import coco_rle
 from ..imageio import ImageDecodeError, load_image
+from ..labelstudio import ImageFetcher
 from ..transforms import palette, resized_size
 from .admission import SAFETY, Admission, OverloadError, ServiceTime
 from .batching import DeadlineExceededError, MicroBatcher
 from .config import ServeConfig, check_dependencies
 from .errors import HTTPError, RequestIds, error_body, logger
+from .labelstudio import label_studio_router
 from .security import BearerAuth
 from .upload import ClientGoneError, upload
 from .warmup import WarmupReport, warm_up, warmup_image
@@ -82,6 +85,33 @@ def _header_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
+@dataclass(frozen=True)
+class _Detailed:
+    """A batch item whose result also carries each pixel's confidence and entropy (Label Studio's scores)."""
+
+    image: Image.Image
+
+
+def _batch_function(segmenter: Any) -> Any:
+    """The micro-batcher's function: images get the mask alone (the fast path), :class:`_Detailed` items the
+    mask with confidence and entropy; a mixed batch is two calls, its results in the items' order."""
+
+    def run(items: list[Any]) -> list[Any]:
+        detailed = [i for i, item in enumerate(items) if isinstance(item, _Detailed)]
+        plain = [i for i, item in enumerate(items) if not isinstance(item, _Detailed)]
+        results: list[Any] = [None] * len(items)
+        if plain:
+            for i, r in zip(plain, segmenter.predict_batch([items[i] for i in plain]), strict=True):
+                results[i] = r
+        if detailed:
+            found = segmenter.predict_batch([items[i].image for i in detailed], confidence=True)
+            for i, r in zip(detailed, found, strict=True):
+                results[i] = r
+        return results
+
+    return run
+
+
 async def _until_disconnect(request: Request) -> None:
     """Returns when the client has closed the connection (the body is already read, so nothing else arrives)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -108,7 +138,7 @@ def create_app(
     check_dependencies()
     cfg = config or ServeConfig()
     service, pool_time = ServiceTime(), ServiceTime()
-    batcher = MicroBatcher(segmenter.predict_batch, max_batch=cfg.max_batch, service=service)
+    batcher = MicroBatcher(_batch_function(segmenter), max_batch=cfg.max_batch, service=service)
     admission = Admission(
         service, pool_time, pool_workers=cfg.decode_workers, max_inflight=cfg.max_inflight,
         max_bytes=cfg.max_decoded_mb << 20, max_per_client=cfg.client_share,
@@ -251,10 +281,11 @@ def create_app(
         ]  # fmt: skip
         return JSONResponse({"model": info["name"], "width": w, "height": h, "classes": classes})
 
-    async def infer(request: Request, image: Image.Image, cost: int, deadline: float) -> Any:
-        """The model's result for ``image``, unless the client leaves first or the deadline passes."""
+    async def infer(request: Request | None, image: Any, cost: int, deadline: float) -> Any:
+        """The model's result for ``image`` (an image or a :class:`_Detailed` one), unless the client leaves first
+        (when ``request`` is given) or the deadline passes."""
         work = asyncio.ensure_future(batcher.submit(image, cost=cost, deadline=deadline))
-        gone = asyncio.ensure_future(_until_disconnect(request))
+        gone = asyncio.ensure_future(_until_disconnect(request) if request else asyncio.Event().wait())
         try:
             await asyncio.wait({work, gone}, timeout=deadline - time.monotonic(), return_when="FIRST_COMPLETED")
         finally:
@@ -350,6 +381,40 @@ def create_app(
             return response
         finally:
             admission.leave(ticket)
+
+    async def segment_fetched(client: str, data: bytes, name: str) -> Any:
+        """An image the server fetched itself (Label Studio's tasks), through the upload path from the header
+        check on, one admission slot each; segmented with each pixel's confidence and entropy. Errors are
+        :class:`HTTPError`, as an upload's would be."""
+        deadline = time.monotonic() + cfg.timeout_s
+        if app.state.status != "ready":
+            raise HTTPError(503, f"not ready: {app.state.status}", {"Retry-After": "1"})
+        try:
+            ticket = admission.arrive(client)
+        except OverloadError as e:
+            raise _busy(e) from None
+        try:
+            try:
+                admission.enter(ticket)
+                size = _header_size(data)
+                if size is not None:
+                    checked_pixels(size, name)
+                    admission.charge(ticket, cost=model_cost(*size), image_pixels=size[0] * size[1],
+                                     nbytes=BYTES_PER_PIXEL * size[0] * size[1], deadline=deadline)  # fmt: skip
+            except OverloadError as e:
+                raise _busy(e) from None
+            image, _ = await offload(decode, data, name)
+            admission.decoded(ticket)
+            del data
+            result = await infer(None, _Detailed(image), model_cost(image.width, image.height), deadline)
+            admission.computed(ticket)
+            return result
+        finally:
+            admission.leave(ticket)
+
+    app.include_router(label_studio_router(segment_fetched, categories, info, ImageFetcher(
+        cfg.label_studio_url, cfg.label_studio_api_key, cfg.label_studio_allow, cfg.max_upload_bytes, cfg.timeout_s,
+    ), concurrency=2 * cfg.max_batch, max_body=cfg.max_upload_bytes))  # fmt: skip
 
     @app.get("/v1/models", summary="The served model: classes, palette, metrics")
     async def models() -> dict[str, Any]:

@@ -39,6 +39,9 @@ class ServeConfig:
     timeout_s: float = 60.0  # each request's deadline, from its arrival
     warmup: bool = True  # warm up and time the model before /readyz says ready (tests of fakes turn it off)
     warmup_side: int | None = None  # warm-up image side; None: the model's input size, else 256
+    label_studio_url: str | None = None  # where Label Studio's task paths (/data/upload/...) are fetched from
+    label_studio_api_key: str | None = None  # sent to label_studio_url only
+    label_studio_allow: tuple[str, ...] = ()  # other hosts (or networks) task images may be fetched from
 
     @property
     def body_limits(self) -> BodyLimits:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .._atomic import atomic_path
 from ..data.labelstudio import LabelStudioSegmentation
-from ..labelstudio_api import connection, pull_project
+from ..labelstudio.pull import connection, pull_project
 
 __all__ = ["JOB", "LOG", "VERDICT", "Job", "ClassRemap", "run_job", "score"]
 

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse
 from .._atomic import atomic_path
 from .errors import HTTPError, logger
 from .finetune import LOG, VERDICT, Job
-from .swap import ServedModel, Version, weights_identity
+from .swap import ServedModel, Version
 
 __all__ = ["TRAIN_EVENTS", "TrainingLoop", "add_loop_routes"]
 
@@ -175,7 +175,7 @@ class TrainingLoop:
             logger.info("label studio: run %s: %s", run, self.outcome)
             return
         version = Version(
-            weights_identity(best, self.job.model), str(best), run=str(run), miou=verdict.get("miou"),
+            _identity(self.job.model, best), str(best), run=str(run), miou=verdict.get("miou"),
             served_miou=verdict.get("served_miou"), swapped=bool(verdict["better"]), reason=verdict["reason"],
         )  # fmt: skip
         if version.swapped:
@@ -217,6 +217,14 @@ class TrainingLoop:
             training["log"] = str(run / LOG)
             training["log_tail"] = (run / LOG).read_text(errors="replace").splitlines()[-LOG_TAIL:]
         return {"served": served.version, "versions": versions, "training": training}
+
+
+def _identity(model: str, path: Path) -> str:
+    """The checkpoint's identity as the served model's is computed (its name and content hash)."""
+    from ..models import load_weights
+    from ..weights import weights_identity
+
+    return weights_identity(load_weights(model, str(path)))
 
 
 def add_loop_routes(app: Any, loop: TrainingLoop) -> None:

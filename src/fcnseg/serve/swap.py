@@ -10,36 +10,18 @@ from, its validation score), which the answers report as ``model_version``.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-__all__ = ["ServedModel", "Version", "weights_identity"]
-
-
-def weights_identity(weights: str | Path | None, model: str) -> str:
-    """A model version's name: the model and the first 12 hex digits of the weights file's sha256 (two files with
-    the same bytes are one version; a retrained file is another), or of a registered weights' name."""
-    if weights is None:
-        return f"{model}-random"
-    path = Path(weights)
-    digest = hashlib.sha256()
-    if path.is_file():
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    else:  # a registered name (DEFAULT, COCO_WITH_VOC_LABELS_V1...), itself checked by hash on download
-        digest.update(str(weights).encode())
-    return f"{model}-{digest.hexdigest()[:12]}"
+__all__ = ["ServedModel", "Version"]
 
 
 @dataclass
 class Version:
     """One model the server has served or considered: identity, weights, and where it came from."""
 
-    version: str
+    version: str  # :func:`fcnseg.weights.weights_identity`, Label Studio's ``model_version``
     weights: str | None
     run: str | None = None  # the fine-tuning run folder that made it (None: the model the server started with)
     miou: float | None = None  # validation mIoU on its run's validation split, when it was compared
@@ -73,9 +55,12 @@ class ServedModel:
         with self._lock:
             self._segmenter, self._version = segmenter, version
 
-    def predict_batch(self, images: list[Any]) -> list[Any]:
-        segmenter, _ = self.current()  # this batch runs on this model, whatever a swap does meanwhile
-        return segmenter.predict_batch(images)
+    def predict_batch(self, images: list[Any], **kwargs: Any) -> list[Any]:
+        segmenter, version = self.current()  # this batch runs on this model, whatever a swap does meanwhile
+        results = segmenter.predict_batch(images, **kwargs)
+        for result in results:  # each answer names the model that made it (Label Studio's model_version)
+            result.model_version = version.version
+        return results
 
     def __getattr__(self, name: str) -> Any:  # categories, preprocess, model_name, weights, describe_size...
         if name.startswith("_"):

@@ -5,8 +5,10 @@ Label Studio's own conventions: the server's URL and an API key (``LABEL_STUDIO_
 the key is the legacy token of *Account & Settings*, sent as ``Authorization: Token KEY``). Calls made:
 ``GET /api/projects/ID`` (the labelling config, whose labels fix the class order), ``GET
 /api/projects/ID/export?exportType=JSON`` (annotated tasks only, Label Studio's default) and, for each image not
-pulled before, ``GET /data/upload/...`` or ``/data/local-files/?d=...`` on the same server. Images on other hosts
-or in cloud storage are not fetched: the export names them and :mod:`fcnseg.data.check` reports them missing.
+pulled before, the image, fetched by :class:`~.fetch.ImageFetcher` under the server's rules (``/data/upload/...``
+and ``/data/local-files/?d=...`` from Label Studio with the key; another host only if ``allow`` names it). An image
+the dataset cannot place under its root (another host's URL, cloud storage) is not fetched: the export names it,
+and :mod:`fcnseg.data.check` reports it missing.
 
 The folder: ``export.json``, ``label_config.xml``, and each image at its :func:`~fcnseg.data.labelstudio.
 reference_path` (``upload/P/NAME``...). An image already there is not fetched again (Label Studio gives every
@@ -25,15 +27,17 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-from ._atomic import atomic_path
-from .data.labelstudio import image_reference, reference_path
+from .._atomic import atomic_path
+from ..data.labelstudio import image_reference, reference_path
+from .fetch import FetchError, ImageFetcher
 
 __all__ = ["KEY_ENV", "URL_ENV", "LabelStudioError", "PullResult", "connection", "pull_project"]
 
 URL_ENV, KEY_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"
 TIMEOUT_S = 60.0  # per call; an export of a large project takes Label Studio a while
+MAX_IMAGE_BYTES = 200 << 20  # a training image may be larger than an upload the server accepts
 
 
 class LabelStudioError(OSError):
@@ -49,7 +53,7 @@ class PullResult:
     fetched: int
     linked: int
     present: int
-    not_fetched: list[str]  # references of another host or storage, left for data check to report
+    not_fetched: list[str]  # why each image that is not there was not fetched; data check reports them missing
 
 
 def connection(
@@ -88,19 +92,10 @@ def _json(url: str, key: str, path: str) -> Any:
         raise LabelStudioError(f"{url}{path}: the answer is not JSON (is this Label Studio's URL?)") from None
 
 
-def _server_path(reference: str, url: str) -> str | None:
-    """The path to ask Label Studio for ``reference``, or None for an image it does not serve."""
-    parts = urlsplit(reference)
-    if parts.scheme and parts.netloc != urlsplit(url).netloc:
-        return None
-    if parts.path.startswith("/data/upload/") or parts.path.startswith("/data/local-files"):
-        return quote(parts.path) + (f"?{parts.query}" if parts.query else "")
-    return None
-
-
 def pull_project(url: str, key: str, project: int, out: str | Path, cache: str | Path | None = None) -> PullResult:
     """Pull project ``project`` into the folder ``out`` (see the module docstring); returns what was written."""
     out = Path(out)
+    fetcher = ImageFetcher(url, key, max_bytes=MAX_IMAGE_BYTES, timeout=TIMEOUT_S)
     info = _json(url, key, f"/api/projects/{project}")
     tasks = _json(url, key, f"/api/projects/{project}/export?exportType=JSON")
     if not isinstance(info, dict) or not isinstance(info.get("label_config"), str) or not isinstance(tasks, list):
@@ -124,11 +119,11 @@ def pull_project(url: str, key: str, project: int, out: str | Path, cache: str |
             _link(cached, target)
             result.linked += 1
             continue
-        path = _server_path(reference, url)
-        if path is None:
-            result.not_fetched.append(reference)
+        try:
+            data = fetcher.fetch(reference)
+        except FetchError as e:  # the other images still come; data check names this one
+            result.not_fetched.append(str(e))
             continue
-        data = _get(url, key, path)
         with atomic_path(target) as tmp:
             tmp.write_bytes(data)
         result.fetched += 1
