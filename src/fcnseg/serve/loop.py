@@ -32,6 +32,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from .._atomic import atomic_path
+from ..weights import file_identity
 from .errors import HTTPError, logger
 from .finetune import LOG, VERDICT, Job
 from .swap import ServedModel, Version
@@ -175,7 +176,7 @@ class TrainingLoop:
             logger.info("label studio: run %s: %s", run, self.outcome)
             return
         version = Version(
-            _identity(self.job.model, best), str(best), run=str(run), miou=verdict.get("miou"),
+            file_identity(best), str(best), run=str(run), miou=verdict.get("miou"),
             served_miou=verdict.get("served_miou"), swapped=bool(verdict["better"]), reason=verdict["reason"],
         )  # fmt: skip
         if version.swapped:
@@ -217,14 +218,6 @@ class TrainingLoop:
             training["log"] = str(run / LOG)
             training["log_tail"] = (run / LOG).read_text(errors="replace").splitlines()[-LOG_TAIL:]
         return {"served": served.version, "versions": versions, "training": training}
-
-
-def _identity(model: str, path: Path) -> str:
-    """The checkpoint's identity as the served model's is computed (its name and content hash)."""
-    from ..models import load_weights
-    from ..weights import weights_identity
-
-    return weights_identity(load_weights(model, str(path)))
 
 
 def add_loop_routes(app: Any, loop: TrainingLoop) -> None:
