@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -94,16 +94,17 @@ def _all_square(path: Path) -> Path:
 
 
 class Server:
-    """``fcnseg serve`` with the training loop, in a process of its own, as a user starts it."""
+    """``fcnseg serve`` with the training loop and an API key, in a process of its own, as a user starts it."""
 
     def __init__(self, label_studio, weights: Path, runs: Path, project: int, train: str, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}"
+        self.url, self.key = f"http://127.0.0.1:{port}", secrets.token_hex(16)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
                "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token}  # fmt: skip
         command = [sys.executable, "-m", "fcnseg", "serve", "--weights", str(weights), "--size", "64", "--port",
-                   str(port), "--device", "cpu", "--threads", "1", "--max-batch", "1", "--label-studio-runs", str(runs),
-                   "--label-studio-project", str(project), "--label-studio-train", train]  # fmt: skip
-        self.log = runs.parent / f"serve-{port}.log"
+                   str(port), "--device", "cpu", "--threads", "1", "--max-batch", "1", "--api-key", self.key,
+                   "--label-studio-runs", str(runs), "--label-studio-project", str(project),
+                   "--label-studio-train", train]  # fmt: skip
+        self.log = runs.parent / f"serve-{port}-{weights.parent.name}.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_until(lambda: self.proc.poll() is not None or self._ready(), timeout=300, interval=0.2)
@@ -116,51 +117,66 @@ class Server:
             return False
 
     def versions(self) -> dict:
-        return httpx.get(f"{self.url}/label-studio/versions").json()
-
-    def train(self, project: int) -> dict:
-        """START_TRAINING as Label Studio sends it; returns /versions once the run is decided."""
-        event = {"action": "START_TRAINING", "project": {"id": project}}
-        r = httpx.post(f"{self.url}/label-studio/webhook", json=event)
-        assert r.status_code == 201, r.text
-        wait_until(lambda: self.versions()["training"]["outcome"] is not None, timeout=900, interval=0.5)
-        return self.versions()
+        r = httpx.get(f"{self.url}/label-studio/versions", auth=("label-studio", self.key))
+        assert r.status_code == 200, r.text
+        return r.json()
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=60)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _connect(label_studio, server: Server, project: int) -> int:
+    """fcnseg as the project's model, as a user connects it in the project's Model settings (Basic auth)."""
+    return label_studio.api("POST", "/api/ml", json={
+        "url": f"{server.url}/label-studio", "project": project, "title": "fcnseg",
+        "auth_method": "BASIC_AUTH", "basic_auth_user": "label-studio", "basic_auth_pass": server.key,
+    })["id"]  # fmt: skip
 
 
-def test_the_loop_swaps_to_a_better_model_and_keeps_the_served_one_otherwise(label_studio, tmp_path):
+def _train(label_studio, server: Server, backend: int) -> dict:
+    """Label Studio's *Start Training* (its START_TRAINING webhook to fcnseg); /versions once the run is decided."""
+    label_studio.api("POST", f"/api/ml/{backend}/train", json={})
+    wait_until(lambda: server.versions()["training"]["outcome"] is not None, timeout=900, interval=0.5)
+    return server.versions()
+
+
+def _predicted_versions(label_studio, project: int) -> set[str]:
+    """Label Studio asks fcnseg for predictions of every task: the model_version of each task's latest one."""
+    label_studio.api("POST", "/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": project},
+                     json={"selectedItems": {"all": True, "excluded": []}})  # fmt: skip
+    tasks = label_studio.tasks(project)
+    return {max(t["predictions"], key=lambda p: p["id"])["model_version"] for t in tasks}
+
+
+def test_the_loop_swaps_to_a_better_model_and_keeps_the_served_one_otherwise(label_studio, tmp_path, free_port):
     project, _ = _project(label_studio, tmp_path, 10, seed=2)
-    runs = tmp_path / "runs"
+    runs, port = tmp_path / "runs", free_port()
     first = _all_square(tmp_path / "served.pth")
-    server = Server(label_studio, first, runs, project, f"{TRAIN} --lr 0.05", free_port())
+    server = Server(label_studio, first, runs, project, f"{TRAIN} --lr 0.05", port)
     try:
+        backend = _connect(label_studio, server, project)
         before = server.versions()["served"]
-        status = server.train(project)
+        assert _predicted_versions(label_studio, project) == {before}
+        status = _train(label_studio, server, backend)
         assert "swapped" in status["training"]["outcome"], status
         new = status["versions"][-1]
         assert new["served"] and new["swapped"] and status["served"] == new["version"] != before
         assert new["miou"] > new["served_miou"] and new["run"] == str(runs / "run-0001")
-        assert httpx.get(f"{server.url}/v1/models").json()["models"][0]["weights"] == new["weights"]
+        assert _predicted_versions(label_studio, project) == {new["version"]}  # Label Studio sees the new model
+        models = httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {server.key}"}).json()
+        assert models["models"][0]["model_version"] == new["version"]
     finally:
         server.stop()
 
     # the swapped model is served again; a run that cannot change its weights is not better: kept
-    server = Server(label_studio, Path(new["weights"]), runs, project, f"{TRAIN} --lr 0 --freeze-bn", free_port())
+    server = Server(label_studio, Path(new["weights"]), runs, project, f"{TRAIN} --lr 0 --freeze-bn", port)
     try:
-        status = server.train(project)
+        status = _train(label_studio, server, backend)
         last = status["versions"][-1]
         assert "kept the served model" in status["training"]["outcome"], status
         assert not last["swapped"] and last["miou"] == last["served_miou"] and last["run"] == str(runs / "run-0002")
-        assert status["served"] == new["version"]
+        assert status["served"] == new["version"] and _predicted_versions(label_studio, project) == {new["version"]}
         log = Path(status["training"]["log"]).read_text()
         assert "--resume" not in log and "verdict:" in log
     finally:
