@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -28,14 +29,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.seen.append((self.path, body, None))
+        answer = json.dumps({"access": _jwt({"token_type": "access", "exp": time.time() + 300})}).encode()
+        self.send_response(200 if body.get("refresh") == self.server.refresh else 401)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
     def log_message(self, *args):
         pass
+
+
+def _jwt(claims: dict) -> str:
+    def part(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
 @pytest.fixture
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.seen = []
+    httpd.seen, httpd.refresh = [], _jwt({"token_type": "refresh"})
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd
@@ -55,11 +72,16 @@ def test_label_studio_paths_carry_its_token(server):
                            ("/data/upload/3/dog.jpg", "Token secret", server.seen[1][2])]  # fmt: skip
 
 
-def test_a_jwt_goes_as_bearer(server):
-    header = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()).decode().rstrip("=")
-    token = f"{header}.eyJ0b2tlbl90eXBlIjoiYWNjZXNzIn0.c2lnbmF0dXJl"
-    ImageFetcher(_url(server), token).fetch("/data/upload/1/a.png")
-    assert server.seen[0][1] == f"Bearer {token}"
+def test_a_personal_access_token_is_exchanged_for_an_access_token(server):
+    """Label Studio's personal access tokens are JWT refresh tokens: exchanged once, the access token sent."""
+    fetcher = ImageFetcher(_url(server), server.refresh)
+    fetcher.fetch("/data/upload/1/a.png")
+    fetcher.fetch("/data/upload/1/b.png")
+    (refresh_path, sent, _), (_, auth_a, _), (_, auth_b, _) = server.seen
+    assert (refresh_path, sent) == ("/api/token/refresh/", {"refresh": server.refresh})
+    assert auth_a == auth_b and auth_a.startswith("Bearer ") and auth_a != f"Bearer {server.refresh}"
+    with pytest.raises(FetchError, match="HTTP 401"):
+        ImageFetcher(_url(server), _jwt({"token_type": "refresh", "user": "someone else"})).fetch("/data/x.png")
 
 
 def test_other_hosts_need_the_allow_list(server):

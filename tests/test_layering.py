@@ -9,7 +9,7 @@ The layers of ``src/fcnseg``, lowest first (a module's layer is that of its top-
 3. ``models``: the networks
 4. ``optimize``: speed paths for a built model
 5. ``predict``, ``upsample``, ``results``, ``video``, ``evaluate``, ``export``, ``outputs``, ``coco_results``,
-   ``viz``, the package ``fcnseg`` itself: using a model
+   ``viz``, ``rank``, the package ``fcnseg`` itself: using a model
 6. ``train``, ``serve``: applications built on all of the above
 7. ``cli``, ``__main__``: the command line, a thin layer over everything
 
@@ -30,7 +30,19 @@ LAYERS = [
     {"weights"},
     {"models"},
     {"optimize"},
-    {"predict", "upsample", "results", "video", "evaluate", "export", "outputs", "coco_results", "viz", "__init__"},
+    {
+        "predict",
+        "upsample",
+        "results",
+        "video",
+        "evaluate",
+        "export",
+        "outputs",
+        "coco_results",
+        "viz",
+        "rank",
+        "__init__",
+    },
     {"train", "serve"},
     {"cli", "__main__"},
 ]

@@ -100,7 +100,7 @@ def _project_with_predictions(label_studio, fcnseg_serve, photos, title: str, co
     """A project with ``photos`` uploaded, fcnseg connected, predictions retrieved: its tasks."""
     url, key, _ = fcnseg_serve
     project = label_studio.create_project(title, config)
-    files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in photos]
+    files = [(f"file{i}", (p.name, p.read_bytes(), "image/jpeg")) for i, p in enumerate(photos)]
     label_studio.api("POST", f"/api/projects/{project}/import", files=files)
     label_studio.api("POST", "/api/ml", json={
         "url": f"{url}/label-studio", "project": project, "title": "fcnseg",

@@ -5,8 +5,9 @@ that is server-side request forgery (the server reading its cloud metadata, admi
 So:
 
 - A path (``/data/upload/3/cat.jpg``, ``/data/local-files/?d=...``) or a URL on the origin of ``LABEL_STUDIO_URL``
-  is fetched from that Label Studio, with ``LABEL_STUDIO_API_KEY`` in Label Studio's own header (``Token KEY``, or
-  ``Bearer KEY`` for a JWT, as its SDK sends them). The operator named that server; it may well be on loopback.
+  is fetched from that Label Studio with ``LABEL_STUDIO_API_KEY``: a legacy token as ``Token KEY``; a personal
+  access token (a JWT, the refresh kind) is exchanged at ``/api/token/refresh/`` for a short-lived access token,
+  sent as ``Bearer``, renewed before it expires. The operator named that server; it may well be on loopback.
 - Any other ``http(s)`` URL only if its host is on the allow list (``*``: any host), and only if every address the
   name resolves to is public (not loopback, private, link-local, reserved, multicast), unless the list names that
   address or its network (``10.0.0.0/8``). The connection goes to the address that was checked, never to a second
@@ -23,6 +24,7 @@ import ipaddress
 import json
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
@@ -37,15 +39,18 @@ class FetchError(ValueError):
     """A task's image could not or may not be fetched; the message says which URL and why."""
 
 
-def _is_jwt(token: str) -> bool:
-    """Whether ``token`` looks like a JWT (three base64url parts, the first a JSON header with ``alg``)."""
+def _jwt_part(token: str, i: int) -> dict:
+    """Part ``i`` (0 header, 1 claims) of a JWT, unverified (only Label Studio checks it); {} if not a JWT."""
     parts = token.split(".")
-    if len(parts) != 3:
-        return False
     try:
-        return "alg" in json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+        part = json.loads(base64.urlsafe_b64decode(parts[i] + "=" * (-len(parts[i]) % 4))) if len(parts) == 3 else {}
     except (ValueError, TypeError):
-        return False
+        return {}
+    return part if isinstance(part, dict) else {}
+
+
+def _is_jwt(token: str) -> bool:
+    return "alg" in _jwt_part(token, 0)
 
 
 @dataclass
@@ -67,6 +72,8 @@ class ImageFetcher:
     timeout: float = 30.0
     _names: set[str] = field(init=False, repr=False)
     _networks: list[Network] = field(init=False, repr=False)
+    _access: tuple[str, float] | None = field(init=False, repr=False, default=None)  # token, expiry (epoch s)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._names, self._networks = set(), []
@@ -121,12 +128,38 @@ class ImageFetcher:
         port = parts.port or (443 if https else 80)
         address = host if trusted else self._address(url, host, port)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "image/*"}
+        headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept": "*/*"}  # Label Studio answers image/* with 406
         if trusted and self.api_key:
-            headers["Authorization"] = f"{'Bearer' if _is_jwt(self.api_key) else 'Token'} {self.api_key}"
-        conn = _connection(address, host, port, https, self.timeout)
+            headers["Authorization"] = self._authorization()
+        return self._exchange(url, "GET", path, headers, address, None)
+
+    def _authorization(self) -> str:
+        """The ``Authorization`` header for Label Studio: ``Token KEY``, or ``Bearer`` and a fresh access token."""
+        if not _is_jwt(self.api_key):
+            return f"Token {self.api_key}"
+        with self._lock:  # images are fetched from several threads; one exchange serves them all
+            if self._access is None or self._access[1] - 60 < time.time():
+                url = urljoin(self.label_studio_url.rstrip("/") + "/", "api/token/refresh/")
+                parts = urlsplit(url)
+                body = json.dumps({"refresh": self.api_key}).encode()
+                headers = {"Host": parts.netloc, "Content-Type": "application/json", "Accept": "application/json"}
+                answer = self._exchange(url, "POST", parts.path, headers, parts.hostname, body)
+                try:
+                    access = json.loads(answer)["access"]
+                except (ValueError, KeyError, TypeError):
+                    raise FetchError(f"{url}: no access token in Label Studio's answer") from None
+                expiry = _jwt_part(access, 1).get("exp")
+                self._access = (access, float(expiry) if isinstance(expiry, (int, float)) else time.time() + 60)
+            return f"Bearer {self._access[0]}"
+
+    def _exchange(self, url: str, method: str, path: str, headers: dict, address: str, body: bytes | None) -> bytes:
+        """One request to ``address`` (already checked); the body of a 200, else :class:`FetchError`."""
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        port = parts.port or (443 if https else 80)
+        conn = _connection(address, parts.hostname, port, https, self.timeout)
         try:
-            conn.request("GET", path, headers=headers)
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             if 300 <= response.status < 400:
                 raise FetchError(f"{url}: redirected to {response.getheader('Location')!r}; redirects are not followed")
