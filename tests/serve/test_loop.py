@@ -91,7 +91,7 @@ def test_one_run_at_a_time_and_a_failed_run_says_why(tmp_path, monkeypatch):
         loop.wait(timeout=120)
         status = client.get("/label-studio/versions").json()
     assert status["training"]["state"] == "idle" and status["training"]["outcome"].startswith("failed (exit 1)")
-    assert any("cannot reach Label Studio" in line for line in status["training"]["log_tail"])
+    assert any(f"Label Studio: {hanging.url}/api/projects/7" in line for line in status["training"]["log_tail"])
     assert status["served"] == "fake-old" and [v["version"] for v in status["versions"]] == ["fake-old"]
     job = json.loads((tmp_path / "runs/run-0001/job.json").read_text())
     assert job["weights"] == "old.pth" and "key" not in json.dumps(job)  # the API key is never written

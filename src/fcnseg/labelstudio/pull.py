@@ -1,8 +1,9 @@
 """Pulling a Label Studio project to train on: its JSON export, its labelling config and its images, into a folder
 that :class:`fcnseg.data.LabelStudioSegmentation` reads as it is.
 
-Label Studio's own conventions: the server's URL and an API key (``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``;
-the key is the legacy token of *Account & Settings*, sent as ``Authorization: Token KEY``). Calls made:
+Label Studio's own conventions: the server's URL and an API key (``LABEL_STUDIO_URL``, ``LABEL_STUDIO_API_KEY``,
+from *Account & Settings*; every call goes through :class:`~.fetch.ImageFetcher`, which sends it as Label Studio
+wants it, a legacy token or a personal access token). Calls made:
 ``GET /api/projects/ID`` (the labelling config, whose labels fix the class order), ``GET
 /api/projects/ID/export?exportType=JSON`` (annotated tasks only, Label Studio's default) and, for each image not
 pulled before, the image, fetched by :class:`~.fetch.ImageFetcher` under the server's rules (``/data/upload/...``
@@ -22,9 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +37,7 @@ __all__ = ["KEY_ENV", "URL_ENV", "LabelStudioError", "PullResult", "connection",
 URL_ENV, KEY_ENV = "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"
 TIMEOUT_S = 60.0  # per call; an export of a large project takes Label Studio a while
 MAX_IMAGE_BYTES = 200 << 20  # a training image may be larger than an upload the server accepts
+MAX_EXPORT_BYTES = 4 << 30  # brush regions make an export large; this only bounds a runaway answer
 
 
 class LabelStudioError(OSError):
@@ -67,37 +67,28 @@ def connection(
     if urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"{url}: not an http(s) URL of a Label Studio server")
     if not key:
-        raise ValueError(f"set ${KEY_ENV} to your Label Studio API key (Account & Settings, legacy token)")
+        raise ValueError(f"set ${KEY_ENV} to your Label Studio API key (Account & Settings)")
     return url.rstrip("/"), key
 
 
-def _get(url: str, key: str, path: str) -> bytes:
-    request = urllib.request.Request(url + path, headers={"Authorization": f"Token {key}"})
+def _json(fetcher: ImageFetcher, path: str) -> Any:
+    """A Label Studio API answer, as JSON; :class:`LabelStudioError` naming the call when it fails."""
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as answer:
-            return answer.read()
-    except urllib.error.HTTPError as e:
-        why = {401: "the API key was refused", 403: "the API key may not read this", 404: "not found"}.get(e.code, "")
-        raise LabelStudioError(f"{url}{path}: HTTP {e.code} {why}".rstrip()) from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        reason = getattr(e, "reason", e)
-        raise LabelStudioError(f"{url}{path}: cannot reach Label Studio ({reason})") from None
-
-
-def _json(url: str, key: str, path: str) -> Any:
-    body = _get(url, key, path)
-    try:
-        return json.loads(body)
+        return json.loads(fetcher.fetch(path))
+    except FetchError as e:
+        raise LabelStudioError(f"Label Studio: {e}") from None
     except ValueError:
-        raise LabelStudioError(f"{url}{path}: the answer is not JSON (is this Label Studio's URL?)") from None
+        raise LabelStudioError(
+            f"{fetcher.label_studio_url}{path}: the answer is not JSON (is this Label Studio?)"
+        ) from None
 
 
 def pull_project(url: str, key: str, project: int, out: str | Path, cache: str | Path | None = None) -> PullResult:
     """Pull project ``project`` into the folder ``out`` (see the module docstring); returns what was written."""
     out = Path(out)
     fetcher = ImageFetcher(url, key, max_bytes=MAX_IMAGE_BYTES, timeout=TIMEOUT_S)
-    info = _json(url, key, f"/api/projects/{project}")
-    tasks = _json(url, key, f"/api/projects/{project}/export?exportType=JSON")
+    info = _json(fetcher, f"/api/projects/{project}")
+    tasks = _json(replace(fetcher, max_bytes=MAX_EXPORT_BYTES), f"/api/projects/{project}/export?exportType=JSON")
     if not isinstance(info, dict) or not isinstance(info.get("label_config"), str) or not isinstance(tasks, list):
         raise LabelStudioError(f"{url}: project {project} answered without a labelling config or a task list")
     out.mkdir(parents=True, exist_ok=True)
