@@ -1,4 +1,5 @@
-"""``fcnseg train --label-studio URL --project ID``: what it refuses before pulling anything.
+"""``fcnseg train --label-studio URL --project ID`` and ``fcnseg serve --label-studio-runs``: what they refuse
+before pulling or loading anything.
 (tests/labelstudio/test_loop.py pulls and trains from a real Label Studio.)"""
 
 from __future__ import annotations
@@ -33,3 +34,19 @@ def test_a_pull_never_goes_into_another_runs_folder(tmp_path, monkeypatch, capsy
 def test_label_studio_flags_that_contradict_each_other_are_one_line_errors(tmp_path, capsys, extra, message):
     assert main(["train", "--label-studio", "http://127.0.0.1:9", "--output-dir", str(tmp_path / "o"), *extra]) != 0
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--label-studio-train", "--epochz 2"], "fcnseg train has no --epochz"),
+        (["--label-studio-train", "--output-dir x"], "sets how to train, not --output-dir"),
+        (["--workers", "2"], "use --workers 1"),
+    ],
+)
+def test_serve_refuses_loop_flags_before_loading_a_model(tmp_path, monkeypatch, capsys, extra, message):
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "key")
+    loop = ["--label-studio-runs", str(tmp_path / "runs"), "--label-studio-project", "3"]
+    assert main(["serve", "--weights", "none", *loop, *extra]) != 0
+    assert message in capsys.readouterr().err and not (tmp_path / "runs").exists()

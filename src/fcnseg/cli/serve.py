@@ -220,9 +220,27 @@ def _check_loop_flags(args: argparse.Namespace) -> None:
         raise CLIError(f"--train-every must be at least 1, got {args.train_every}")
     connection()  # LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, now rather than at the first run
     owned = {"--resume", "--data-root", "--dataset", "--output-dir", "--label-studio", "--project", "--weights"}
-    given = {a.split("=")[0] for a in shlex.split(args.label_studio_train) if a.startswith("--")}
+    flags = shlex.split(args.label_studio_train)
+    given = {a.split("=")[0] for a in flags if a.startswith("--")}
     if given & owned:
         raise CLIError(f"--label-studio-train sets how to train, not {', '.join(sorted(given & owned))}")
+    _check_train_flags(flags)
+
+
+def _check_train_flags(flags: list[str]) -> None:
+    """``fcnseg train``'s own parser on ``--label-studio-train``: a typo is refused now, not at the first run."""
+    from . import train
+
+    parser = argparse.ArgumentParser(prog="fcnseg", add_help=False, exit_on_error=False)
+    train.register(parser.add_subparsers())
+    try:
+        _, unknown = parser.parse_known_args(["train", *flags])
+    except argparse.ArgumentError as e:
+        raise CLIError(f"--label-studio-train: {e}") from None
+    except SystemExit:  # the train parser said what is wrong on the line above
+        raise CLIError("--label-studio-train: not flags fcnseg train takes") from None
+    if unknown:
+        raise CLIError(f"--label-studio-train: fcnseg train has no {' '.join(unknown)}")
 
 
 def _serve(args: argparse.Namespace) -> int:
