@@ -24,7 +24,9 @@ from waiting import wait_until
 
 httpx = pytest.importorskip("httpx")
 
-START_TIMEOUT = 600.0  # seconds; only stops a hung start (Label Studio needs ~90 s on a loaded 2-core machine)
+# seconds; only stops a hung start. Label Studio migrates a fresh database first: ~90 s on 2 cores at load 4,
+# more than 10 minutes at load 25
+START_TIMEOUT = 1800.0
 
 
 def label_studio_executable() -> str | None:
@@ -101,6 +103,9 @@ def label_studio(tmp_path_factory) -> Iterator[LabelStudio]:
         "ML_TIMEOUT_HEALTH": "30",
         "ML_TIMEOUT_SETUP": "60",
         "ML_TIMEOUT_PREDICT": "600",
+        # nothing leaves the machine: no version check on pypi.org, no analytics
+        "LATEST_VERSION_CHECK": "false",
+        "COLLECT_ANALYTICS": "false",
     }
     env.pop("PYTHONPATH", None)  # its own venv: fcnseg's path must not shadow its packages
     command = [
