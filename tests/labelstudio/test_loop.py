@@ -96,8 +96,8 @@ def _all_square(path: Path) -> Path:
 class Server:
     """``fcnseg serve`` with the training loop and an API key, in a process of its own, as a user starts it."""
 
-    def __init__(self, label_studio, weights: Path, runs: Path, project: int, train: str, port: int) -> None:
-        self.url, self.key = f"http://127.0.0.1:{port}", secrets.token_hex(16)
+    def __init__(self, label_studio, weights: Path, runs: Path, project: int, train: str, port: int, key: str) -> None:
+        self.url, self.key = f"http://127.0.0.1:{port}", key
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
                "LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token}  # fmt: skip
         command = [sys.executable, "-m", "fcnseg", "serve", "--weights", str(weights), "--size", "64", "--port",
@@ -151,9 +151,9 @@ def _predicted_versions(label_studio, project: int) -> set[str]:
 
 def test_the_loop_swaps_to_a_better_model_and_keeps_the_served_one_otherwise(label_studio, tmp_path, free_port):
     project, _ = _project(label_studio, tmp_path, 10, seed=2)
-    runs, port = tmp_path / "runs", free_port()
+    runs, port, key = tmp_path / "runs", free_port(), secrets.token_hex(16)
     first = _all_square(tmp_path / "served.pth")
-    server = Server(label_studio, first, runs, project, f"{TRAIN} --lr 0.05", port)
+    server = Server(label_studio, first, runs, project, f"{TRAIN} --lr 0.05", port, key)
     try:
         backend = _connect(label_studio, server, project)
         before = server.versions()["served"]
@@ -169,8 +169,9 @@ def test_the_loop_swaps_to_a_better_model_and_keeps_the_served_one_otherwise(lab
     finally:
         server.stop()
 
-    # the swapped model is served again; a run that cannot change its weights is not better: kept
-    server = Server(label_studio, Path(new["weights"]), runs, project, f"{TRAIN} --lr 0 --freeze-bn", port)
+    # the swapped model is served again (the same address and key: Label Studio's connection stays); a run that
+    # cannot change its weights is not better: kept
+    server = Server(label_studio, Path(new["weights"]), runs, project, f"{TRAIN} --lr 0 --freeze-bn", port, key)
     try:
         status = _train(label_studio, server, backend)
         last = status["versions"][-1]
