@@ -44,6 +44,7 @@ __all__ = [
     "checkpoints_dir",
     "fit_state_dict",
     "load_state_dict_file",
+    "file_identity",
     "load_weights",
     "read_checkpoint",
     "read_weights_file",
@@ -381,7 +382,12 @@ def weights_identity(loaded: LoadedWeights | None) -> str:
         return "random-init"
     if loaded.member is not None:
         return f"{loaded.member!r}-{loaded.member.value.hash_prefix}"
-    return f"{loaded.path.name}-{sha256_file(loaded.path)[:12]}"
+    return file_identity(loaded.path)
+
+
+def file_identity(path: str | Path) -> str:
+    """A local weights file's identity (see :func:`weights_identity`), without loading it."""
+    return f"{Path(path).name}-{sha256_file(path)[:12]}"
 
 
 _FCN_META = {

@@ -4,6 +4,7 @@ the kind detected from the folder; the old spellings still work, hidden, with a 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from checkpoints import THREE_CLASSES
@@ -101,6 +102,15 @@ def test_detects_coco_exports(tmp_path, style, split, file):
     (tmp_path / "notes.json").write_text('{"not": "coco"}')  # other JSON is not taken for an annotation file
     found = detect_dataset(tmp_path)
     assert (found.kind, found.splits, found.describe()) == ("coco", (split,), f"dataset: detected coco ({file})")
+
+
+def test_detects_a_label_studio_json_export_and_data_check_reads_it(capsys):
+    """The export file itself is the root (a list of tasks); label-studio-converter's real test export."""
+    export = Path(__file__).parents[1] / "realfiles" / "labelstudio_json" / "data_polygon.json"
+    found = detect_dataset(export)
+    assert (found.kind, found.describe()) == ("label-studio", "dataset: detected label-studio (data_polygon.json)")
+    main(["data", "check", "--data-root", str(export)])
+    assert "dataset: detected label-studio" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("below", ["", "VOCdevkit", "VOCdevkit/VOC2012"])

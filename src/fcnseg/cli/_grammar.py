@@ -30,7 +30,7 @@ __all__ = [
     "resolve_dataset",
 ]
 
-DATASET_KINDS = ("folder", "coco", "voc")
+DATASET_KINDS = ("folder", "coco", "voc", "label-studio")
 
 
 def add_output_argument(p: argparse.ArgumentParser, help: str, **kwargs: Any) -> None:

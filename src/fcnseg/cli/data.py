@@ -10,7 +10,7 @@ from . import CLIError, add_dataset_arguments, add_deprecated_alias, resolve_dat
 
 def _check(args: argparse.Namespace) -> int:
     from ..data import get_dataset
-    from ..data.check import check_coco, check_folder
+    from ..data.check import check_coco, check_folder, check_labelstudio
     from ..data.detect import coco_annotation_files
     from ._extras import require
 
@@ -19,7 +19,12 @@ def _check(args: argparse.Namespace) -> int:
     resolve_dataset(args)
     if args.dataset == "voc":
         raise CLIError(f"{args.data_root} is a VOC devkit; data check reads folder datasets and COCO files")
-    if args.dataset == "coco":
+    if args.dataset == "label-studio":
+        reports = [
+            check_labelstudio(get_dataset("label-studio", args.data_root, split, images=args.images), pixels=True)
+            for split in args.split or ["all"]
+        ]
+    elif args.dataset == "coco":
         require("coco", "COCO annotations", ("pycocotools",))
         splits = args.split
         if args.ann_file is None and not splits:  # every split the export's annotation files name
@@ -52,18 +57,26 @@ def register(sub: argparse._SubParsersAction) -> None:
             "training split. COCO (a COCO instances file in DATA_ROOT, or --ann-file FILE): image files and their "
             "stored size against the declared one, annotation categories, polygons and RLE, annotations per "
             "category, and the share of overlapping pixels (COCO 2017: ignored; exports: the later annotation is on "
-            "top); every split whose annotation file DATA_ROOT holds unless --split names some. Exit 1 if any error."
+            "top); every split whose annotation file DATA_ROOT holds unless --split names some. "
+            "Label Studio's JSON export (--dataset label-studio --data-root EXPORT.json, splits all, train, val): the "
+            "same checks on its brush and polygon regions, and what is left out (tasks without annotation, skipped "
+            "ones). Exit 1 if any error."
         ),
     )
     add_dataset_arguments(
-        c, "dataset root (folder: classes.txt and {split}/images, {split}/masks; COCO: annotations/*.json)",
-        kinds=("folder", "coco"),
+        c, "dataset root (folder: classes.txt and {split}/images, {split}/masks; COCO: annotations/*.json); Label "
+        "Studio: the JSON export file",
+        kinds=("folder", "coco", "label-studio"),
     )  # fmt: skip
     add_deprecated_alias(c, dest="data_root", use="--data-root", old="the dataset root as a positional argument")
     c.add_argument("--split", action="append", help="split to check (repeatable; default: every split present)")
     c.add_argument("--train-split", default="train", help="split every class must have pixels in (default: train)")
     c.add_argument("--ann-file", help="a COCO annotation file (implies --dataset coco)")
-    c.add_argument("--images", help="folder the COCO file's image names are relative to (default: found)")
+    c.add_argument(
+        "--images",
+        help="folder the COCO file's image names are relative to (default: found); Label Studio: the image root "
+        "(its media folder for /data/upload/, LOCAL_FILES_DOCUMENT_ROOT for local files; default: the export's folder)",
+    )
     c.add_argument("--ignore-index", type=int, default=255, help="mask value meaning 'ignore' (default: 255)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
     c.set_defaults(func=_check)

@@ -168,14 +168,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     add_dataset_arguments(
         p, "COCO root or export folder, VOC root or folder dataset root; --data-root, --ann-file and --images may be "
-        "URLs (s3://b/coco/), fetched into this machine's cache",
+        "URLs (s3://b/coco/), fetched into this machine's cache; label-studio: the JSON export file",
     )  # fmt: skip
     p.add_argument(
         "--split",
         help="split name (default: val, or the one split a COCO export holds; VOC also train_aug; CVAT: default)",
     )
     p.add_argument("--ann-file", help="COCO: an annotation file (any export) instead of --data-root and --split")
-    p.add_argument("--images", help="COCO: the folder --ann-file's image names are relative to (default: found)")
+    p.add_argument(
+        "--images",
+        help="COCO: the folder --ann-file's image names are relative to (default: found); label-studio: the image "
+        "root (default: the export's folder)",
+    )
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass, grouped by size (default: 1)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     add_size_argument(p)

@@ -128,7 +128,10 @@ def build_app(args: argparse.Namespace) -> Any:
         optimize=speed_options_from_args(args),
     )
     print(f"fcnseg serve: {segmenter.describe_size()}", file=sys.stderr)
-    return create_app(segmenter, config=serve_config(args), model_info=model_info(segmenter.weights))
+    info = model_info(segmenter.weights)
+    if getattr(args, "label_studio_runs", None) is None:
+        return create_app(segmenter, config=serve_config(args), model_info=info)
+    return _with_training_loop(args, segmenter, info)
 
 
 def model_info(loaded: Any) -> dict[str, Any]:
@@ -168,6 +171,46 @@ def _key_file(key: str | None) -> Iterator[str | None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _with_training_loop(args: argparse.Namespace, segmenter: Any, info: dict[str, Any]) -> Any:
+    """The app with Label Studio's training loop (``--label-studio-runs``): the model behind a swappable holder."""
+    import shlex
+
+    from ..labelstudio.pull import connection
+    from ..predict import Segmenter
+    from ..serve import create_app
+    from ..serve.finetune import Job
+    from ..serve.loop import TrainingLoop, add_loop_routes
+    from ..serve.swap import ServedModel, Version
+    from ..transforms import palette
+    from .speed import speed_options_from_args
+
+    weights = None if args.weights is None else str(args.weights)
+    served = ServedModel(segmenter, Version(info["model_version"], weights))
+    app = create_app(served, config=serve_config(args), model_info=info)
+    size = segmenter.preprocess.resize_size or "native"
+
+    def load(path: str) -> Segmenter:  # set up as the served model: same device, size and speed path
+        return Segmenter(args.model, path, device=args.device, size=size, batch_size=max(1, args.max_batch),
+                         optimize=speed_options_from_args(args))  # fmt: skip
+
+    def on_swap(new: Segmenter) -> None:  # what the API says about the model; the same list object everywhere
+        info = app.state.info
+        info["categories"][:] = new.categories
+        info.pop("metrics", None)  # a registry entry's published scores; the new model's are in /versions
+        info.update(
+            model_info(new.weights),
+            num_classes=len(new.categories),
+            model_version=served.version.version,
+            palette=palette(len(new.categories)).tolist(),
+        )  # fmt: skip (a file's name, never its path)
+
+    url, _ = connection()
+    job = Job(url, args.label_studio_project, args.model, weights, segmenter.preprocess.resize_size,
+              shlex.split(args.label_studio_train))  # fmt: skip
+    add_loop_routes(app, TrainingLoop(served, args.label_studio_runs, job, load, on_swap, args.train_every))
+    return app
+
+
 def _worker_args() -> argparse.Namespace:
     """The parent's arguments in a ``--workers`` process, the API key read from the parent's key file."""
     args = argparse.Namespace(**json.loads(os.environ[WORKER_ARGS]))
@@ -204,7 +247,50 @@ def _log_config(level: str) -> dict[str, Any]:
     return config
 
 
+def _check_loop_flags(args: argparse.Namespace) -> None:
+    """The training loop's flags: a project, one server process, a key and URL for Label Studio, valid train flags."""
+    if args.label_studio_runs is None:
+        if args.label_studio_project is not None or args.train_every is not None:
+            raise CLIError("--label-studio-project and --train-every go with --label-studio-runs DIR")
+        return
+    import shlex
+
+    from ..labelstudio.pull import connection
+
+    if args.label_studio_project is None:
+        raise CLIError("--label-studio-runs needs the project to train on: --label-studio-project ID")
+    if args.workers != 1:
+        raise CLIError("--label-studio-runs swaps the model of one server process: use --workers 1")
+    if args.train_every is not None and args.train_every < 1:
+        raise CLIError(f"--train-every must be at least 1, got {args.train_every}")
+    connection()  # LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, now rather than at the first run
+    owned = {"--resume", "--data-root", "--dataset", "--output-dir", "--label-studio", "--project", "--weights"}
+    flags = shlex.split(args.label_studio_train)
+    given = {a.split("=")[0] for a in flags if a.startswith("--")}
+    if given & owned:
+        raise CLIError(f"--label-studio-train sets how to train, not {', '.join(sorted(given & owned))}")
+    _check_train_flags(flags)
+
+
+def _check_train_flags(flags: list[str]) -> None:
+    """``fcnseg train``'s own parser on ``--label-studio-train``: a typo is refused now, not at the first run."""
+    from . import train
+
+    parser = argparse.ArgumentParser(prog="fcnseg", add_help=False, exit_on_error=False)
+    train.register(parser.add_subparsers())
+    try:
+        _, unknown = parser.parse_known_args(["train", *flags])
+    except argparse.ArgumentError as e:
+        raise CLIError(f"--label-studio-train: {e}") from None
+    except SystemExit:  # the train parser said what is wrong on the line above
+        raise CLIError("--label-studio-train: not flags fcnseg train takes") from None
+    if unknown:
+        raise CLIError(f"--label-studio-train: fcnseg train has no {' '.join(unknown)}")
+
+
 def _serve(args: argparse.Namespace) -> int:
+    _check_loop_flags(args)
+
     from ..models import model_for
 
     args.model = model_for(args.model, args.weights)  # a checkpoint's own model, unless --model names another
@@ -328,6 +414,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="IPS",
         help="behind a reverse proxy: its addresses (comma-separated, or *), whose "
         "X-Forwarded-For names the client for the per-client share (default: none trusted)",
+    )
+    loop = p.add_argument_group(
+        "training loop (Label Studio)",
+        "POST /label-studio/webhook with START_TRAINING fine-tunes the served model on a Label Studio project in a "
+        "background process, one run at a time; the server swaps to the new model only if its validation mIoU "
+        "beats the served one's on the same split (GET /label-studio/versions). Needs $LABEL_STUDIO_URL and "
+        "$LABEL_STUDIO_API_KEY.",
+    )
+    loop.add_argument("--label-studio-runs", metavar="DIR", help="turn the loop on: one folder per run under DIR")
+    loop.add_argument("--label-studio-project", type=int, metavar="ID", help="the Label Studio project to train on")
+    loop.add_argument(
+        "--train-every", type=int, metavar="N", help="also start a run after every N annotations created or updated"
+    )
+    loop.add_argument(
+        "--label-studio-train",
+        default="",
+        metavar="FLAGS",
+        help="fcnseg train flags for each run, quoted (e.g. '--epochs 5 --crop-size 320'); the data, the output "
+        "folder and the starting weights (the served model's) are the loop's",
     )
     ls = p.add_argument_group(
         "Label Studio",

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,36 @@ def _publisher(bucket: tuple[storage.AnyPath, Path] | None) -> Any:
     return partial(storage.publish_folder, local, remote, sent)
 
 
+def _pulled(args: argparse.Namespace, given: dict[str, object]) -> TrainConfig:
+    """``--label-studio URL --project ID``: the run's config, once the project is pulled into ``OUTPUT_DIR/data/``
+    (under the folder's lock, and only into a folder free for this run) to train on as ``--dataset label-studio``."""
+    from ..labelstudio.pull import LabelStudioError, connection, pull_project
+    from ..train.runs import check_output_dir
+
+    config = TrainConfig(**given)
+    out = Path(config.output_dir)
+    check_output_dir(out, config)  # never pull into another run's folder
+    url, key = connection(args.label_studio)
+    try:
+        result = pull_project(url, key, args.project, out / "data")
+    except LabelStudioError as e:
+        raise CLIError(str(e)) from None
+    if result.not_fetched:
+        print(f"fcnseg train: note: {len(result.not_fetched)} images are not on {url} and were not fetched "
+              f"(e.g. {result.not_fetched[0]})", file=sys.stderr)  # fmt: skip
+    print(f"pulled project {args.project}: {result.tasks} tasks, {result.fetched} images fetched", file=sys.stderr)
+    return replace(config, dataset="label-studio", data_root=str(result.export))
+
+
+def _check_pull_flags(args: argparse.Namespace, given: dict[str, object]) -> None:
+    if args.resume:
+        raise CLIError("--label-studio starts a run; a resumed run trains on the data it pulled when it started")
+    if args.project is None:
+        raise CLIError("--label-studio needs the project's id (--project ID, the number in the project's URL)")
+    if args.data_root is not None or given.get("dataset") not in (None, "label-studio"):
+        raise CLIError("--label-studio pulls the data: drop --data-root and --dataset")
+
+
 def _train(args: argparse.Namespace) -> int:
     from ..train import TrainingStopped, fit, resume
 
@@ -166,7 +196,11 @@ def _train(args: argparse.Namespace) -> int:
         from ..models import model_for
 
         given["model"] = model_for(given.get("model"), given["weights"])
-    if args.resume:
+    if args.label_studio is not None:
+        _check_pull_flags(args, given)
+        where = Path(TrainConfig(**given).output_dir)
+        run = lambda: fit(_pulled(args, given), after_save=publish)  # noqa: E731
+    elif args.resume:
         run = partial(resume, args.resume, after_save=publish, **given)
         where = Path(args.output_dir or Path(args.resume).parent)
     elif args.data_root is None:
@@ -221,8 +255,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("data")
     add_dataset_arguments(
         g, "dataset folder (folder format: classes.txt, train/ and val/), or a bucket prefix (s3://b/data): "
-        "mirrored to this machine's cache, so DDP needs no shared file system",
+        "mirrored to this machine's cache, so DDP needs no shared file system; label-studio: the JSON export file "
+        "(splits train and val: one task in five by id is val)",
     )  # fmt: skip
+    g.add_argument(
+        "--label-studio",
+        metavar="URL",
+        help="pull a Label Studio project (with --project; API key in $LABEL_STUDIO_API_KEY) into "
+        "OUTPUT_DIR/data/ and train on it",
+    )
+    g.add_argument("--project", type=int, help="the Label Studio project's id (with --label-studio)")
     g.add_argument("--train-split", help=f"default {d['train_split']}")
     g.add_argument("--val-split", help=f"default {d['val_split']}")
     g.add_argument("--no-val", action="store_true", help="skip validation (no best checkpoint)")

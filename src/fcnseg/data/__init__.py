@@ -12,6 +12,7 @@ from typing import Any
 from .classes import ClassMap, read_class_map
 from .coco import COCO_VOC_CATEGORY_IDS, CocoSegmentation
 from .folder import FolderSegmentation, read_classes, read_mask, read_mask_array
+from .labelstudio import LabelStudioSegmentation
 from .voc import VOCSegmentation
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "DATASETS",
     "CocoSegmentation",
     "FolderSegmentation",
+    "LabelStudioSegmentation",
     "VOCSegmentation",
     "get_dataset",
     "read_class_map",
@@ -28,7 +30,7 @@ __all__ = [
     "read_mask_array",
 ]
 
-DATASETS = ("coco", "voc", "folder")
+DATASETS = ("coco", "voc", "folder", "label-studio")
 
 
 def get_dataset(
@@ -40,10 +42,15 @@ def get_dataset(
     images: str | Path | None = None,
     **kwargs: Any,
 ) -> Any:
-    """``coco``, ``voc`` or ``folder`` at ``root``; ``kwargs`` go to the dataset class (e.g. ``transforms``).
+    """``coco``, ``voc`` or ``folder`` at ``root``, or ``label-studio`` (``root``: the JSON export file, images
+    under ``images``); ``kwargs`` go to the dataset class (e.g. ``transforms``).
 
     ``coco`` with ``ann_file`` reads that COCO file (images under ``images``) instead of ``root`` and ``split``.
     """
+    if name == "label-studio" and ann_file is None:
+        if root is None:
+            raise ValueError("the label-studio dataset needs its JSON export (--data-root FILE)")
+        return LabelStudioSegmentation(root, split, images=images, **kwargs)
     if ann_file is not None or images is not None:
         if name != "coco" or ann_file is None:
             raise ValueError("an annotation file and image folder (--ann-file, --images) go with the coco dataset")

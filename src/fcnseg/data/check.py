@@ -13,6 +13,11 @@ annotations are a warning (an export lists every label of the project, and they 
 splits agree). ``data check`` also reports the share of labelled pixels where annotations overlap, and which rule
 resolves them (COCO 2017: ignored; exports: the later annotation on top).
 
+``check_labelstudio`` (``fcnseg data check --dataset label-studio EXPORT``) checks a Label Studio JSON export the
+same way (image files present, displayed at the size their regions were drawn on, regions readable, of labels the
+config lists), and counts what is left out: tasks without a kept annotation, skipped annotations, regions that are
+not segmentation.
+
 ``validate_training_data`` runs the mask checks when ``fit`` starts and raises :class:`DataError` with the same
 report. It reads only the masks, and keeps their statistics in a cache keyed by each file's path, size and
 mtime (``$TORCH_HOME/fcnseg/data-check/``), so a second run over an unchanged dataset costs a ``stat`` per mask.
@@ -35,15 +40,18 @@ from ..imageio import load_image
 from .classes import ClassMap, read_class_map
 from .coco import CocoSegmentation, annotation_mask, check_segmentation
 from .folder import IMAGE_SUFFIXES, FolderSegmentation
+from .labelstudio import LabelStudioSegmentation, displayed_size
 
 __all__ = [
     "CheckReport",
     "CocoCheck",
     "DataError",
+    "LabelStudioCheck",
     "MaskStats",
     "SplitCheck",
     "check_coco",
     "check_folder",
+    "check_labelstudio",
     "mask_stats",
     "validate_training_data",
 ]
@@ -243,10 +251,10 @@ def validate_training_data(dataset: Any, ignore_index: int = 255) -> None:
     Folder datasets are checked from their masks (statistics cached per file, see the module docstring); COCO
     files with :func:`check_coco` (image files present, categories listed, RLE sizes); VOC passes as it is.
     """
-    if isinstance(dataset, CocoSegmentation):
-        coco = check_coco(dataset)
-        if not coco.ok:
-            raise DataError(f"the training data has problems (`fcnseg data check` shows them all):\n{coco.format()}")
+    if isinstance(dataset, CocoSegmentation | LabelStudioSegmentation):
+        check = check_coco(dataset) if isinstance(dataset, CocoSegmentation) else check_labelstudio(dataset)
+        if not check.ok:
+            raise DataError(f"the training data has problems (`fcnseg data check` shows them all):\n{check.format()}")
         return
     if not isinstance(dataset, FolderSegmentation):
         return
@@ -425,6 +433,95 @@ def _check_coco_image(dataset: Any, i: int, out: CocoCheck) -> bool:
         out.unreadable_images.append(f"{path}: {e}")
         return False
     if problem := dataset.size_mismatch(i, stored):
+        out.size_mismatches.append(problem)
+        return False
+    return True
+
+
+@dataclass
+class LabelStudioCheck(CocoCheck):
+    """Findings for one split of a Label Studio JSON export; annotations are counted as regions, and what the
+    reader leaves out is counted too."""
+
+    split: str = "all"
+    tasks: int = 0  # in the whole export
+    unannotated_tasks: int = 0  # no annotation, or every one skipped: left out
+    skipped_annotations: int = 0
+    overlaps_ignored: bool = False  # a region drawn later is on top
+
+    def format(self, examples: int = 5) -> str:
+        lines = super().format(examples).split("\n")
+        lines[0] = (
+            f"{self.ann_file} (split {self.split}): {len(self.categories)} classes ({', '.join(self.categories)}), "
+            f"{self.images} annotated tasks"
+        )
+        lines = [line.replace("  annotations: ", "  regions: ", 1) for line in lines]
+        lines = [line.replace("categories have no annotation here", "labels have no region here") for line in lines]
+        notes = []
+        if self.unannotated_tasks:
+            notes.append(
+                f"  note: {self.unannotated_tasks} of the export's {self.tasks} tasks have no annotation (or only "
+                "skipped ones) and are left out"
+            )
+        if self.skipped_annotations:
+            notes.append(f"  note: {self.skipped_annotations} skipped (cancelled) annotations are left out")
+        if self.left_out:
+            lines = [ln for ln in lines if "count as background" not in ln]
+            notes.append(f"  note: {self.left_out} regions that are not brush or polygon labels are left out")
+        return "\n".join(lines[:-1] + notes + lines[-1:])
+
+
+def check_labelstudio(dataset: LabelStudioSegmentation, pixels: bool = False) -> LabelStudioCheck:
+    """Check a :class:`~fcnseg.data.labelstudio.LabelStudioSegmentation` split without decoding an image: image
+    files present, displayed at the size their regions declare, regions readable and of listed labels; count
+    regions per class (``pixels``: also rasterize them to count labelled and overlapping pixels)."""
+    k = len(dataset.categories)
+    out = LabelStudioCheck(
+        str(dataset.export), list(dataset.categories), len(dataset), annotations_per_class=[0] * k,
+        split=dataset.split, tasks=dataset.tasks, unannotated_tasks=dataset.unannotated,
+        skipped_annotations=dataset.skipped_annotations, left_out=dataset.left_out_regions,
+    )  # fmt: skip
+    if pixels:
+        out.labelled_pixels = out.overlap_pixels = 0
+    index = {name: i for i, name in enumerate(dataset.categories)}
+    for i in range(len(dataset)):
+        if problem := dataset.problem(i):
+            out.bad_annotations.append(problem)
+            continue
+        regions = dataset.regions(i)
+        out.images_without_annotations += not regions
+        for region in regions:
+            out.annotations_per_class[index[region.label]] += 1
+        if not _check_labelstudio_image(dataset, i, out) or not pixels or not regions:
+            continue
+        try:
+            cover = sum(region.mask().astype(np.int32) for region in regions)
+        except ValueError as e:  # a brush RLE that is not one of its image
+            out.bad_annotations.append(f"task {dataset.task_id(i)}: {e}")
+            continue
+        out.labelled_pixels += int((cover > 0).sum())
+        out.overlap_pixels += int((cover > 1).sum())
+    return out
+
+
+def _check_labelstudio_image(dataset: LabelStudioSegmentation, i: int, out: LabelStudioCheck) -> bool:
+    """Whether task ``i``'s image is a file under the image root, readable, displayed at its regions' size."""
+    from PIL import Image
+
+    try:
+        path = dataset.image_path(i)
+    except ValueError as e:
+        out.missing_images.append(str(e))
+        return False
+    if not path.is_file():
+        out.missing_images.append(f"{path} (task {dataset.task_id(i)})")
+        return False
+    try:
+        size = displayed_size(path)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        out.unreadable_images.append(f"{path}: {e}")
+        return False
+    if problem := dataset.size_mismatch(i, size):
         out.size_mismatches.append(problem)
         return False
     return True

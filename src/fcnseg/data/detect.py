@@ -9,7 +9,8 @@ Tried in order, the first that matches wins:
    folder itself that holds COCO's ``images`` list (Label Studio's ``result.json``). Each file names a split, as
    :func:`.coco.find_coco_annotations` reads them back: ``instances_val2017.json`` -> ``val``,
    ``instances_default.json`` -> ``default``, ``result.json`` -> ``result``;
-3. VOC's devkit layout -> ``voc`` (:mod:`.voc`): ``JPEGImages/`` and ``ImageSets/Segmentation/`` in
+3. a file, Label Studio's JSON export (a list of tasks) -> ``label-studio`` (:mod:`.labelstudio`);
+4. VOC's devkit layout -> ``voc`` (:mod:`.voc`): ``JPEGImages/`` and ``ImageSets/Segmentation/`` in
    ``VOCdevkit/VOC2012``, ``VOC2012`` or the folder itself.
 
 Only names are looked at, plus the first bytes of a ``.json`` that is not called ``instances_*``: a 500 MB
@@ -42,13 +43,23 @@ class DetectedDataset:
         return f"dataset: detected {self.kind} ({', '.join(map(str, self.evidence))})"
 
 
-def _looks_like_coco(path: Path) -> bool:
+def _head(path: Path) -> bytes:
     try:
         with open(path, "rb") as f:
-            head = f.read(_PEEK).lstrip()
+            return f.read(_PEEK).lstrip()
     except OSError:
-        return False
+        return b""
+
+
+def _looks_like_coco(path: Path) -> bool:
+    head = _head(path)
     return head.startswith(b"{") and b'"images"' in head
+
+
+def _looks_like_label_studio(path: Path) -> bool:
+    """Label Studio's JSON export: a list of tasks, each with its ``data``."""
+    head = _head(path)
+    return path.suffix.lower() == ".json" and head.startswith(b"[") and b'"data"' in head
 
 
 def coco_annotation_files(root: str | Path) -> list[tuple[str, Path]]:
@@ -66,6 +77,8 @@ def coco_annotation_files(root: str | Path) -> list[tuple[str, Path]]:
 def detect_dataset(root: str | Path) -> DetectedDataset:
     """The kind of dataset at ``root`` (see the module docstring); a ``ValueError`` says what was looked for."""
     root = Path(root)
+    if root.is_file() and _looks_like_label_studio(root):
+        return DetectedDataset("label-studio", (Path(root.name),))
     if not root.is_dir():
         raise ValueError(f"{root}: no such folder")
     if (root / "classes.txt").is_file():

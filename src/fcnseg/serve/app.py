@@ -192,6 +192,8 @@ def create_app(
         warming = asyncio.get_running_loop().create_task(warm()) if cfg.warmup else None
         app.state.status = "warming up" if cfg.warmup else "ready"
         yield
+        for close in app.state.closers:  # e.g. a fine-tuning run (.loop): stopped so that it can resume
+            close()
         if warming is not None:
             warming.cancel()
         await batcher.stop()
@@ -217,6 +219,7 @@ def create_app(
     app.add_middleware(RequestIds)  # the outermost: every answer, refusals included, has a request id
     app.state.batcher, app.state.admission, app.state.config = batcher, admission, cfg
     app.state.status, app.state.warmup = "starting", None
+    app.state.info, app.state.closers = info, []  # what /v1/models says (a model swap updates it); run at shutdown
 
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, exc: HTTPError) -> JSONResponse:

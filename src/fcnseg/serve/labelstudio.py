@@ -67,24 +67,26 @@ def label_studio_router(
     model's description (its ``model_version`` is read at each call); at most ``concurrency`` images of one
     ``/predict`` are fetched or segmented at once; a request body may hold ``max_body`` bytes."""
     router = APIRouter(prefix=PREFIX, tags=["Label Studio ML backend"])
-    configs: dict[str, LabelConfig] = {}
+    configs: dict[tuple[str, tuple[str, ...]], LabelConfig] = {}
 
-    def config_of(xml: Any) -> LabelConfig:
-        """The parsed config (cached); its unmatched classes logged the first time it is seen; 400 if unusable."""
+    def config_of(xml: Any, classes: list[str] | None = None) -> LabelConfig:
+        """The parsed config for ``classes`` (default: the served model's; cached); its unmatched classes logged the
+        first time it is seen; 400 if unusable."""
         if not isinstance(xml, str):
             raise HTTPError(400, "no labelling config (label_config / schema) in the request")
-        if xml not in configs:
+        key = (xml, tuple(categories if classes is None else classes))
+        if key not in configs:
             try:
-                parsed = parse_label_config(xml, categories)
+                parsed = parse_label_config(xml, list(key[1]))
             except ValueError as e:
                 raise HTTPError(400, str(e)) from None
             if len(configs) >= MAX_CONFIGS:
                 configs.clear()
-            configs[xml] = parsed
+            configs[key] = parsed
             if parsed.unmatched:
                 logger.info("Label Studio config names no label for the classes %s: they are left out of its "
                             "predictions", ", ".join(parsed.unmatched))  # fmt: skip
-        return configs[xml]
+        return configs[key]
 
     @router.get("/health", summary="Label Studio's health check")
     async def health() -> dict[str, Any]:
@@ -115,7 +117,10 @@ def label_studio_router(
                     why = e.detail if isinstance(e, HTTPError) else str(e)
                     logger.warning("Label Studio task %s: no prediction: %s", task.get("id"), why)
                     return {"error": str(why), "task": task.get("id")}
-                return prediction(config, results, version)
+                # the model that made them names the classes and the version (a swap may have come in between)
+                made_by = next(iter(results.values()))
+                by = config_of(body.get("label_config"), made_by.categories)
+                return prediction(by, results, getattr(made_by, "model_version", version))
 
         return {"results": await asyncio.gather(*map(one, tasks)), "model_version": version}
 
