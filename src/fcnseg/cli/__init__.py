@@ -14,7 +14,7 @@ from ..faults import DEBUG_ENV, debug_requested, describe, io_fault, is_out_of_m
 __all__ = ["CLIError", "add_model_arguments", "add_size_argument", "build_parser", "main"]
 
 # Each module defines ``register(subparsers)``, which adds its subcommand(s) and sets ``func(args) -> int``.
-_COMMAND_MODULES = ("models", "segment", "eval", "data", "train", "export", "serve")
+_COMMAND_MODULES = ("models", "segment", "eval", "data", "train", "export", "serve", "cache")
 
 
 class CLIError(Exception):
