@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from . import backends, cache
-from .guard import MIN_IMAGES, MIN_PIXELS, GuardResult, compare_logits, padding, size_class
+from .guard import MIN_IMAGES, MIN_PIXELS, GuardResult, compare_logits, padding, padding_count, size_class
 from .plans import PATHS, SpeedPlan, auto_candidates, check_supported
 
 __all__ = ["PRIOR_BUILD_S", "PRIOR_SPEEDUP", "SHADOW_EVERY", "Auto", "WithFallback"]
@@ -214,6 +214,9 @@ class Auto:
     def _key(self, plan: SpeedPlan, size: _Size) -> str:
         return cache.build_key(self.digest, plan, ("size class", size.key))
 
+    def _bundled_key(self, plan: SpeedPlan, size: _Size, count: int) -> str:
+        return cache.build_key(self.digest, plan, ("bundled", count, *size.shape))
+
     def estimate(self, plan: SpeedPlan, size: _Size) -> tuple[float, float, bool]:
         """(seconds to build and judge ``plan``, seconds it saves per image, whether its build is cached): measured
         in earlier runs where the cache has it, else the priors above."""
@@ -222,9 +225,9 @@ class Auto:
         prior = PRIOR_WARM_S if warm else PRIOR_BUILD_S[plan.backend] + PRIOR_INT8_BUILD_S * (plan.precision == "int8")
         build = record.get("warm_s" if warm else "cold_s", prior)
         speedup = record.get("speedup", PRIOR_SPEEDUP[plan.precision])
-        per_image = max(size.pixels // max(size.images, 1), 1)
-        pad = max(MIN_IMAGES - size.images, -(-(MIN_PIXELS - size.pixels) // per_image), 0)
-        judge = size.default_s * (2 * pad + size.images)  # fp32 and the candidate on padding, the candidate on yours
+        pad = padding_count(size.shape, size.images, size.pixels)
+        known = pad and cache.load_guard(self.root, self._bundled_key(plan, size, pad)) is not None
+        judge = size.default_s * (size.images + 2 * pad * (not known))  # yours: the candidate; padding: fp32 too
         return build + judge, size.default_s * (1 - 1 / speedup), warm
 
     def _start(self, size: _Size) -> None:
@@ -335,7 +338,7 @@ class Auto:
         if extra:
             # the bundled photos are the same in every run: their verdict is kept with the build (the user's
             # images are judged afresh every run)
-            key = cache.build_key(self.digest, plan, (what, *size.shape)) if self.images is None else None
+            key = self._bundled_key(plan, size, sum(map(len, extra))) if self.images is None else None
             bundled = cache.load_guard(self.root, key) if key else None
             if bundled is None:
                 bundled = sum(

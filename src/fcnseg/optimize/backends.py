@@ -42,6 +42,9 @@ Forward = Callable[[Tensor], Tensor]
 INT8_MIN_SIDE = 9  # the smallest image side the exported int8 graph takes (stride-2 stages); below, fp32 eager
 CHANNELS_LAST_MIN_PIXELS = 96 * 96  # eager: smaller inputs run faster in the contiguous layout
 STATIC_SHAPES = 8  # input shapes that get their own static-shape graph before the rest share a dynamic one
+# OpenVINO compiles a model per shape in seconds, not minutes, but a folder of photos has one shape per aspect
+# ratio: past the first two, one dynamic-shape model (compiled once, and kept in its blob cache) runs the rest
+OPENVINO_STATIC_SHAPES = 2
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "nncf")
 ONNX_EXPORT = {"dynamo": True, "example": (1, 3, 64, 64)}  # part of the cache key, with the torch version
 
@@ -472,7 +475,7 @@ def _openvino(
     compiled: dict[tuple[int, ...], object] = {}
 
     def forward(x: Tensor) -> Tensor:
-        shape = tuple(x.shape) if len(compiled) < STATIC_SHAPES else ()  # past that, one dynamic model
+        shape = tuple(x.shape) if len(compiled) < OPENVINO_STATIC_SHAPES else ()  # past that, one dynamic model
         if shape not in compiled:
             graph = source.clone()
             if shape:

@@ -29,6 +29,7 @@ __all__ = [
     "calibration_photos",
     "compare_logits",
     "padding",
+    "padding_count",
     "pick_fastest",
     "sample_photos",
     "size_class",
@@ -168,15 +169,20 @@ def size_class(shape: Sequence[int]) -> int:
     return max(h * w, 1).bit_length() // 2
 
 
+def padding_count(shape: Sequence[int], images: int, pixels: int) -> int:
+    """How many bundled crops :func:`padding` adds: whole batches of the user's batch size."""
+    n, _, h, w = shape
+    need = max(MIN_IMAGES - images, -(-(MIN_PIXELS - pixels) // (h * w)), 0)
+    return min(-(-need // n) * n, MAX_PADDING // n * n or n)
+
+
 def padding(shape: Sequence[int], images: int, pixels: int) -> list[Tensor]:
     """Batches of ``shape`` (N, 3, H, W) cut from the bundled photos at that size, enough to bring a sample of
     ``images`` images and ``pixels`` pixels up to :data:`MIN_IMAGES` and :data:`MIN_PIXELS` (at most
     :data:`MAX_PADDING` crops). Crops come from each photo scaled to cover H x W at 1x, 2x, 4x... its size, on a
     grid, so that tiny inputs see many different views rather than one photo repeated."""
     n, _, h, w = shape
-    side = h * w
-    need = max(MIN_IMAGES - images, -(-(MIN_PIXELS - pixels) // side), 0)
-    need = min(-(-need // n) * n, MAX_PADDING // n * n or n)  # whole batches of the user's batch size
+    need = padding_count(shape, images, pixels)
     crops: list[Tensor] = []
     scale = 1
     while len(crops) < need and scale <= 64:
