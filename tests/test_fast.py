@@ -243,3 +243,33 @@ def test_a_second_process_loads_the_compiled_torch_path(tmp_path):
     second = run("forbid")
     assert second["plan"] == "fp32 compile" and second["failed"] == []
     assert second["costs"]["fp32 compile"]["from_cache"] is True and second["labels"] == first["labels"] == 16
+
+
+def test_the_segmenter_prepares_serving_on_bundled_photos(monkeypatch, tmp_path):
+    """What ``serve --fast`` prints at start names the bundled photos at the served size, never the user's images;
+    without --fast there is nothing to prepare."""
+    from fcnseg.predict import Segmenter
+
+    _with(monkeypatch, lambda fp32, x: fp32(x))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    fast = Segmenter(Redness(), None, device="cpu", optimize="auto")
+    line = fast.prepare_serving(64)
+    assert line.startswith("fp32 eager (100.00% agreement with fp32 on 16 bundled photos at 64x64)")
+    assert Segmenter(Redness(), None, device="cpu").prepare_serving(64) is None
+
+
+def test_cache_command_lists_and_clears(tmp_path, capsys):
+    from fcnseg.cli import main
+
+    cache.save_cost(tmp_path, "k", {"cold_s": 1.0})
+    (tmp_path / "aoti").mkdir()
+    (tmp_path / "aoti" / "fp32-compile-64x64-b1-abc.pt2").write_bytes(b"x" * 2048)
+    os.utime(tmp_path / "aoti" / "fp32-compile-64x64-b1-abc.pt2", (1000, 1000))  # used long before the costs
+    assert main(["cache", "list", "--cache-dir", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out
+    assert f"{tmp_path}: 2 entries" in listing and "compiled torch path (AOTInductor)" in listing
+    assert "2.0 KB" in listing and "aoti/fp32-compile-64x64-b1-abc.pt2" in listing
+    assert main(["cache", "clear", "--to", "1K", "--cache-dir", str(tmp_path)]) == 0
+    assert "removed 1 entries, 2.0 KB" in capsys.readouterr().out and (tmp_path / "costs").exists()
+    assert main(["cache", "clear", "--cache-dir", str(tmp_path)]) == 0
+    assert cache.entries(tmp_path) == []
