@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,7 @@ def fast_study(tmp: Path, weights: str, args: argparse.Namespace) -> dict:
         if proc.returncode:
             raise SystemExit(f"{label} failed: {proc.stderr.strip().splitlines()[-1:]}")
         said[label] = (proc.stdout.strip().splitlines() or [""])[-1]
+        print(f"{label}: {seconds:.1f} s; {said[label]}", flush=True)  # as it goes: the study takes a while
         return seconds
 
     def segment(label: str, home: Path | None, *flags: str) -> float:
@@ -158,9 +160,10 @@ def fast_study(tmp: Path, weights: str, args: argparse.Namespace) -> dict:
             "build", warm, __file__, "--model", args.model, "--build", str(folder), weights, str(args.size)
         ),
         f"--fast, warm cache, {n} photos": segment("fast warm", warm, "--fast"),
-        f"default again, {n} photos": segment("default again", None),
     }
-    default = (times[f"default, {n} photos"] + times[f"default again, {n} photos"]) / 2
+    if args.repeat_default:
+        times[f"default again, {n} photos"] = segment("default again", None)
+    default = statistics.mean(t for k, t in times.items() if k.startswith("default"))
     saving = (default - times[f"--fast, warm cache, {n} photos"]) / n
     build = times["build (every candidate built and guarded, 1 photo)"]
     return {
@@ -197,6 +200,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="default: benchmarks/results/bench_segment[_fast].json")
     parser.add_argument("--naive", nargs=4, metavar=("FOLDER", "OUT", "WEIGHTS", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--model-alone", nargs=3, metavar=("FOLDER", "WEIGHTS", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeat-default", action=argparse.BooleanOptionalAction, default=True, help="--fast-study: "
+                        "run the default a second time, last (against drift in the machine's load)")  # fmt: skip
     parser.add_argument("--build", nargs=3, metavar=("FOLDER", "WEIGHTS", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))

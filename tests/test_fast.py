@@ -131,8 +131,8 @@ def test_the_default_path_answers_while_the_candidate_builds(monkeypatch, tmp_pa
 
 def test_a_run_too_short_to_repay_the_build_skips_it(monkeypatch, tmp_path):
     """With an injected clock the default path takes 1 s per image; the candidate's build cost measured in an
-    earlier run (30 s, 2x) and judging it on 1 + 15 images (31 s) repay after 122 images: a run of 20 skips it and
-    says so, a run of 200 builds it."""
+    earlier run (30 s, 2x) and judging it on yours (0.5 s) and 15 bundled crops (1.5 s each, fp32 and candidate)
+    repay after 106 images: a run of 20 skips it and says so, a run of 200 builds it."""
     _with(monkeypatch, lambda fp32, x: fp32(x))
     model = Redness().eval()
     ticks = itertools.count()
@@ -147,7 +147,7 @@ def test_a_run_too_short_to_repay_the_build_skips_it(monkeypatch, tmp_path):
         short(_red_patch())
     assert short.plan == O.PATHS["default"] and short.built == {}
     assert "19 images left, too few to repay building fp32 eager (~" in short.describe()
-    assert "~61 s to make ready, saves ~0.50 s per image: repays after 122 images" in short.describe()
+    assert "~53 s to make ready, saves ~0.50 s per image: repays after 106 images" in short.describe()
     long = O.auto.Auto(model, tmp_path, background=False, clock=clock)
     long.expect(200)
     with torch.inference_mode():

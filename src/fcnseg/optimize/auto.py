@@ -227,7 +227,8 @@ class Auto:
         speedup = record.get("speedup", PRIOR_SPEEDUP[plan.precision])
         pad = padding_count(size.shape, size.images, size.pixels)
         known = pad and cache.load_guard(self.root, self._bundled_key(plan, size, pad)) is not None
-        judge = size.default_s * (size.images + 2 * pad * (not known))  # yours: the candidate; padding: fp32 too
+        # your images: the candidate alone (fp32's labels are there); the padding, unless judged before: fp32 too
+        judge = size.default_s * (size.images / speedup + (1 + 1 / speedup) * pad * (not known))
         return build + judge, size.default_s * (1 - 1 / speedup), warm
 
     def _start(self, size: _Size) -> None:
