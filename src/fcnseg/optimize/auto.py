@@ -136,7 +136,8 @@ class Auto:
         self.background, self.clock = background, clock
         self.device = next(model.parameters()).device
         self.default = backends.build(model, DEFAULT)
-        self.reference = _Serial(backends.build(model, DEFAULT))  # the judge's own copy: its layout is its own
+        self._reference: _Serial | None = None
+        self._reference_lock = threading.Lock()
         self.root, self.digest = cache.cache_root(cache_dir), cache.model_digest(model)
         self.started = time.time() - 1  # cache entries used since then are this run's (file times: 1 s steps)
         self.sizes: dict[int, _Size] = {}
@@ -156,6 +157,14 @@ class Auto:
         self._checks: queue.Queue[tuple[_Size, Tensor, Tensor] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         atexit.register(_close, weakref.ref(self))
+
+    def reference(self, x: Tensor) -> Tensor:
+        """fp32 for the judge and the shadow check: a copy of the default path of their own (its layout switches
+        with the input size), made when first needed."""
+        with self._reference_lock:  # the judge and the shadow check may ask at once
+            if self._reference is None:
+                self._reference = _Serial(backends.build(self.model, DEFAULT))
+        return self._reference(x)
 
     # ------------------------------------------------------------------------------------------ the caller's side
 
