@@ -249,22 +249,22 @@ class Auto:
                 self.rejected.append((plan, verdict))
                 continue
             if self.expected is not None:
-                left = self.expected - sum(self.ran.values())
                 cost, saving, warm = self.estimate(plan, size)
-                if cost >= left * saving:
-                    repays = cost / max(saving, 1e-9)
-                    skipped.append(
-                        f"{plan.describe()} ({'cached, ' * warm}~{cost:.0f} s to make ready, saves ~{saving:.2f} s "
-                        f"per image: repays after {repays:.0f} images)"
-                    )
+                if cost >= (self.expected - sum(self.ran.values())) * saving:
+                    skipped.append((cost / max(saving, 1e-9), cost, saving, warm, plan))
                     continue
             todo.append(plan)
         size.todo = todo
         if not todo:
             size.state = "skipped"
-            if skipped:
+            if skipped:  # the one closest to repaying
+                repays, cost, saving, warm, plan = min(skipped, key=lambda s: s[0])
                 left = self.expected - sum(self.ran.values())
-                size.note = f"{left} image{'s' * (left != 1)} left, too few to repay building {', '.join(skipped)}"
+                size.note = (
+                    f"{left} image{'s' * (left != 1)} left, too few to repay a build: {plan.describe()} would take "
+                    f"~{cost:.0f} s{' from the cache' * warm}, save ~{saving:.2f} s per image, repay after "
+                    f"{repays:.0f}"
+                )
             return
         size.state = "queued"
         if not self.background:

@@ -166,7 +166,7 @@ def size_class(shape: Sequence[int]) -> int:
     """Input sizes within a factor of 4 in pixels share a class; a path judged on one class is judged again on
     another (int8 that agrees on 8x8 images can lose pixels on 144x112 ones)."""
     h, w = shape[-2:]
-    return max(h * w, 1).bit_length() // 2
+    return (max(h * w, 1).bit_length() - 1) // 2  # [4^k, 4^(k+1)) pixels: 520 x 520 to 520 x 2000 is one class
 
 
 def padding_count(shape: Sequence[int], images: int, pixels: int) -> int:
