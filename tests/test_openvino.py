@@ -108,7 +108,7 @@ def test_without_openvino_the_backend_says_how_to_install_and_auto_moves_on(monk
     with pytest.raises(ValueError, match=r"pip install 'fcnseg\[openvino\]'"):
         O.optimize(model, "openvino")
     monkeypatch.setattr(O.auto, "auto_candidates", lambda device: [O.PATHS["openvino_int8"], O.PATHS["default"]])
-    fn = O.optimize(model, "auto", guard_images=photos)
+    fn = O.optimize(model, "auto", guard_images=photos, background=False)
     with pytest.warns(UserWarning, match="openvino failed"):
         out = fn(photos[0])
     torch.testing.assert_close(out, O.optimize(model, "none")(photos[0]), rtol=1e-4, atol=1e-4)

@@ -194,6 +194,19 @@ class Segmenter:
         describe = getattr(self._forward, "describe", None)
         return describe() if describe else None
 
+    def speed_details(self) -> list[str]:
+        """With ``optimize="auto"``: what each faster candidate did (refused by the guard and on what, failed and
+        why, built in how long and whether from the cache); empty otherwise."""
+        details = getattr(self._forward, "details", None)
+        return details() if details else []
+
+    def prepare_serving(self, side: int) -> str | None:
+        """With ``optimize="auto"``: judge the candidates now, on the bundled photos at ``side`` x ``side`` (a
+        server has no image of the user's yet), and check a sample of later calls against fp32 in the background.
+        Returns what was measured, on what (``None`` with another path)."""
+        serve = getattr(self._forward, "serve", None)
+        return serve((1, 3, side, side)) if serve else None
+
     def _num_classes(self) -> int:
         last = [m for m in self.model.modules() if isinstance(m, nn.Conv2d)]
         classifier = getattr(self.model, "classifier", None)
@@ -330,6 +343,8 @@ class Segmenter:
         wait, the batch of the oldest one runs, so results wait for no more than a few batches to be yielded in order.
         """
         paths = [storage.as_path(p) for p in paths]  # a URL stays one: decoded from the stream
+        if not (self.tile or self.tta_scales) and hasattr(self._forward, "expect"):  # --fast: is building worth it?
+            self._forward.expect(len(paths))
         loader = DataLoader(
             _DecodeFiles(paths, self.preprocess),
             batch_size=None,

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 # Each module defines ``register(subparsers)``, which adds its subcommand(s) and sets ``func(args) -> int``.
-_COMMAND_MODULES = ("models", "segment", "eval", "data", "train", "export", "serve", "rank")
+_COMMAND_MODULES = ("models", "segment", "eval", "data", "train", "export", "serve", "rank", "cache")
 
 
 class CLIError(Exception):

@@ -522,6 +522,7 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         )
         if todo and (path := segmenter.speed_path()):
             print(f"--fast ran {path}")
+            print(*(f"  {line}" for line in segmenter.speed_details() * args.verbose), sep="\n", end="")
     return 1 if counts["failed"] else 0
 
 

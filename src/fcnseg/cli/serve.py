@@ -115,6 +115,7 @@ def build_app(args: argparse.Namespace) -> Any:
 
     from ..predict import Segmenter
     from ..serve import create_app
+    from ..serve.app import NATIVE_WARMUP_SIDE
     from .speed import speed_options_from_args
 
     torch.set_num_threads(_threads(args))
@@ -128,6 +129,9 @@ def build_app(args: argparse.Namespace) -> Any:
         optimize=speed_options_from_args(args),
     )
     print(f"fcnseg serve: {segmenter.describe_size()}", file=sys.stderr)
+    if args.fast and (line := segmenter.prepare_serving(segmenter.preprocess.resize_size or NATIVE_WARMUP_SIDE)):
+        print(f"fcnseg serve: --fast runs {line}", file=sys.stderr)
+        print(*(f"  {line}" for line in segmenter.speed_details() * args.verbose), sep="\n", end="", file=sys.stderr)
     info = model_info(segmenter.weights)
     if getattr(args, "label_studio_runs", None) is None:
         return create_app(segmenter, config=serve_config(args), model_info=info)

@@ -22,14 +22,18 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "speed",
         "Without a flag: BN folded, channels-last fp32, no compile wait, the same labels as plain PyTorch. --fast "
-        "tries faster paths (int8, bf16; compiled by inductor, or OpenVINO where installed) and keeps the first "
-        "whose labels agree with fp32 on your first batch and on bundled photos (>= 99.8% of all pixels, >= 98% "
-        "of each image's, no class lost). The first run with a model builds the paths (minutes when they compile); "
-        "what it built and the guard's verdicts are cached under $TORCH_HOME/fcnseg, so later runs start in "
-        "seconds (OpenVINO) or recompile only inductor's graphs. See README 'Faster inference'.",
+        "starts on that path at once while faster ones (int8, bf16; OpenVINO where installed, or compiled by "
+        "inductor) are built in the background and judged on your images (topped up with bundled photos at their "
+        "size to >= 4 images and 65536 pixels, again for each new size class): the first whose labels agree with "
+        "fp32 (>= 99.8% of all pixels, >= 98% of each image's, no class lost) takes over. When the run is too "
+        "short to repay a build it is skipped, and says so. What is built is cached under $TORCH_HOME/fcnseg "
+        "(see 'fcnseg cache list'), so later runs load it in seconds. See README 'Faster inference'.",
     )
     group.add_argument(
         "--fast", action="store_true", help="the fastest path for this CPU that passes the accuracy guard (see above)"
+    )
+    group.add_argument(
+        "-v", "--verbose", action="store_true", help="with --fast: what each candidate did (guard, build time, cache)"
     )
     group.add_argument("--precision", choices=PRECISIONS, help="numeric precision (default fp32, or auto with --fast)")
     group.add_argument(

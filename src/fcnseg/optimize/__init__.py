@@ -54,6 +54,7 @@ def optimize(
     calibration: Sequence[Tensor] = (),
     cache_dir: str | Path | None = None,
     guard_images: Sequence[Tensor] | None = None,
+    background: bool = True,
 ) -> Callable[[Tensor], Tensor]:
     """Return ``f(batch) -> logits`` running ``model`` (eval mode, on its device) the way ``plan`` says.
 
@@ -61,20 +62,22 @@ def optimize(
         plan: see :func:`resolve_plan`.
         calibration: normalized (N, 3, H, W) batches for int8's activation ranges (photos, not noise);
             :func:`calibration_photos` when empty.
-        cache_dir: where builds are kept for later runs (:mod:`.cache`): ONNX and OpenVINO files, OpenVINO's
-            compiled blobs, the guard's verdicts on the bundled photos (default ``$TORCH_HOME/fcnseg``), and
-            inductor's kernels (default: inductor's own cache).
-        guard_images: normalized batches on which ``"auto"`` checks each candidate against fp32 eager, besides
-            the first batch it runs (default: :func:`sample_photos` cropped to the first batch's shape).
+        cache_dir: where builds are kept for later runs (:mod:`.cache`, default ``$TORCH_HOME/fcnseg``):
+            AOTInductor packages, ONNX and OpenVINO files, OpenVINO's compiled blobs, the guard's verdicts and
+            the build costs.
+        guard_images: normalized batches on which ``"auto"`` checks each candidate against fp32, besides the
+            user's images it has run (default: bundled photos at their size, up to the guard's minimums).
+        background: ``"auto"`` builds and judges in a background thread while the default path answers
+            (``False``: in the calling thread, at the first call of each input size class).
 
     A plan this device lacks the instructions for raises ``ValueError``. Compiled paths compile on their first
-    call (tens of seconds to minutes; static shapes once per image size, ``dynamic=True`` once); if that or any
-    later call fails, the path warns and runs eager fp32 from then on.
+    call per input shape (minutes; a package in the cache loads in a second instead); if that or any later call
+    fails, the path warns and runs eager fp32 from then on.
     """
     model = model.eval()
     device = next(model.parameters()).device
     if plan == "auto":
-        return Auto(model, cache_dir, guard_images)
+        return Auto(model, cache_dir, guard_images, background=background)
     plan = resolve_plan(plan, device)
     check_supported(plan, device)
     fn = build(model, plan, calibration=calibration, cache_dir=cache_dir)

@@ -33,6 +33,7 @@ __all__ = [
     "STATIC_SHAPES",
     "build",
     "fold_batchnorm",
+    "is_built",
     "quantize_pt2e",
     "quiet_third_party",
 ]
@@ -41,6 +42,9 @@ Forward = Callable[[Tensor], Tensor]
 INT8_MIN_SIDE = 9  # the smallest image side the exported int8 graph takes (stride-2 stages); below, fp32 eager
 CHANNELS_LAST_MIN_PIXELS = 96 * 96  # eager: smaller inputs run faster in the contiguous layout
 STATIC_SHAPES = 8  # input shapes that get their own static-shape graph before the rest share a dynamic one
+# OpenVINO compiles a model per shape in seconds, not minutes, but a folder of photos has one shape per aspect
+# ratio: past the first two, one dynamic-shape model (compiled once, and kept in its blob cache) runs the rest
+OPENVINO_STATIC_SHAPES = 2
 NOISY_LOGGERS = ("torchao", "torch.utils._pytree", "nncf")
 ONNX_EXPORT = {"dynamo": True, "example": (1, 3, 64, 64)}  # part of the cache key, with the torch version
 
@@ -57,7 +61,8 @@ def build(
     if plan.backend == "onnxruntime":
         return _onnxruntime(model, cache_dir, int8=plan.precision == "int8", calibration=calibration)
     if plan.precision == "int8":
-        return _int8(model, plan, calibration or [x.to(device) for x in calibration_photos(384)])
+        calibration = calibration or [x.to(device) for x in calibration_photos(384)]
+        return _int8(model, plan, calibration, _packages(model, plan, cache_dir, calibration))
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan.precision)
     memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
     if plan.fold_bn:
@@ -69,7 +74,9 @@ def build(
         model.classifier = nn.Sequential(*list(classifier)[:-1], _FullPrecision(classifier[-1]))
     if plan.backend == "compile":
         model.to(memory_format=memory_format)
-        fn: Forward = _ShapeSwitch(OutLogits(model), plan.dynamic, plan.freezing)
+        packages = _packages(model, plan, cache_dir) if device.type == "cpu" else None
+        fn: Forward = _ShapeSwitch(_Autocast(model, dtype), plan.dynamic, plan.freezing, packages)
+        dtype = None  # inside the graph
     else:
         fn = _LayoutBySize(model) if plan.channels_last else OutLogits(model)
 
@@ -151,22 +158,48 @@ class _FullPrecision(nn.Module):
             return self.module(x.float())
 
 
+class _Autocast(nn.Module):
+    """``model``'s logits under autocast to ``dtype`` (none: fp32), with autocast inside ``forward`` so that an
+    exported graph (AOTInductor) carries it."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.dtype is None:
+            return out_logits(self.model, x)
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return out_logits(self.model, x).float()
+
+
 class _ShapeSwitch:
     """Static-shape graphs (the fastest kernels) for the first :data:`STATIC_SHAPES` input shapes, then one
     dynamic-shape graph for every other shape.
 
     A folder of photos resized to a shorter side of 520 has one shape per aspect ratio. Compiling each would cost
     seconds per new shape and, past dynamo's recompile limit, silently fall back to eager; one dynamic graph costs
-    a single compile and runs every later shape compiled.
+    a single compile and runs every later shape compiled. With ``packages`` (shape -> file), each static graph is
+    compiled ahead of time by AOTInductor into that file, weights included, and a later process loads it instead
+    of compiling (``loaded`` lists those shapes, ``compiled`` the ones compiled here).
     """
 
-    def __init__(self, fn: Forward, dynamic: bool | None, freezing: bool) -> None:
+    def __init__(
+        self,
+        fn: Forward,
+        dynamic: bool | None,
+        freezing: bool,
+        packages: Callable[[tuple[int, ...]], Path] | None = None,
+    ) -> None:
         # dynamo keeps one cache for all models with the same forward code; its default of 8 entries would
         # silently fall back to eager after a few sizes or paths
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        self.freezing = freezing
+        self.fn, self.freezing, self.packages = fn, freezing, packages
         self.static = torch.compile(fn, dynamic=dynamic)
         self.shapes: set[torch.Size] = set()
+        self.graphs: dict[tuple[int, ...], Forward] = {}
+        self.loaded: list[tuple[int, ...]] = []
+        self.compiled: list[tuple[int, ...]] = []
         self.dynamic: Forward | None = None
         if dynamic is False:  # a second code object, so that the two graphs keep separate dynamo caches
 
@@ -182,8 +215,76 @@ class _ShapeSwitch:
         with config.patch(freezing=self.freezing):
             if self.dynamic is None or x.shape in self.shapes or len(self.shapes) < STATIC_SHAPES:
                 self.shapes.add(x.shape)
+                if self.packages is not None and self.dynamic is not None:
+                    return self._package(x)(x)
                 return self.static(x)
             return self.dynamic(x)
+
+    def _package(self, x: Tensor) -> Forward:
+        """The AOTInductor package for ``x``'s shape: loaded from the cache, or compiled into it."""
+        shape = tuple(x.shape)
+        if shape not in self.graphs:
+            path = self.packages(shape)
+            if path.exists():
+                self.loaded.append(shape)
+                cache.touch(path)
+            else:
+                with torch.no_grad(), quiet_third_party():
+                    exported = torch.export.export(self.fn, (x,))
+                with atomic_path(path) as tmp:
+                    named = tmp.with_suffix(".pt2")  # AOTInductor insists on the suffix
+                    try:
+                        torch._inductor.aoti_compile_and_package(
+                            exported, package_path=str(named), inductor_configs={"freezing": self.freezing}
+                        )
+                        named.replace(tmp)
+                    finally:
+                        named.unlink(missing_ok=True)
+                self.compiled.append(shape)
+            self.graphs[shape] = torch._inductor.aoti_load_package(str(path))
+        return self.graphs[shape]
+
+
+def _calibration_digest(calibration: Sequence[Tensor], recipe: str) -> str:
+    digest = hashlib.sha256(recipe.encode())
+    for x in calibration:
+        digest.update(x.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:8]
+
+
+def _packages(
+    model: nn.Module, plan: SpeedPlan, cache_dir: str | Path | None, calibration: Sequence[Tensor] = ()
+) -> Callable[[tuple[int, ...]], Path]:
+    """Where the AOTInductor package of ``model`` run by ``plan`` at each input shape lives: under the model's
+    bytes, the plan, the CPU and the library versions (:func:`~.cache.build_key`), and int8's calibration images."""
+    digest = cache.model_digest(model)
+    extra = _calibration_digest(calibration, "pt2e-x86") if calibration else ""
+    slug = plan.describe().replace(" ", "-")
+
+    def path(shape: tuple[int, ...]) -> Path:
+        n, _, h, w = shape
+        key = cache.build_key(digest + extra, plan, shape)
+        return cache.cache_root(cache_dir) / "aoti" / f"{slug}-{w}x{h}-b{n}-{key}.pt2"
+
+    return path
+
+
+def is_built(model: nn.Module, plan: SpeedPlan, cache_dir: str | Path | None, shape: tuple[int, ...]) -> bool:
+    """Whether :func:`build` of ``plan`` (with its default calibration) would load its files from the cache rather
+    than make them: the OpenVINO or ONNX files, or the AOTInductor package for ``shape``."""
+    if plan.backend == "eager":
+        return True
+    calibration: list[Tensor] = []
+    if plan.precision == "int8":
+        sides = (384,) if plan.backend == "compile" else (256, 384)
+        calibration = [x for s in sides for x in calibration_photos(s)]
+    if plan.backend == "compile":
+        source = fold_batchnorm(model) if plan.fold_bn else model
+        return _packages(source, plan, cache_dir, calibration)(tuple(shape)).exists()
+    if plan.backend == "openvino":
+        return all(p.exists() for p in _openvino_files(model, plan, cache_dir, calibration))
+    path = cache.cache_root(cache_dir) / "onnx" / f"fcn-{_onnx_cache_key(model)}.onnx"
+    return path.exists() and (plan.precision != "int8" or _onnx_int8_path(path, calibration).exists())
 
 
 def quantize_pt2e(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> torch.fx.GraphModule:
@@ -221,10 +322,13 @@ def quantize_pt2e(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tenso
         return move_exported_model_to_eval(convert_pt2e(prepared))
 
 
-def _int8(model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor]) -> Forward:
-    """:func:`quantize_pt2e` compiled by inductor with freezing (int8 convs fused with their requantization)."""
+def _int8(
+    model: nn.Module, plan: SpeedPlan, calibration: Sequence[Tensor], packages: Callable[[tuple[int, ...]], Path]
+) -> Forward:
+    """:func:`quantize_pt2e` compiled by inductor with freezing (int8 convs fused with their requantization), each
+    static shape an AOTInductor package in the cache."""
     quantized = quantize_pt2e(model, plan, calibration)
-    compiled = _ShapeSwitch(quantized, plan.dynamic, freezing=True)
+    compiled = _ShapeSwitch(quantized, plan.dynamic, freezing=True, packages=packages)
     memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
     fp32 = OutLogits(model)
 
@@ -300,6 +404,10 @@ def _onnxruntime(
     return forward
 
 
+def _onnx_int8_path(fp32: Path, calibration: Sequence[Tensor]) -> Path:
+    return fp32.with_name(f"{fp32.stem}-int8-{_calibration_digest(calibration, 'qdq-per-channel-u8s8-minmax')}.onnx")
+
+
 def _onnx_int8(fp32: Path, calibration: Sequence[Tensor]) -> Path:
     """ONNX Runtime static quantization of ``fp32``: QDQ, per-channel int8 weights, uint8 activations calibrated
     (min/max) on ``calibration``. The classifier's last conv and the logits' upsampling stay fp32: logits quantized
@@ -307,11 +415,9 @@ def _onnx_int8(fp32: Path, calibration: Sequence[Tensor]) -> Path:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    digest = hashlib.sha256(b"qdq-per-channel-u8s8-minmax")
-    for x in calibration:
-        digest.update(x.detach().cpu().contiguous().numpy().tobytes())
-    path = fp32.with_name(f"{fp32.stem}-int8-{digest.hexdigest()[:8]}.onnx")
+    path = _onnx_int8_path(fp32, calibration)
     if path.exists():
+        cache.touch(path)
         return path
     nodes = onnx.load(str(fp32), load_external_data=False).graph.node
     keep_fp32 = [n.name for n in nodes if n.op_type == "Conv"][-1:] + [n.name for n in nodes if n.op_type == "Resize"]
@@ -353,17 +459,11 @@ def _openvino(
         raise ValueError("the openvino backend needs openvino and nncf (pip install 'fcnseg[openvino]')") from e
 
     root = cache.cache_root(cache_dir) / "openvino"
-    name = f"fcn-{cache.model_digest(model)[:16]}-ov{ov.__version__.split('-')[0]}"
-    fp32 = _saved_ir(root / f"{name}.xml", lambda: _ov_convert(model))
-    path = fp32
+    fp32, path = _openvino_files(model, plan, cache_dir, calibration)
+    _saved_ir(fp32, lambda: _ov_convert(model))
     if plan.precision == "int8":
-        digest = hashlib.sha256(OPENVINO_INT8.encode())
-        for x in calibration:
-            digest.update(x.detach().cpu().float().contiguous().numpy().tobytes())
-        path = _saved_ir(
-            root / f"{name}-int8-{digest.hexdigest()[:8]}.xml",
-            lambda: _nncf_int8(ov.Core().read_model(fp32), calibration),
-        )
+        _saved_ir(path, lambda: _nncf_int8(ov.Core().read_model(fp32), calibration))
+    cache.touch(fp32, fp32.with_suffix(".bin"), path, path.with_suffix(".bin"), root / "blobs")
     core = ov.Core()
     core.set_property({"CACHE_DIR": str(root / "blobs")})
     config = {
@@ -375,7 +475,7 @@ def _openvino(
     compiled: dict[tuple[int, ...], object] = {}
 
     def forward(x: Tensor) -> Tensor:
-        shape = tuple(x.shape) if len(compiled) < STATIC_SHAPES else ()  # past that, one dynamic model
+        shape = tuple(x.shape) if len(compiled) < OPENVINO_STATIC_SHAPES else ()  # past that, one dynamic model
         if shape not in compiled:
             graph = source.clone()
             if shape:
@@ -385,6 +485,20 @@ def _openvino(
         return torch.from_numpy(out.copy())
 
     return forward
+
+
+def _openvino_files(
+    model: nn.Module, plan: SpeedPlan, cache_dir: str | Path | None, calibration: Sequence[Tensor]
+) -> tuple[Path, Path]:
+    """The fp32 IR of ``model`` and the IR ``plan`` runs (the same, or its int8 version for ``calibration``)."""
+    import openvino as ov
+
+    root = cache.cache_root(cache_dir) / "openvino"
+    name = f"fcn-{cache.model_digest(model)[:16]}-ov{ov.__version__.split('-')[0]}"
+    fp32 = root / f"{name}.xml"
+    if plan.precision != "int8":
+        return fp32, fp32
+    return fp32, root / f"{name}-int8-{_calibration_digest(calibration, OPENVINO_INT8)}.xml"
 
 
 def _ov_convert(model: nn.Module):

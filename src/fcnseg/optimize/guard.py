@@ -21,12 +21,18 @@ __all__ = [
     "GUARD_AGREEMENT",
     "IMAGE_AGREEMENT",
     "GUARD_PHOTOS",
+    "MIN_IMAGES",
+    "MIN_PIXELS",
+    "MAX_PADDING",
     "GuardResult",
     "accuracy_guard",
     "calibration_photos",
     "compare_logits",
+    "padding",
+    "padding_count",
     "pick_fastest",
     "sample_photos",
+    "size_class",
 ]
 
 Forward = Callable[[Tensor], Tensor]
@@ -37,6 +43,11 @@ IMAGE_AGREEMENT = 0.98  # ... nor below this on any one image
 CLASS_MIN_SHARE = 0.002  # a class covering this share of an image in fp32's answer must not vanish from it
 GUARD_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 CALIBRATION_PHOTOS = ("hubble_deep_field", "retina", "immunohistochemistry")  # int8's, never the guard's
+# A verdict needs this many images and pixels at the size the model sees; the user's images count first, bundled
+# photos at the same size make up the rest. One 8x8 image is 64 pixels: a path that flips 1 pixel in 300 passes it.
+MIN_IMAGES = 4
+MIN_PIXELS = 2**16
+MAX_PADDING = 256  # bundled crops at most (tiny images: 256 of 8x8 are 16384 pixels, the most judged at that size)
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,39 @@ def photos_shaped(shape: torch.Size, device: torch.device) -> list[Tensor]:
     photos = sample_photos(max(h, w))
     batch = torch.cat([photos[i % len(photos)][..., :h, :w] for i in range(n)])
     return [batch.to(device)]
+
+
+def size_class(shape: Sequence[int]) -> int:
+    """Input sizes within a factor of 4 in pixels share a class; a path judged on one class is judged again on
+    another (int8 that agrees on 8x8 images can lose pixels on 144x112 ones)."""
+    h, w = shape[-2:]
+    return (max(h * w, 1).bit_length() - 1) // 2  # [4^k, 4^(k+1)) pixels: 520 x 520 to 520 x 2000 is one class
+
+
+def padding_count(shape: Sequence[int], images: int, pixels: int) -> int:
+    """How many bundled crops :func:`padding` adds: whole batches of the user's batch size."""
+    n, _, h, w = shape
+    need = max(MIN_IMAGES - images, -(-(MIN_PIXELS - pixels) // (h * w)), 0)
+    return min(-(-need // n) * n, MAX_PADDING // n * n or n)
+
+
+def padding(shape: Sequence[int], images: int, pixels: int) -> list[Tensor]:
+    """Batches of ``shape`` (N, 3, H, W) cut from the bundled photos at that size, enough to bring a sample of
+    ``images`` images and ``pixels`` pixels up to :data:`MIN_IMAGES` and :data:`MIN_PIXELS` (at most
+    :data:`MAX_PADDING` crops). Crops come from each photo scaled to cover H x W at 1x, 2x, 4x... its size, on a
+    grid, so that tiny inputs see many different views rather than one photo repeated."""
+    n, _, h, w = shape
+    need = padding_count(shape, images, pixels)
+    crops: list[Tensor] = []
+    scale = 1
+    while len(crops) < need and scale <= 64:
+        for photo in sample_photos(max(h, w) * scale):
+            ph, pw = photo.shape[-2:]
+            grid = [(y, x) for y in range(0, ph - h + 1, h) for x in range(0, pw - w + 1, w)]
+            crops += [photo[..., y : y + h, x : x + w] for y, x in grid]
+        scale *= 2
+    crops = crops[:need]
+    return [torch.cat(crops[i : i + n]) for i in range(0, len(crops) - n + 1, n)]
 
 
 def accuracy_guard(
