@@ -8,8 +8,6 @@ import json
 import time
 from pathlib import Path
 
-from ..optimize import cache
-
 __all__ = ["register"]
 
 
@@ -22,10 +20,14 @@ def _human(size: int) -> str:
 
 
 def _root(args: argparse.Namespace) -> Path:
+    from ..optimize import cache  # torch: imported by the action, not for --help
+
     return cache.cache_root(args.cache_dir)
 
 
 def _list(args: argparse.Namespace) -> int:
+    from ..optimize import cache
+
     root, found = _root(args), cache.entries(_root(args))
     if args.json:
         rows = [{"path": str(e.paths[0]), "what": e.what, "bytes": e.bytes, "last_used": e.used} for e in found]
@@ -40,6 +42,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _clear(args: argparse.Namespace) -> int:
+    from ..optimize import cache
+
     root = _root(args)
     limit = cache.parse_size(args.to) if args.to else 0
     removed = cache.prune(root, limit)
