@@ -15,7 +15,10 @@ from fcnseg.cli import main
 from fcnseg.cli._extras import EXTRAS
 
 ROOT = Path(__file__).resolve().parents[2]
-IMPORT_NAMES = {"scikit-image": "skimage", "python-multipart": "multipart", "fastapi-offline": "fastapi_offline"}
+IMPORT_NAMES = {
+    "scikit-image": "skimage", "python-multipart": "multipart", "fastapi-offline": "fastapi_offline",
+    "pillow-heif": "pillow_heif", "pillow-avif-plugin": "pillow_avif", "universal-pathlib": "upath",
+}  # fmt: skip
 
 
 def _pyproject_extras() -> dict[str, set[str]]:

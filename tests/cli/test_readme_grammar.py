@@ -61,7 +61,7 @@ def _readme_command_lines() -> list[str]:
             for part in re.split(r"&&|\|", line):
                 words = shlex.split(part)
                 if "fcnseg" in words and "..." not in words and not part.strip().startswith("pip"):
-                    found.append(" ".join(words[words.index("fcnseg") + 1 :]))
+                    found.append(shlex.join(words[words.index("fcnseg") + 1 :]))
     return found
 
 

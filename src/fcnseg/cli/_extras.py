@@ -18,11 +18,15 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "plot": ("matplotlib",),
     "bench": ("skimage",),
     "export": ("onnx", "onnxscript", "onnxruntime"),
-    "serve": ("fastapi", "fastapi_offline", "uvicorn", "multipart", "pycocotools"),
+    "serve": ("fastapi", "fastapi_offline", "uvicorn", "multipart", "pycocotools", "skimage"),
     "video": ("av",),
     "tensorboard": ("tensorboard",),
     "speed": ("torchao", "onnxruntime", "onnx", "onnxscript"),
     "openvino": ("openvino", "nncf"),
+    "heif": ("pillow_heif",),
+    "avif": ("pillow_avif",),
+    "ray": ("ray",),
+    "cloud": ("fsspec", "s3fs", "upath"),
 }
 
 
