@@ -395,6 +395,8 @@ def _run(args: argparse.Namespace, info: Any, device: torch.device, lock: RunLoc
         raise CLIError("no inputs: give files, folders, globs, - (paths on stdin) or --example")
     place = _ray_placement(args)
     if place is not None:  # the device that makes the masks is the actors'
+        import torch
+
         device = torch.device(place.device)
     weights = args.weights
     weights_label = "none (random init: predictions are meaningless)" if weights is None else args.weights
