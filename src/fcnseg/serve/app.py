@@ -306,6 +306,16 @@ def create_app(
 
     auth = [Depends(openapi_bearer())] if cfg.api_key else []  # declares the key to /docs; BearerAuth checks it
 
+    def admit(ticket: Any, data: bytes, name: str, deadline: float) -> None:
+        """An image's bytes in: its slot taken and its cost charged from the header's size (a header that says
+        nothing is left to decoding, which says what is wrong); ``OverloadError`` when it cannot be."""
+        admission.enter(ticket)
+        size = _header_size(data)
+        if size is not None:
+            checked_pixels(size, name)
+            admission.charge(ticket, cost=model_cost(*size), image_pixels=size[0] * size[1],
+                             nbytes=BYTES_PER_PIXEL * size[0] * size[1], deadline=deadline)  # fmt: skip
+
     @app.post(
         "/v1/segment",
         dependencies=auth,
@@ -366,12 +376,7 @@ def create_app(
         try:
             try:
                 data, name = await upload(request, cfg.body_limits, lambda n: admission.hold_upload(ticket, n))
-                admission.enter(ticket)
-                size = _header_size(data)
-                if size is not None:  # else decoding says what is wrong
-                    checked_pixels(size, name)
-                    admission.charge(ticket, cost=model_cost(*size), image_pixels=size[0] * size[1],
-                                     nbytes=BYTES_PER_PIXEL * size[0] * size[1], deadline=deadline)  # fmt: skip
+                admit(ticket, data, name, deadline)
             except OverloadError as e:
                 raise _busy(e) from None
             image, decode_s = await offload(decode, data, name)
@@ -398,12 +403,7 @@ def create_app(
             raise _busy(e) from None
         try:
             try:
-                admission.enter(ticket)
-                size = _header_size(data)
-                if size is not None:
-                    checked_pixels(size, name)
-                    admission.charge(ticket, cost=model_cost(*size), image_pixels=size[0] * size[1],
-                                     nbytes=BYTES_PER_PIXEL * size[0] * size[1], deadline=deadline)  # fmt: skip
+                admit(ticket, data, name, deadline)
             except OverloadError as e:
                 raise _busy(e) from None
             image, _ = await offload(decode, data, name)
