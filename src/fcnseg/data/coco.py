@@ -43,6 +43,7 @@ import numpy as np
 from PIL import Image
 
 from ..imageio import load_image
+from ._drawn import drawn_item
 from .categories import VOC_CATEGORIES
 from .folder import exif_turn_hint
 
@@ -333,13 +334,7 @@ class CocoSegmentation:
         return f"{path}: stored as {stored[0]}x{stored[1]} but the annotation file declares {w}x{h}{hint}"
 
     def __getitem__(self, i: int) -> Any:
-        image = load_image(self.image_path(i), exif_transpose=False)
-        if problem := self.size_mismatch(i, image.size):
-            raise ValueError(problem)
-        mask = self.target(i, image.height, image.width)
-        if self.transforms is not None:
-            return self.transforms(image, mask)
-        return image, mask
+        return drawn_item(self, i, load_image(self.image_path(i), exif_transpose=False))
 
 
 def _parse_instances(data: Any) -> tuple[dict[int, dict], dict[int, list[dict]], dict[int, str]]:

@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from ..imageio import load_image
+from ._drawn import drawn_item
 from .brush import decode_brush_rle
 
 __all__ = [
@@ -371,13 +372,7 @@ class LabelStudioSegmentation:
         path = self.image_path(i)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image of task {self._tasks[i].id} not found (see --images)")
-        image = load_image(path)  # upright, as Label Studio shows it
-        if problem := self.size_mismatch(i, image.size):
-            raise ValueError(problem)
-        mask = self.target(i, image.height, image.width)
-        if self.transforms is not None:
-            return self.transforms(image, mask)
-        return image, mask
+        return drawn_item(self, i, load_image(path))  # upright, as Label Studio shows it
 
 
 def displayed_size(path: str | Path) -> tuple[int, int]:
