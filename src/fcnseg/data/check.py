@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from .._stamp import file_stamp
 from ..imageio import load_image
 from .classes import ClassMap, read_class_map
 from .coco import CocoSegmentation, annotation_mask, check_segmentation
-from .folder import IMAGE_SUFFIXES, FolderSegmentation
+from .folder import IMAGE_SUFFIXES, FolderSegmentation, image_header_size
 from .labelstudio import LabelStudioSegmentation, displayed_size
 
 __all__ = [
@@ -419,23 +420,18 @@ def check_coco(dataset: Any, pixels: bool = False) -> CocoCheck:
 def _check_coco_image(dataset: Any, i: int, out: CocoCheck) -> bool:
     """Whether image ``i`` exists, its header reads, and its stored size is the one the annotation file declares;
     what is wrong goes into ``out``."""
-    from PIL import Image
-
     try:
         path = dataset.image_path(i)
     except FileNotFoundError:
         out.missing_images.append(dataset.image_info(i)["file_name"])
         return False
-    try:
-        with Image.open(path) as img:
-            stored = img.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        out.unreadable_images.append(f"{path}: {e}")
-        return False
-    if problem := dataset.size_mismatch(i, stored):
-        out.size_mismatches.append(problem)
-        return False
-    return True
+    return _check_header_size(dataset, i, path, _stored_size, out)
+
+
+def _stored_size(path: Path) -> tuple[int, int]:
+    """(W, H) of an image's stored pixels, from its header (COCO's sizes do not apply EXIF rotation)."""
+    h, w = image_header_size(path)
+    return w, h
 
 
 @dataclass
@@ -506,8 +502,6 @@ def check_labelstudio(dataset: LabelStudioSegmentation, pixels: bool = False) ->
 
 def _check_labelstudio_image(dataset: LabelStudioSegmentation, i: int, out: LabelStudioCheck) -> bool:
     """Whether task ``i``'s image is a file under the image root, readable, displayed at its regions' size."""
-    from PIL import Image
-
     try:
         path = dataset.image_path(i)
     except ValueError as e:
@@ -516,8 +510,18 @@ def _check_labelstudio_image(dataset: LabelStudioSegmentation, i: int, out: Labe
     if not path.is_file():
         out.missing_images.append(f"{path} (task {dataset.task_id(i)})")
         return False
+    return _check_header_size(dataset, i, path, displayed_size, out)
+
+
+def _check_header_size(
+    dataset: Any, i: int, path: Path, read_size: Callable[[Path], tuple[int, int]], out: CocoCheck
+) -> bool:
+    """Whether the header of image ``i`` at ``path`` reads and ``read_size`` (its (W, H) as the dataset's
+    annotations see it: stored or displayed) is the size they were drawn on; what is wrong goes into ``out``."""
+    from PIL import Image
+
     try:
-        size = displayed_size(path)
+        size = read_size(path)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         out.unreadable_images.append(f"{path}: {e}")
         return False
