@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_name
+
 from fcnseg._stamp import file_stamp
 from fcnseg.outputs import input_source
 
@@ -30,16 +32,6 @@ def _timed(fn, repeat: int) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -77,7 +69,12 @@ def main() -> None:
                               ("sha256 of every byte (first run, or after a touch)", hashed)):  # fmt: skip
                 rows.append({"input": label, "method": method, "seconds": t, "x_stat": t / stat, "mb": mb,
                              "mb_per_s": mb / t})  # fmt: skip
-    info = {"cpu": _cpu(), "cores": os.cpu_count(), "load_avg": os.getloadavg(), "python": platform.python_version()}
+    info = {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "load_avg": os.getloadavg(),
+        "python": platform.python_version(),
+    }
     print(f"CPU: {info['cpu']} ({info['cores']} cores), load average {info['load_avg'][0]:.1f}; warm page cache")
     print(f"{'input':<24} {'method':<52} {'seconds':>9} {'x stat':>9} {'MB/s':>9}")
     for r in rows:

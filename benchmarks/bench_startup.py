@@ -24,20 +24,12 @@ import sys
 import time
 from pathlib import Path
 
+from _machine import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 
 COMMANDS = [["--help"], ["segment", "--help"], ["train", "--help"], ["models"]]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def seconds(argv: list[str], src: Path) -> float:
