@@ -25,8 +25,9 @@ import io
 import os
 import re
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -306,6 +307,21 @@ def create_app(
 
     auth = [Depends(openapi_bearer())] if cfg.api_key else []  # declares the key to /docs; BearerAuth checks it
 
+    @contextmanager
+    def slot(client: str) -> Iterator[Any]:
+        """A request's admission ticket, held until it ends however it ends: refused while the server is not ready
+        (503) or when it or ``client`` is at its limit (:func:`_busy`)."""
+        if app.state.status != "ready":
+            raise HTTPError(503, f"not ready: {app.state.status}", {"Retry-After": "1"})
+        try:
+            ticket = admission.arrive(client)
+        except OverloadError as e:
+            raise _busy(e) from None
+        try:
+            yield ticket
+        finally:
+            admission.leave(ticket)
+
     def admit(ticket: Any, data: bytes, name: str, deadline: float) -> None:
         """An image's bytes in: its slot taken and its cost charged from the header's size (a header that says
         nothing is left to decoding, which says what is wrong); ``OverloadError`` when it cannot be."""
@@ -366,14 +382,7 @@ def create_app(
         if format is None:
             accept = request.headers.get("accept", "")
             format = "png" if "image/png" in accept and "application/json" not in accept else "json"
-        if app.state.status != "ready":
-            raise HTTPError(503, f"not ready: {app.state.status}", {"Retry-After": "1"})
-        client = request.client.host if request.client else ""
-        try:
-            ticket = admission.arrive(client)  # before the body is read
-        except OverloadError as e:
-            raise _busy(e) from None
-        try:
+        with slot(request.client.host if request.client else "") as ticket:  # before the body is read
             try:
                 data, name = await upload(request, cfg.body_limits, lambda n: admission.hold_upload(ticket, n))
                 admit(ticket, data, name, deadline)
@@ -387,21 +396,13 @@ def create_app(
             response, render_s = await offload(render, result, format, alpha)
             pool_time.observe(decode_s + render_s, image.width * image.height)
             return response
-        finally:
-            admission.leave(ticket)
 
     async def segment_fetched(client: str, data: bytes, name: str) -> Any:
         """An image the server fetched itself (Label Studio's tasks), through the upload path from the header
         check on, one admission slot each; segmented with each pixel's confidence and entropy. Errors are
         :class:`HTTPError`, as an upload's would be."""
         deadline = time.monotonic() + cfg.timeout_s
-        if app.state.status != "ready":
-            raise HTTPError(503, f"not ready: {app.state.status}", {"Retry-After": "1"})
-        try:
-            ticket = admission.arrive(client)
-        except OverloadError as e:
-            raise _busy(e) from None
-        try:
+        with slot(client) as ticket:
             try:
                 admit(ticket, data, name, deadline)
             except OverloadError as e:
@@ -412,8 +413,6 @@ def create_app(
             result = await infer(None, _Detailed(image), model_cost(image.width, image.height), deadline)
             admission.computed(ticket)
             return result
-        finally:
-            admission.leave(ticket)
 
     app.include_router(label_studio_router(segment_fetched, categories, info, ImageFetcher(
         cfg.label_studio_url, cfg.label_studio_api_key, cfg.label_studio_allow, cfg.max_upload_bytes, cfg.timeout_s,
