@@ -6,15 +6,16 @@ A test creates a flag file in ``$FCNSEG_TEST_RAY_FLAGS``:
 - ``kill``: the first actor to take a batch after it appears claims it (an atomic rename, so exactly one does) and
   SIGKILLs its own process before segmenting, as a machine failure would; Ray restarts the actor and retries the batch.
 - ``nodes/``: every model actor touches a file named by its node's id there (always; the two-node test reads it).
-- ``hold``: an actor that has written a batch writes its pid to ``held`` and waits while ``hold`` exists, so that a
-  test can kill the driver with a known number of images finished and none in flight.
+- ``hold`` (a named pipe): an actor that has written a batch writes its pid to ``held`` and blocks opening the pipe
+  until the test opens it for writing (:func:`release`), so that a test can kill the driver with a known number of
+  images finished and none in flight. No polling: the open returns the moment the test lets it go.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-import time
 from pathlib import Path
 
 
@@ -45,8 +46,15 @@ def install() -> None:
         answer = call(self, batch)
         if (flags / "hold").exists():
             (flags / "held").write_text(str(os.getpid()))
-            while (flags / "hold").exists():  # released by the test (or killed with its driver)
-                time.sleep(0.05)
+            with contextlib.suppress(FileNotFoundError), open(flags / "hold", "rb"):  # until released
+                pass
         return answer
 
     engine.SaveBatch.__call__, engine.SaveBatch.__init__ = faulty, placed
+
+
+def release(hold: Path) -> None:
+    """Let go an actor blocked on the ``hold`` pipe (opening it for writing wakes the reader), then remove it."""
+    with contextlib.suppress(OSError):  # ENXIO: no actor is waiting
+        os.close(os.open(hold, os.O_WRONLY | os.O_NONBLOCK))
+    hold.unlink(missing_ok=True)

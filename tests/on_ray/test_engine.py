@@ -19,6 +19,7 @@ from waiting import wait_until
 
 import fcnseg.ray
 from fcnseg.outputs import RECORD_DIR
+from on_ray.raykill import release
 
 RAY = ["--engine", "ray", "--batch-size", "2"]
 
@@ -95,7 +96,7 @@ def test_a_killed_driver_is_resumed_by_running_it_again(ray_local, photos, weigh
         "runtime_env={'worker_process_setup_hook': 'raykill.install'}); "
         f"from fcnseg.cli import main; sys.exit(main({argv!r}))"
     )
-    hold.touch()
+    os.mkfifo(hold)
     proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(held.exists, timeout=600)  # the actor wrote its first batch and waits
@@ -104,7 +105,7 @@ def test_a_killed_driver_is_resumed_by_running_it_again(ray_local, photos, weigh
         wait_until(lambda: not _alive(int(held.read_text())), timeout=300)  # Ray ends a dead driver's actors
     finally:
         proc.kill()
-        hold.unlink(missing_ok=True)
+        release(hold)
         held.unlink(missing_ok=True)
     first = {n: s for n, s in stamps(out).items() if n.endswith("_mask.png")}
     assert 1 <= len(first) <= 2  # one batch of 2 rows (the corrupt file may be one)
